@@ -1,0 +1,455 @@
+"""The head-end's one MQTT connection: balance events in, everything else out.
+
+Why it is shaped this way:
+- Acknowledge after commit. The session is persistent (``clean_session=False``) and paho's
+  automatic PUBACK is turned off; a balance event is acknowledged only after ``on_balance``
+  returned, i.e. after the event is in the database. If the handler raises, the message stays
+  unacknowledged and the bridge reconnects (with backoff), so that the broker offers it again:
+  brokers redeliver unacknowledged QoS 1 messages only on a new connection. PUBACKs go out in the
+  order the messages came (MQTT-4.6.0-2) because events are handled one at a time, in order.
+  An acknowledgement is never sent on a later connection than the one the message came on:
+  packet ids are per connection, and a stale PUBACK could confirm some other event.
+- Never lose an outgoing message while the broker is away: ``publish`` only queues (it never
+  blocks the caller, e.g. the relay controller); a sender drains the outbox while connected and
+  removes a message only once the broker has it. See ``outbox.py`` for what is shed when full.
+- ``headend/status`` is ``online`` (retained) from each connection on; a clean ``stop()`` sets it
+  ``offline``, and the will does the same if the process dies or the network goes.
+- Every network await has a timeout; a broker that goes quiet ends the connection and the bridge
+  reconnects with capped exponential backoff and jitter, then subscribes again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import random
+import ssl
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiomqtt
+import paho.mqtt.client as paho
+
+from headend.mqtt.outbox import Outbox, OutboxMessage
+from headend.mqtt.payloads import (
+    MAX_EVENT_SIZE,
+    BadEvent,
+    BalanceEvent,
+    encode_payload,
+    parse_balance_event,
+    status_payload,
+)
+from headend.mqtt.settings import MqttSettingsLike, reveal_password, tls_context_for
+from headend.mqtt.topics import Topics
+
+__all__ = ["BalanceHandler", "BridgeStats", "MqttBridge"]
+
+log = logging.getLogger(__name__)
+
+BalanceHandler = Callable[[BalanceEvent | BadEvent, bytes], Awaitable[None]]
+"""Called once per balance message (again after a redelivery); must commit before returning."""
+
+
+class _Outcome(enum.Enum):
+    STOPPED = "stopped"
+    LOST = "lost"
+    CONNECT_FAILED = "connect_failed"
+    HANDLER_FAILED = "handler_failed"
+
+
+class _HandlerFailedError(Exception):
+    pass
+
+
+def _check_publishable(topic: str, qos: int) -> None:
+    """Refuse at once what the broker or paho would refuse later: such a message at the head of
+    the outbox would otherwise be retried forever."""
+    if qos not in (0, 1, 2):
+        raise ValueError(f"bad QoS {qos}")
+    if not isinstance(topic, str) or not topic or "+" in topic or "#" in topic or "\x00" in topic:
+        raise ValueError(f"not a topic to publish to: {topic!r:.100}")
+    try:
+        encoded = topic.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("topic is not encodable as UTF-8") from None
+    if len(encoded) > 65535:
+        raise ValueError("topic too long")
+
+
+@dataclass(slots=True)
+class BridgeStats:
+    connects: int = 0
+    connect_failures: int = 0
+    disconnects: int = 0
+    received: int = 0
+    acked: int = 0
+    bad_events: int = 0
+    handler_failures: int = 0
+    ignored: int = 0
+    """Messages on topics that are not balance topics (amqtt sends stray retained messages)."""
+    published: int = 0
+
+
+class MqttBridge:
+    def __init__(
+        self,
+        settings: MqttSettingsLike,
+        on_balance: BalanceHandler,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        tls_context: ssl.SSLContext | None = None,
+        outbox_size: int = 10_000,
+        max_event_size: int = MAX_EVENT_SIZE,
+        timeout_s: float = 10.0,
+        handler_timeout_s: float | None = 60.0,
+        backoff_initial_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        stop_grace_s: float = 5.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        """``host``/``port`` override the settings (e.g. the embedded broker's address)."""
+        chosen_host = host if host is not None else settings.host
+        if chosen_host is None:
+            raise ValueError("no MQTT host: start the embedded broker and pass its address")
+        self._host: str = chosen_host
+        self._port = port if port is not None else settings.port
+        self._client_id = settings.client_id
+        self._username = settings.username
+        self._password = settings.password  # revealed only when a client is made
+        self._keepalive = settings.keepalive
+        self._tls_context = tls_context if tls_context is not None else tls_context_for(settings)
+        self.topics = Topics(settings.billing_prefix, settings.headend_prefix)
+        self.outbox = Outbox(outbox_size)
+        self.stats = BridgeStats()
+        self._on_balance = on_balance
+        self._max_event_size = max_event_size
+        self._timeout = timeout_s
+        self._handler_timeout = handler_timeout_s
+        self._backoff_initial = backoff_initial_s
+        self._backoff_max = backoff_max_s
+        self._stop_grace = stop_grace_s
+        self._rng = rng or random.Random()
+        self._stop_requested = asyncio.Event()
+        self._connected = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._finished = asyncio.Event()
+        self._running = False
+        self._generation = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"MqttBridge(host={self._host!r}, port={self._port}, client_id={self._client_id!r}, "
+            f"connected={self.connected})"
+        )
+
+    # -- public API --------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def wait_connected(self) -> None:
+        """Wait until subscribed and ``online`` is published (wrap it in ``asyncio.timeout``)."""
+        await self._connected.wait()
+
+    def publish(
+        self,
+        topic: str,
+        payload: Mapping[str, Any] | str | bytes,
+        qos: int = 1,
+        retain: bool = False,
+        *,
+        droppable: bool | None = None,
+    ) -> None:
+        """Queue a message for the broker; returns at once, connected or not.
+
+        ``droppable`` (default: true for readings topics) marks what may be shed first when the
+        outbox is full.
+        """
+        _check_publishable(topic, qos)
+        data = payload if isinstance(payload, bytes) else encode_payload(payload)
+        if droppable is None:
+            droppable = self.topics.is_readings(topic)
+        shed = self.outbox.put(OutboxMessage(topic, data, qos, retain, droppable))
+        if shed is not None:
+            log.warning(
+                "mqtt outbox full (%d): dropped a message for %s (%d readings, %d others so far)",
+                self.outbox.maxsize,
+                shed.topic,
+                self.outbox.dropped_readings,
+                self.outbox.dropped_other,
+            )
+
+    async def flush(self) -> None:
+        """Wait until every queued message reached the broker (wrap it in ``asyncio.timeout``)."""
+        await self.outbox.wait_empty()
+
+    async def run(self) -> None:
+        """Connect, serve and reconnect until ``stop()``; meant for a TaskGroup."""
+        if self._running:
+            raise RuntimeError("MqttBridge.run() is already running")
+        self._running = True
+        self._finished.clear()
+        failures = 0
+        try:
+            while not self._stop_requested.is_set():
+                outcome = await self._session()
+                if outcome is _Outcome.STOPPED or self._stop_requested.is_set():
+                    break
+                if outcome is _Outcome.LOST:
+                    failures = 0
+                delay = self._backoff(failures)
+                failures += 1
+                log.info("mqtt %s; reconnecting in %.2fs", outcome.value, delay)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._stop_requested.wait()
+        finally:
+            self._running = False
+            self._connected.clear()
+            self._finished.set()
+
+    async def stop(self) -> None:
+        """Finish the event in hand, flush the outbox (briefly), say ``offline``, disconnect.
+
+        Final: a stopped bridge does not run again (make a new one).
+        """
+        self._stop_requested.set()
+        if not self._running:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._stop_grace * 2 + self._timeout * 2):
+                await self._finished.wait()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _backoff(self, failures: int) -> float:
+        ceiling = min(self._backoff_max, self._backoff_initial * (2 ** min(failures, 30)))
+        return self._rng.uniform(ceiling / 2, ceiling)
+
+    def _make_client(self) -> aiomqtt.Client:
+        client = aiomqtt.Client(
+            self._host,
+            self._port,
+            identifier=self._client_id,
+            clean_session=False,
+            username=self._username,
+            password=reveal_password(self._password),
+            keepalive=self._keepalive,
+            timeout=self._timeout,
+            tls_context=self._tls_context,
+            will=aiomqtt.Will(self.topics.status, status_payload(online=False), qos=1, retain=True),
+        )
+        # aiomqtt 2.5 has no manual-ack option of its own; paho's is the documented way.
+        client._client.manual_ack_set(True)
+        return client
+
+    async def _session(self) -> _Outcome:
+        client = self._make_client()
+        try:
+            # aiomqtt bounds the TCP connect (paho, 5 s) and the CONNACK wait (timeout_s);
+            # this outer bound only guards against either of those not holding.
+            async with asyncio.timeout(self._timeout * 2 + 5):
+                await client.__aenter__()
+        except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
+            self.stats.connect_failures += 1
+            log.info("mqtt connect to %s:%s failed: %s", self._host, self._port, exc)
+            with contextlib.suppress(Exception):
+                client._client.disconnect()
+            return _Outcome.CONNECT_FAILED
+
+        self._generation += 1
+        generation = self._generation
+        self.stats.connects += 1
+        outcome = _Outcome.CONNECT_FAILED  # until subscribed: a failure here does not reset backoff
+        tasks: list[asyncio.Task[Any]] = []
+        offline_sent = False
+        try:
+            await client.publish(
+                self.topics.status,
+                status_payload(online=True),
+                qos=1,
+                retain=True,
+                timeout=self._timeout,
+            )
+            await client.subscribe(self.topics.balance_filter, qos=1, timeout=self._timeout)
+            self._connected.set()
+            outcome = _Outcome.LOST
+            log.info("mqtt connected to %s:%s as %s", self._host, self._port, self._client_id)
+            receiver = asyncio.create_task(self._receive(client, generation))
+            sender = asyncio.create_task(self._send(client))
+            stopper = asyncio.create_task(self._stop_requested.wait())
+            # The receiver may be deep in a handler and the sender idle: watch the socket too.
+            watcher = asyncio.create_task(self._watch_disconnect(client))
+            tasks = [receiver, sender, stopper, watcher]
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            if stopper.done():
+                outcome = _Outcome.STOPPED
+                await self._drain_gracefully(receiver)
+                offline_sent = await self._say_offline(client)
+            elif receiver.done() and isinstance(receiver.exception(), _HandlerFailedError):
+                outcome = _Outcome.HANDLER_FAILED
+            for task in (receiver, sender):
+                failure = task.exception() if task.done() and not task.cancelled() else None
+                if failure is not None and not isinstance(
+                    failure, aiomqtt.MqttError | _HandlerFailedError
+                ):
+                    log.error("mqtt bridge task failed", exc_info=failure)
+        except aiomqtt.MqttError as exc:
+            log.info("mqtt connection lost: %s", exc)
+        except Exception:
+            log.exception("mqtt session failed")
+        finally:
+            self._connected.clear()
+            self._generation += 1  # no acknowledgement may leave on this connection any more
+            current = asyncio.current_task()
+            cancelled = current is not None and current.cancelling() > 0
+            await self._let_handler_finish(shutting_down=cancelled or self._stop_requested.is_set())
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(BaseException):
+                    await task
+            await self._close(
+                client,
+                say_offline=not offline_sent and (cancelled or self._stop_requested.is_set()),
+            )
+            self.stats.disconnects += 1
+        return outcome
+
+    @staticmethod
+    async def _watch_disconnect(client: aiomqtt.Client) -> None:
+        # aiomqtt has no public "disconnected" signal; its future is shielded from our cancel.
+        with contextlib.suppress(Exception):
+            await asyncio.shield(client._disconnected)
+
+    async def _let_handler_finish(self, *, shutting_down: bool) -> None:
+        """Never cancel a handler half-way through its commit just because the socket went."""
+        if self._idle.is_set():
+            return
+        limit = self._handler_timeout if self._handler_timeout is not None else self._stop_grace
+        if shutting_down:
+            limit = min(limit, self._stop_grace)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(limit):
+                await self._idle.wait()
+
+    async def _drain_gracefully(self, receiver: asyncio.Task[None]) -> None:
+        """Let the event in hand commit and be acknowledged, and give the outbox a moment."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._stop_grace):
+                await self._idle.wait()
+        receiver.cancel()
+        with contextlib.suppress(BaseException):
+            await receiver
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._stop_grace):
+                await self.flush()
+
+    async def _say_offline(self, client: aiomqtt.Client) -> bool:
+        try:
+            await client.publish(
+                self.topics.status,
+                status_payload(online=False),
+                qos=1,
+                retain=True,
+                timeout=min(self._timeout, self._stop_grace),
+            )
+        except aiomqtt.MqttError:
+            return False
+        return True
+
+    async def _close(self, client: aiomqtt.Client, *, say_offline: bool) -> None:
+        """Disconnect cleanly (DISCONNECT, so the broker keeps the will to itself)."""
+        if say_offline:
+            # Cancelled while connected: no time for a confirmed publish, queue it before the
+            # DISCONNECT so it still goes out first on the same socket.
+            with contextlib.suppress(Exception):
+                client._client.publish(self.topics.status, status_payload(online=False), 1, True)
+        try:
+            async with asyncio.timeout(self._timeout):
+                await client.__aexit__(None, None, None)
+        except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
+            log.debug("mqtt disconnect was not clean: %s", exc)
+            with contextlib.suppress(Exception):
+                client._client.disconnect()
+        # aiomqtt leaves the cause of an unexpected disconnection in a future nobody reads;
+        # read it, or asyncio reports "Future exception was never retrieved" at exit.
+        disconnected = client._disconnected
+        if disconnected.done() and not disconnected.cancelled():
+            disconnected.exception()
+
+    async def _receive(self, client: aiomqtt.Client, generation: int) -> None:
+        async for message in client.messages:
+            if self._stop_requested.is_set():
+                return  # left unacknowledged: the broker offers it again next time
+            topic = message.topic.value
+            meter_id = self.topics.balance_meter_id(topic)
+            if meter_id is None:
+                self.stats.ignored += 1
+                self._ack(client, generation, message)
+                continue
+            self.stats.received += 1
+            raw = message.payload if isinstance(message.payload, bytes) else b""
+            event: BalanceEvent | BadEvent
+            try:
+                event = parse_balance_event(meter_id, raw, self._max_event_size)
+            except BadEvent as bad:
+                event = bad
+                self.stats.bad_events += 1
+            self._idle.clear()
+            try:
+                if self._handler_timeout is None:
+                    await self._on_balance(event, raw)
+                else:
+                    async with asyncio.timeout(self._handler_timeout):
+                        await self._on_balance(event, raw)
+            except Exception as exc:
+                self.stats.handler_failures += 1
+                log.warning(
+                    "balance handler failed on %s (left unacknowledged, will be redelivered)",
+                    topic[:200],
+                    exc_info=exc,
+                )
+                raise _HandlerFailedError from exc
+            finally:
+                self._idle.set()
+            self._ack(client, generation, message)
+
+    def _ack(self, client: aiomqtt.Client, generation: int, message: aiomqtt.Message) -> None:
+        if message.qos == 0:
+            return
+        if generation != self._generation:
+            return  # that connection is gone; the broker will offer the message again
+        rc = client._client.ack(message.mid, message.qos)
+        if rc == paho.MQTT_ERR_SUCCESS:
+            self.stats.acked += 1
+        else:
+            log.info("mqtt ack of message %d failed: %s", message.mid, paho.error_string(rc))
+
+    async def _send(self, client: aiomqtt.Client) -> None:
+        while True:
+            message = await self.outbox.next()
+            try:
+                await client.publish(
+                    message.topic,
+                    message.payload,
+                    qos=message.qos,
+                    retain=message.retain,
+                    timeout=self._timeout,
+                )
+            except ValueError:  # paho refuses it outright: retrying would loop forever
+                log.error("mqtt message for %s refused by the client; dropped", message.topic)
+                self.outbox.done(message)
+                self.outbox.dropped_other += 1
+                continue
+            except BaseException:
+                self.outbox.release(message)
+                raise
+            self.outbox.done(message)
+            self.stats.published += 1
