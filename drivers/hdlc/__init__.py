@@ -1,0 +1,46 @@
+"""HDLC (IEC 62056-46): CRC, addresses, frames, SNRM/UA parameters and sans-IO link machines."""
+
+from drivers.hdlc.addresses import HdlcAddress, decode_address, encode_address
+from drivers.hdlc.connection import HdlcClientConnection, HdlcServerConnection, LinkState
+from drivers.hdlc.crc import crc16_x25
+from drivers.hdlc.events import (
+    ApduReceived,
+    BadFrame,
+    Connected,
+    Disconnected,
+    FrameRejected,
+    HdlcEvent,
+    LinkFailed,
+    ModeRejected,
+    ProtocolViolation,
+    SendFrame,
+    UiReceived,
+)
+from drivers.hdlc.frames import FrameType, HdlcFrame, HdlcFrameReader, parse_frame
+from drivers.hdlc.parameters import HdlcParameters
+
+__all__ = [
+    "ApduReceived",
+    "BadFrame",
+    "Connected",
+    "Disconnected",
+    "FrameRejected",
+    "FrameType",
+    "HdlcAddress",
+    "HdlcClientConnection",
+    "HdlcEvent",
+    "HdlcFrame",
+    "HdlcFrameReader",
+    "HdlcParameters",
+    "HdlcServerConnection",
+    "LinkFailed",
+    "LinkState",
+    "ModeRejected",
+    "ProtocolViolation",
+    "SendFrame",
+    "UiReceived",
+    "crc16_x25",
+    "decode_address",
+    "encode_address",
+    "parse_frame",
+]
