@@ -300,3 +300,40 @@ def next_control_state(
 def relay_connected(state: ControlState) -> bool:
     """output_state follows control_state: closed only when connected."""
     return state is ControlState.CONNECTED
+
+
+def guess_class_id(obis: Obis) -> int:
+    """The interface class an OBIS code usually names, for reads given only an OBIS code.
+
+    Callers fall back to the object list (or other classes) when the meter says otherwise."""
+    if obis == Obises.CLOCK:
+        return Clock.CLASS_ID
+    if obis.c == 96 and obis.d == 3 and obis.a == 0:
+        return DisconnectControl.CLASS_ID
+    if obis.a == 0 and obis.c == 40 and obis.d == 0:
+        return AssociationLN.CLASS_ID
+    if obis.c in (98, 99):
+        return ProfileGeneric.CLASS_ID
+    if obis.a == 0 and obis.c == 17 and obis.d == 0:
+        return Limiter.CLASS_ID
+    if obis.a == 0 and obis.c == 43 and obis.d == 0:
+        return SecuritySetup.CLASS_ID
+    if obis.a != 0 and 1 <= obis.c <= 94 and obis.d in (4, 5, 7, 8, 9, 24, 25, 27, 28, 29):
+        return Register.CLASS_ID
+    return DataObject.CLASS_ID
+
+
+# The attribute that holds "the value" of an object of each class, for a reading.
+VALUE_ATTRIBUTE: dict[int, int] = {
+    DataObject.CLASS_ID: DataObject.VALUE,
+    Register.CLASS_ID: Register.VALUE,
+    ExtendedRegister.CLASS_ID: Register.VALUE,
+    DemandRegister.CLASS_ID: DemandRegister.CURRENT_AVERAGE_VALUE,
+    Clock.CLASS_ID: Clock.TIME,
+    DisconnectControl.CLASS_ID: DisconnectControl.OUTPUT_STATE,
+}
+SCALER_ATTRIBUTE: dict[int, int] = {
+    Register.CLASS_ID: Register.SCALER_UNIT,
+    ExtendedRegister.CLASS_ID: Register.SCALER_UNIT,
+    DemandRegister.CLASS_ID: DemandRegister.SCALER_UNIT,
+}
