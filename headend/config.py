@@ -1,0 +1,538 @@
+"""The head-end's configuration: a TOML file, overridden by HEADEND_<SECTION>_<KEY> variables.
+
+Every key has a default, so an empty (or absent) file runs. Everything is checked before the
+daemon connects to anything: unknown sections and keys are refused (a typo must not silently
+fall back to a default), and every error names the key, e.g.
+``polling.interval_s: must be > 0, got -5``."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, is_dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from headend.secrets import (
+    MASTER_KEY_ENV,
+    MasterKey,
+    Secret,
+    SecretsError,
+    load_master_key,
+    parse_master_key,
+)
+
+__all__ = [
+    "CONFIG_ENV",
+    "Config",
+    "ConfigError",
+    "DatabaseConfig",
+    "LoggingConfig",
+    "MqttConfig",
+    "NotificationsConfig",
+    "PollingConfig",
+    "RelayConfig",
+    "SecurityConfig",
+    "TlsConfig",
+    "env_var_name",
+    "load_config",
+]
+
+ENV_PREFIX = "HEADEND_"
+CONFIG_ENV = "HEADEND_CONFIG"  # path of the config file, for the CLI
+DATABASE_SCHEMES = ("sqlite+aiosqlite", "postgresql+asyncpg")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("json", "console")
+
+
+class ConfigError(Exception):
+    """A bad config file or value; `key` is the dotted name ("polling.interval_s")."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+        self.message = message
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    url: str = "sqlite+aiosqlite:///headend.db"
+
+    @property
+    def dialect(self) -> str:
+        return self.url.split("+", 1)[0]
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure: bool = False  # skip server certificate verification (test benches only)
+    enabled: bool = False  # also implied by any of the files being set
+
+    @property
+    def active(self) -> bool:
+        return self.enabled or any((self.ca_file, self.cert_file, self.key_file))
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    host: str | None = None  # None: run the embedded broker
+    port: int = 1883
+    client_id: str = "headend-1"
+    billing_prefix: str = "billing"
+    headend_prefix: str = "headend"
+    username: str | None = None
+    password: Secret[str] | None = field(default=None, repr=False)
+    keepalive: int = 60
+    tls: TlsConfig = field(default_factory=TlsConfig)
+
+    @property
+    def embedded(self) -> bool:
+        return self.host is None
+
+
+DEFAULT_OBIS = ("1.0.1.8.0.255", "1.0.2.8.0.255", "1.0.32.7.0.255", "0.0.96.3.10.255")
+
+
+@dataclass(frozen=True)
+class PollingConfig:
+    interval_s: float = 900.0
+    concurrency: int = 1000
+    timeout_s: float = 10.0
+    obis: tuple[str, ...] = DEFAULT_OBIS
+    retries: int = 3
+    max_backoff_s: float = 3600.0
+    load_profile: bool = True  # catch up load profile (1.0.99.1.0.255) entries
+    billing_profile: bool = True  # catch up billing profile (1.0.98.1.0.255) entries
+    profile_interval_s: float = 3600.0  # how often profiles are caught up
+    clock_max_drift_s: float = 10.0  # set the meter clock when it drifts more than this
+    clock_check_interval_s: float = 86400.0
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    overdue_after_s: float = 1800.0
+    retry_base_s: float = 5.0
+    retry_max_backoff_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class NotificationsConfig:
+    warning_threshold: Decimal = Decimal("20.00")
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    master_key_file: Path | None = None
+    # Only from the environment (HEADEND_MASTER_KEY): a key in the config file would sit
+    # next to the database it protects.
+    master_key: Secret[str] | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = "INFO"
+    format: str = "json"
+
+
+@dataclass(frozen=True)
+class Config:
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    polling: PollingConfig = field(default_factory=PollingConfig)
+    relay: RelayConfig = field(default_factory=RelayConfig)
+    notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    source: Path | None = field(default=None, compare=False)  # the file it came from
+
+    def open_master_key(
+        self, environ: Mapping[str, str] | None = None, *, generate: bool = True
+    ) -> MasterKey:
+        """The master key for meter secrets (see headend.secrets.load_master_key); raises
+        SecretsError when there is none."""
+        env = dict(os.environ if environ is None else environ)
+        if self.security.master_key is not None:
+            env[MASTER_KEY_ENV] = self.security.master_key.reveal()
+        return load_master_key(
+            key_file=self.security.master_key_file,
+            database_url=self.database.url,
+            environ=env,
+            generate=generate,
+        )
+
+
+# Keys that may not come from the file (secrets that belong in the environment).
+_ENV_ONLY = {"security.master_key"}
+# Keys whose values must never be echoed in error messages.
+_SECRET_KEYS = {"mqtt.password", "security.master_key"}
+
+
+def env_var_name(key: str) -> str:
+    """ "polling.interval_s" -> "HEADEND_POLLING_INTERVAL_S"; "mqtt.tls.ca_file" ->
+    "HEADEND_MQTT_TLS_CA_FILE"."""
+    return ENV_PREFIX + key.replace(".", "_").upper()
+
+
+# ---------------------------------------------------------------------------------------------
+# Conversion: TOML values and environment strings to the declared field types.
+
+
+def _describe(key: str, value: object) -> str:
+    if key in _SECRET_KEYS:
+        return "***"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _convert(key: str, tp: Any, value: Any, from_env: bool) -> Any:
+    """One value to the field's type; raises ConfigError naming the key."""
+    base, optional = _unwrap_optional(tp)
+    shown = _describe(key, value)
+    if optional and (value is None or (isinstance(value, str) and value.strip() == "")):
+        return None
+    origin = typing.get_origin(base)
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        if from_env and isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        raise ConfigError(key, f"must be true or false, got {shown}")
+    if base is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if from_env and isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+        raise ConfigError(key, f"must be an integer, got {shown}")
+    if base is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            result = float(value)
+        elif from_env and isinstance(value, str):
+            try:
+                result = float(value.strip())
+            except ValueError:
+                raise ConfigError(key, f"must be a number, got {shown}") from None
+        else:
+            raise ConfigError(key, f"must be a number, got {shown}")
+        if not math.isfinite(result):
+            raise ConfigError(key, f"must be a finite number, got {shown}")
+        return result
+    if base is Decimal:
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise ConfigError(key, f'must be a decimal number (e.g. "20.00"), got {shown}')
+        try:
+            number = Decimal(str(value).strip())
+        except InvalidOperation:
+            raise ConfigError(
+                key, f'must be a decimal number (e.g. "20.00"), got {shown}'
+            ) from None
+        if not number.is_finite():
+            raise ConfigError(key, f"must be a finite decimal number, got {shown}")
+        return number
+    if base is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(key, f"must be a string, got {shown}")
+    if base is Path:
+        if isinstance(value, str) and value.strip():
+            return Path(value).expanduser()
+        raise ConfigError(key, f"must be a file path, got {shown}")
+    if origin is Secret:
+        if isinstance(value, str):
+            return Secret(value)
+        raise ConfigError(key, "must be a string")
+    if origin is tuple:
+        (item_tp, _) = typing.get_args(base)
+        items = value
+        if from_env and isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    items = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise ConfigError(
+                        key, f"must be a JSON list or comma-separated: {exc}"
+                    ) from None
+            else:
+                items = [part.strip() for part in text.split(",") if part.strip()]
+        if not isinstance(items, list):
+            raise ConfigError(key, f"must be a list, got {shown}")
+        return tuple(
+            _convert(f"{key}[{i}]", item_tp, item, from_env) for i, item in enumerate(items)
+        )
+    raise AssertionError(f"no converter for {key}: {tp!r}")  # pragma: no cover
+
+
+def _build(cls: type, key: str, table: Mapping[str, Any], env: Mapping[str, str]) -> Any:
+    """Build one section dataclass from its TOML table and the environment."""
+    if not isinstance(table, Mapping):
+        raise ConfigError(key, f"must be a table, got {_describe(key, table)}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls) if f.init and f.name != "source"}
+    for name in table:
+        if name not in known:
+            raise ConfigError(f"{key}.{name}", f"unknown key in [{key}]")
+    kwargs: dict[str, Any] = {}
+    for f in fields(cls):
+        if not f.init or f.name == "source":
+            continue
+        sub = f"{key}.{f.name}" if key else f.name
+        tp = hints[f.name]
+        if is_dataclass(tp):
+            kwargs[f.name] = _build(tp, sub, table.get(f.name, {}), env)  # type: ignore[arg-type]
+            continue
+        if sub in _ENV_ONLY and f.name in table:
+            raise ConfigError(sub, f"not allowed in the config file; set {MASTER_KEY_ENV}")
+        env_name = env_var_name(sub)
+        if env_name in env:
+            try:
+                kwargs[f.name] = _convert(sub, tp, env[env_name], from_env=True)
+            except ConfigError as exc:
+                raise ConfigError(sub, f"{exc.message} (from {env_name})") from None
+        elif f.name in table:
+            kwargs[f.name] = _convert(sub, tp, table[f.name], from_env=False)
+    return cls(**kwargs)
+
+
+def _section_names(cls: type, prefix: str = "") -> list[str]:
+    """Every dotted key of a dataclass tree, sections included (for env typo detection)."""
+    names: list[str] = []
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        if not f.init or f.name == "source":
+            continue
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        names.append(key)
+        if is_dataclass(hints[f.name]):
+            names.extend(_section_names(hints[f.name], key))
+    return names
+
+
+def _check_env_names(env: Mapping[str, str]) -> None:
+    """A HEADEND_<SECTION>_... variable that names no key is a typo: refuse it."""
+    keys = _section_names(Config)
+    sections = [k for k in keys if "." not in k]
+    valid = {env_var_name(k) for k in keys}
+    for name in env:
+        if not name.startswith(ENV_PREFIX) or name in valid:
+            continue
+        for section in sections:
+            if name.startswith(env_var_name(section) + "_"):
+                raise ConfigError(name, f"unknown setting (no key matches it in [{section}])")
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation of the built values.
+
+Check = Callable[[Any], str | None]
+
+
+def _gt(limit: float) -> Check:
+    return lambda v: None if v > limit else f"must be > {limit:g}, got {v:g}"
+
+
+def _ge(limit: float) -> Check:
+    return lambda v: None if v >= limit else f"must be >= {limit:g}, got {v:g}"
+
+
+def _between(lo: int, hi: int) -> Check:
+    return lambda v: None if lo <= v <= hi else f"must be between {lo} and {hi}, got {v}"
+
+
+def _one_of(*choices: str) -> Check:
+    return lambda v: None if v in choices else f"must be one of {', '.join(choices)}, got {v!r}"
+
+
+def _non_empty(v: str) -> str | None:
+    return None if v.strip() else "must not be empty"
+
+
+def _topic_prefix(v: str) -> str | None:
+    if not v or v.startswith(("/", "$")) or v.endswith("/") or "//" in v:
+        return f"must be a topic prefix like 'headend' (no leading/trailing '/'), got {v!r}"
+    if any(c in v for c in "+#\x00") or any(ord(c) < 0x20 for c in v):
+        return f"must not contain '+', '#' or control characters, got {v!r}"
+    return None
+
+
+def _database_url(v: str) -> str | None:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(v)
+    except ArgumentError:
+        return f"not a database URL: {v!r}"
+    if url.drivername not in DATABASE_SCHEMES:
+        return (
+            f"scheme must be {' or '.join(DATABASE_SCHEMES)}, got {url.drivername!r} "
+            f"(e.g. sqlite+aiosqlite:///headend.db)"
+        )
+    if url.drivername.startswith("postgresql") and not url.database:
+        return "PostgreSQL URL needs a database name (postgresql+asyncpg://user@host/db)"
+    return None
+
+
+def _obis(v: str) -> str | None:
+    from cosem_objects.obis import Obis
+
+    try:
+        Obis.parse(v)
+    except ValueError:
+        return f"not an OBIS code: {v!r} (e.g. 1.0.1.8.0.255)"
+    return None
+
+
+def _existing_file(v: Path | None) -> str | None:
+    if v is not None and not v.is_file():
+        return f"file not found: {v}"
+    return None
+
+
+_CHECKS: dict[str, Check] = {
+    "database.url": _database_url,
+    "mqtt.host": lambda v: None if v is None or v.strip() else "must not be blank",
+    "mqtt.port": _between(1, 65535),
+    "mqtt.client_id": _non_empty,
+    "mqtt.billing_prefix": _topic_prefix,
+    "mqtt.headend_prefix": _topic_prefix,
+    "mqtt.keepalive": _between(1, 65535),
+    "mqtt.tls.ca_file": _existing_file,
+    "mqtt.tls.cert_file": _existing_file,
+    "mqtt.tls.key_file": _existing_file,
+    "polling.interval_s": _gt(0),
+    "polling.concurrency": _ge(1),
+    "polling.timeout_s": _gt(0),
+    "polling.retries": _ge(0),
+    "polling.max_backoff_s": _gt(0),
+    "polling.profile_interval_s": _gt(0),
+    "polling.clock_max_drift_s": _ge(0),
+    "polling.clock_check_interval_s": _gt(0),
+    "relay.overdue_after_s": _gt(0),
+    "relay.retry_base_s": _gt(0),
+    "relay.retry_max_backoff_s": _gt(0),
+    "notifications.warning_threshold": lambda v: None if v >= 0 else f"must be >= 0, got {v}",
+    "security.master_key_file": _existing_file,
+    "logging.level": _one_of(*LOG_LEVELS),
+    "logging.format": _one_of(*LOG_FORMATS),
+}
+
+
+def _validate(config: Config) -> None:
+    def walk(obj: Any, prefix: str) -> None:
+        for f in fields(obj):
+            if not f.init or f.name == "source":
+                continue
+            key = f"{prefix}.{f.name}" if prefix else f.name
+            value = getattr(obj, f.name)
+            if is_dataclass(value):
+                walk(value, key)
+                continue
+            check = _CHECKS.get(key)
+            if check is not None:
+                problem = check(value)
+                if problem:
+                    raise ConfigError(key, problem)
+
+    walk(config, "")
+    for i, code in enumerate(config.polling.obis):
+        problem = _obis(code)
+        if problem:
+            raise ConfigError(f"polling.obis[{i}]", problem)
+    if not config.polling.obis:
+        raise ConfigError("polling.obis", "must list at least one OBIS code")
+    if config.relay.retry_base_s > config.relay.retry_max_backoff_s:
+        raise ConfigError(
+            "relay.retry_base_s",
+            f"must not exceed relay.retry_max_backoff_s ({config.relay.retry_max_backoff_s:g}), "
+            f"got {config.relay.retry_base_s:g}",
+        )
+    tls = config.mqtt.tls
+    if (tls.cert_file is None) != (tls.key_file is None):
+        raise ConfigError("mqtt.tls.key_file", "cert_file and key_file go together")
+    if config.mqtt.password is not None and config.mqtt.username is None:
+        raise ConfigError("mqtt.password", "set mqtt.username too")
+    if config.security.master_key is not None:
+        try:
+            parse_master_key(config.security.master_key.reveal(), MASTER_KEY_ENV)
+        except SecretsError as exc:
+            raise ConfigError(MASTER_KEY_ENV, str(exc).split(": ", 1)[-1]) from None
+
+
+def _normalise(config: Config) -> Config:
+    """Canonical spellings: OBIS codes dotted, log level upper case."""
+    from dataclasses import replace
+
+    from cosem_objects.obis import Obis
+
+    polling = replace(config.polling, obis=tuple(str(Obis.parse(c)) for c in config.polling.obis))
+    logging_ = replace(config.logging, level=config.logging.level.upper())
+    return replace(config, polling=polling, logging=logging_)
+
+
+def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read `path` (None: defaults only), apply HEADEND_<SECTION>_<KEY> overrides, validate.
+
+    The master key may be given as HEADEND_MASTER_KEY (or HEADEND_SECURITY_MASTER_KEY)."""
+    env = dict(os.environ if environ is None else environ)
+    table: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                table = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError("config", f"file not found: {path}") from None
+        except IsADirectoryError:
+            raise ConfigError("config", f"not a file: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("config", f"{path}: invalid TOML: {exc}") from None
+    if MASTER_KEY_ENV in env and env_var_name("security.master_key") not in env:
+        env[env_var_name("security.master_key")] = env[MASTER_KEY_ENV]
+    _check_env_names(env)
+    known_sections = {f.name for f in fields(Config) if f.name != "source"}
+    for section in table:
+        if section not in known_sections:
+            raise ConfigError(section, "unknown section")
+    try:
+        built: Config = _build(Config, "", table, env)
+    except TypeError as exc:  # pragma: no cover - a dataclass/field mismatch is a bug here
+        raise ConfigError("config", str(exc)) from None
+    # Lower-case log levels are accepted: normalise before validating.
+    built = Config(
+        database=built.database,
+        mqtt=built.mqtt,
+        polling=built.polling,
+        relay=built.relay,
+        notifications=built.notifications,
+        security=built.security,
+        logging=LoggingConfig(level=built.logging.level.upper(), format=built.logging.format),
+        source=path,
+    )
+    _validate(built)
+    return _normalise(built)

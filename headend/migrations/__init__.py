@@ -1,0 +1,2 @@
+"""Alembic migrations of the head-end schema, run programmatically by
+headend.storage.db.migrate (no alembic.ini needed)."""

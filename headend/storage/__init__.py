@@ -1,0 +1,41 @@
+"""Storage: SQLAlchemy 2 async on SQLite (embedded default, WAL) or PostgreSQL (asyncpg),
+schema by Alembic migrations. The daemon talks to it through `Repository`."""
+
+from headend.storage.db import Database, create_engine, migrate, migrate_sync
+from headend.storage.records import (
+    AlarmInfo,
+    BalanceEventIn,
+    BalanceOutcome,
+    CommandInfo,
+    FleetSummary,
+    MeterRow,
+    ProfileRow,
+    ReadingRow,
+    RelayStateInfo,
+)
+from headend.storage.repository import (
+    DbInvocationCounterStore,
+    InvocationCounterExhausted,
+    Repository,
+    UnknownMeter,
+)
+
+__all__ = [
+    "AlarmInfo",
+    "BalanceEventIn",
+    "BalanceOutcome",
+    "CommandInfo",
+    "Database",
+    "DbInvocationCounterStore",
+    "FleetSummary",
+    "InvocationCounterExhausted",
+    "MeterRow",
+    "ProfileRow",
+    "ReadingRow",
+    "RelayStateInfo",
+    "Repository",
+    "UnknownMeter",
+    "create_engine",
+    "migrate",
+    "migrate_sync",
+]

@@ -1,0 +1,180 @@
+"""Engine, sessions and migrations for SQLite (embedded default) and PostgreSQL.
+
+SQLite runs in WAL mode (readers never block the writer) with synchronous=NORMAL (a committed
+transaction survives a process kill; only an OS crash may lose the last ones) and a busy
+timeout, and write transactions begin IMMEDIATE: a deferred transaction that reads and then
+writes can fail with "database is locked" instead of waiting its turn."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+__all__ = ["Database", "create_engine", "migrate", "migrate_sync"]
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+_BEGIN_OPTION = "headend_sqlite_begin"
+_MIGRATION_LOCK_ID = 0x68656164  # "head"
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def _dialect(url: str) -> str:
+    return make_url(url).get_backend_name()
+
+
+def create_engine(url: str, *, schema: str | None = None, echo: bool = False) -> AsyncEngine:
+    """An async engine for `url` (sqlite+aiosqlite or postgresql+asyncpg).
+
+    `schema` (PostgreSQL only) puts every table in that schema via search_path: one database
+    can then hold several head-ends, or one test per schema."""
+    parsed = make_url(url)
+    kwargs: dict[str, Any] = {"echo": echo}
+    dialect = parsed.get_backend_name()
+    if dialect == "postgresql":
+        if schema is not None:
+            kwargs["connect_args"] = {"server_settings": {"search_path": schema}}
+        kwargs["pool_pre_ping"] = True
+    elif dialect == "sqlite":
+        if schema is not None:
+            raise ValueError("schema is for PostgreSQL only")
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    else:
+        raise ValueError(f"unsupported database: {parsed.drivername}")
+    engine = create_async_engine(parsed, **kwargs)
+    if dialect == "sqlite":
+        _sqlite_setup(engine)
+    return engine
+
+
+def _sqlite_setup(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take over BEGIN from the driver so write transactions can begin IMMEDIATE.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = conn.get_execution_options().get(_BEGIN_OPTION, "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+class Database:
+    """One engine and its session factories; what the repository and the CLI share.
+
+    `session()` is for reads; `transaction()` is one write transaction that commits on
+    success and rolls back on any exception (so a kill -9 leaves either all or nothing)."""
+
+    def __init__(self, url: str, *, schema: str | None = None, echo: bool = False) -> None:
+        self.url = url
+        self.schema = schema
+        self.dialect = _dialect(url)
+        self.engine = create_engine(url, schema=schema, echo=echo)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        writer = (
+            self.engine.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"})
+            if self.dialect == "sqlite"
+            else self.engine
+        )
+        self.write_sessions = async_sessionmaker(writer, expire_on_commit=False)
+
+    def __repr__(self) -> str:
+        return f"Database({make_url(self.url).render_as_string(hide_password=True)!r})"
+
+    @classmethod
+    async def open(
+        cls, url: str, *, schema: str | None = None, run_migrations: bool = True
+    ) -> Database:
+        """Open the database, first bringing its schema to the newest revision."""
+        db = cls(url, schema=schema)
+        if run_migrations:
+            try:
+                await db.migrate()
+            except BaseException:
+                await db.dispose()
+                raise
+        return db
+
+    def session(self) -> AsyncSession:
+        return self.sessions()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        async with self.write_sessions() as session, session.begin():
+            yield session
+
+    async def migrate(self) -> None:
+        await migrate(self.engine)
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+    async def __aenter__(self) -> Database:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.dispose()
+
+
+def _alembic_config(connection: Connection | None = None, url: str | None = None) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if url is not None:
+        cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def _upgrade(connection: Connection, revision: str) -> None:
+    from alembic import command
+
+    if connection.dialect.name == "postgresql":
+        # Two head-ends starting at once must not both create the tables.
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_ID})")
+    command.upgrade(_alembic_config(connection), revision)
+
+
+async def migrate(
+    target: str | AsyncEngine, *, revision: str = "head", schema: str | None = None
+) -> None:
+    """Bring the schema to `revision` (Alembic, programmatic: no alembic.ini needed).
+
+    Safe to run on every start: an up-to-date database is left alone."""
+    engine = create_engine(target, schema=schema) if isinstance(target, str) else target
+    runner = engine
+    if engine.dialect.name == "sqlite":
+        runner = engine.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"})
+    try:
+        async with runner.begin() as conn:
+            await conn.run_sync(_upgrade, revision)
+    finally:
+        if isinstance(target, str):
+            await engine.dispose()
+
+
+def migrate_sync(url: str, *, revision: str = "head", schema: str | None = None) -> None:
+    """`migrate` for callers without an event loop."""
+    asyncio.run(migrate(url, revision=revision, schema=schema))

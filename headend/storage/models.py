@@ -1,0 +1,234 @@
+"""The head-end's tables. Every change here needs an Alembic revision in headend/migrations
+(tests/test_storage.py checks that the migrated schema matches these models).
+
+Money is exact decimal text, timestamps are UTC. Rows that record what arrived from outside
+(balance events, alarms) do not reference meters by foreign key: an event for a meter the
+inventory does not know must still be stored. Invocation counters are never deleted with a
+meter, so re-adding a meter cannot restart its counter (a reused counter breaks GCM)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from headend.storage.types import DecimalText, UtcDateTime
+
+__all__ = [
+    "ACTIVE_COMMAND_STATUSES",
+    "COMMAND_SOURCES",
+    "COMMAND_STATUSES",
+    "EVENT_OUTCOMES",
+    "TERMINAL_COMMAND_STATUSES",
+    "Alarm",
+    "BalanceEvent",
+    "Base",
+    "Command",
+    "InvocationCounter",
+    "Meter",
+    "ProfileEntry",
+    "Reading",
+    "RelayState",
+]
+
+# A command is active (the controller works on it) until it is confirmed or superseded.
+# "failed" means the last attempt failed and the next waits for next_attempt_at; "escalated"
+# means relay_command_overdue was raised and retries go on (DESIGN.md: keep trying).
+COMMAND_STATUSES = ("queued", "sent", "confirmed", "failed", "escalated", "superseded")
+ACTIVE_COMMAND_STATUSES = ("queued", "sent", "failed", "escalated")
+TERMINAL_COMMAND_STATUSES = ("confirmed", "superseded")
+COMMAND_SOURCES = ("balance", "operator", "startup")
+# What was done about a balance event.
+EVENT_OUTCOMES = ("applied", "stale", "zero_no_change", "rejected")
+
+# Autoincrement surrogate keys: BIGINT on PostgreSQL, INTEGER (rowid) on SQLite.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Meter(Base):
+    __tablename__ = "meters"
+
+    meter_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    host: Mapped[str | None] = mapped_column(String(255))
+    port: Mapped[int | None] = mapped_column(Integer)
+    transport: Mapped[str] = mapped_column(String(16))
+    client_sap: Mapped[int] = mapped_column(Integer)
+    server_logical: Mapped[int] = mapped_column(Integer)
+    server_physical: Mapped[int | None] = mapped_column(Integer)
+    security: Mapped[str] = mapped_column(String(16))
+    password_enc: Mapped[str | None] = mapped_column(Text)
+    auth_key_enc: Mapped[str | None] = mapped_column(Text)
+    enc_key_enc: Mapped[str | None] = mapped_column(Text)
+    system_title: Mapped[str | None] = mapped_column(String(16))  # server's, hex
+    serial_port: Mapped[str | None] = mapped_column(String(255))
+    baud: Mapped[int | None] = mapped_column(Integer)
+    line: Mapped[str] = mapped_column(String(300))  # one session at a time per line
+    capabilities: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    capabilities_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    control_mode: Mapped[int | None] = mapped_column(Integer)
+    # Prepaid state: what the newest balance asks for, and what the meter last read back.
+    desired_relay_state: Mapped[str | None] = mapped_column(String(32))
+    desired_seq: Mapped[int | None] = mapped_column(BigInteger)
+    desired_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    confirmed_relay_state: Mapped[str | None] = mapped_column(String(32))
+    confirmed_output_state: Mapped[bool | None] = mapped_column(Boolean)
+    confirmed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    balance_seq: Mapped[int | None] = mapped_column(BigInteger)  # newest applied event's seq
+    last_balance: Mapped[Decimal | None] = mapped_column(DecimalText)
+    last_balance_currency: Mapped[str | None] = mapped_column(String(16))
+    last_balance_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    warning_active: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=text("false")
+    )
+    last_reading_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class Reading(Base):
+    __tablename__ = "readings"
+    __table_args__ = (UniqueConstraint("meter_id", "obis", "ts"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    meter_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("meters.meter_id", ondelete="CASCADE")
+    )
+    obis: Mapped[str] = mapped_column(String(32))
+    ts: Mapped[datetime] = mapped_column(UtcDateTime)
+    value_num: Mapped[float | None] = mapped_column(Double)
+    value_text: Mapped[str | None] = mapped_column(Text)  # JSON of a non-numeric value
+    unit: Mapped[str | None] = mapped_column(String(32))
+
+
+class ProfileEntry(Base):
+    __tablename__ = "profile_entries"
+    __table_args__ = (UniqueConstraint("meter_id", "profile", "ts"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    meter_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("meters.meter_id", ondelete="CASCADE")
+    )
+    profile: Mapped[str] = mapped_column(String(32))  # the profile's OBIS code
+    ts: Mapped[datetime] = mapped_column(UtcDateTime)
+    values: Mapped[Any] = mapped_column(JSON)
+
+
+class RelayState(Base):
+    __tablename__ = "relay_states"
+    __table_args__ = (Index(None, "meter_id", "ts"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    meter_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("meters.meter_id", ondelete="CASCADE")
+    )
+    state: Mapped[str] = mapped_column(String(32))
+    output_state: Mapped[bool | None] = mapped_column(Boolean)
+    control_state: Mapped[str | None] = mapped_column(String(32))
+    ts: Mapped[datetime] = mapped_column(UtcDateTime)
+    reason: Mapped[str | None] = mapped_column(Text)
+    command_id: Mapped[str | None] = mapped_column(String(36))
+
+
+class Command(Base):
+    __tablename__ = "commands"
+    __table_args__ = (
+        Index(None, "status", "next_attempt_at"),
+        Index(None, "meter_id", "created_at"),
+        # At most one active command per meter, whatever races happen above the database.
+        Index(
+            "uq_commands_active_meter",
+            "meter_id",
+            unique=True,
+            sqlite_where=text("status IN ('queued', 'sent', 'failed', 'escalated')"),
+            postgresql_where=text("status IN ('queued', 'sent', 'failed', 'escalated')"),
+        ),
+    )
+
+    command_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    meter_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("meters.meter_id", ondelete="CASCADE")
+    )
+    action: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    attempt: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    event_id: Mapped[str | None] = mapped_column(String(128))
+    seq: Mapped[int | None] = mapped_column(BigInteger)
+    reason: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    overdue_alarm_raised: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=text("false")
+    )
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class BalanceEvent(Base):
+    __tablename__ = "balance_events"
+    __table_args__ = (Index(None, "meter_id", "seq"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    event_id: Mapped[str | None] = mapped_column(String(128), unique=True)
+    meter_id: Mapped[str | None] = mapped_column(String(64))
+    seq: Mapped[int | None] = mapped_column(BigInteger)
+    balance: Mapped[Decimal | None] = mapped_column(DecimalText)
+    currency: Mapped[str | None] = mapped_column(String(16))
+    warning_threshold: Mapped[Decimal | None] = mapped_column(DecimalText)
+    ts: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    raw: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    outcome: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str | None] = mapped_column(Text)
+    command_id: Mapped[str | None] = mapped_column(String(36))
+    low_balance: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+
+
+class Alarm(Base):
+    __tablename__ = "alarms"
+    __table_args__ = (Index(None, "type", "meter_id", "cleared"), Index(None, "ts"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    type: Mapped[str] = mapped_column(String(64))
+    meter_id: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[str | None] = mapped_column(Text)
+    ts: Mapped[datetime] = mapped_column(UtcDateTime)
+    cleared: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    cleared_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class InvocationCounter(Base):
+    __tablename__ = "invocation_counters"
+
+    meter_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)  # the next counter not yet handed out
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -1,0 +1,267 @@
+"""Plain immutable values that go in and out of the repository.
+
+The repository never hands out ORM objects: a snapshot cannot lazy-load after its session
+closed, and callers cannot change the database by mutating what they were given."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from headend.storage import models
+
+__all__ = [
+    "AlarmInfo",
+    "BalanceEventIn",
+    "BalanceOutcome",
+    "CommandInfo",
+    "FleetSummary",
+    "MeterRow",
+    "ProfileRow",
+    "ReadingRow",
+    "RelayStateInfo",
+    "json_safe",
+]
+
+Scalar = float | int | str | bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReadingRow:
+    """One register value at one time. `ts` should be the meter's capture time (or the poll
+    slot), so that a retry of the same poll produces the same key and is stored once."""
+
+    meter_id: str
+    obis: str
+    ts: datetime
+    value: Any
+    unit: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileRow:
+    meter_id: str
+    profile: str  # the profile generic's OBIS code
+    ts: datetime
+    values: Any  # the captured values of one entry (JSON-able; see json_safe)
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceEventIn:
+    """A validated billing/balance/{meter_id} message."""
+
+    meter_id: str
+    seq: int
+    balance: Decimal
+    event_id: str | None = None
+    currency: str | None = None
+    ts: datetime | None = None
+    raw: str | None = None  # the payload as received
+    warning_threshold: Decimal | None = None  # per-event override of the configured one
+
+
+@dataclass(frozen=True, slots=True)
+class CommandInfo:
+    command_id: str
+    meter_id: str
+    action: str  # "disconnect" | "reconnect"
+    status: str  # models.COMMAND_STATUSES
+    attempt: int
+    source: str  # "balance" | "operator" | "startup"
+    event_id: str | None
+    seq: int | None
+    reason: str | None
+    created_at: datetime
+    updated_at: datetime
+    next_attempt_at: datetime | None
+    overdue_alarm_raised: bool
+    last_error: str | None
+
+    @property
+    def active(self) -> bool:
+        return self.status in models.ACTIVE_COMMAND_STATUSES
+
+    @classmethod
+    def of(cls, row: models.Command) -> CommandInfo:
+        return cls(
+            command_id=row.command_id,
+            meter_id=row.meter_id,
+            action=row.action,
+            status=row.status,
+            attempt=row.attempt,
+            source=row.source,
+            event_id=row.event_id,
+            seq=row.seq,
+            reason=row.reason,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            next_attempt_at=row.next_attempt_at,
+            overdue_alarm_raised=row.overdue_alarm_raised,
+            last_error=row.last_error,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceOutcome:
+    """What was done about one balance event (stored with it, in the same transaction).
+
+    outcome: "applied" (newest for the meter: balance and desired state updated),
+    "zero_no_change" (newest, balance exactly 0: relay left alone), "stale" (seq not newer
+    than the last applied: recorded, nothing executed), "rejected" (e.g. unknown meter),
+    "duplicate" (event_id seen before: nothing stored again)."""
+
+    outcome: str
+    detail: str
+    meter_id: str
+    seq: int | None
+    balance: Decimal | None
+    event_row_id: int | None = None
+    previous_balance: Decimal | None = None
+    desired_state: str | None = None  # the meter's desired relay state afterwards
+    command: CommandInfo | None = None  # the meter's active command afterwards, if any
+    command_created: bool = False
+    superseded: tuple[str, ...] = ()  # command ids superseded by this event
+    low_balance: bool = False  # a low_balance notification is due (downward crossing)
+
+    @property
+    def duplicate(self) -> bool:
+        return self.outcome == "duplicate"
+
+
+@dataclass(frozen=True, slots=True)
+class RelayStateInfo:
+    meter_id: str
+    state: str
+    output_state: bool | None
+    control_state: str | None
+    ts: datetime
+    reason: str | None
+    command_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmInfo:
+    id: int
+    type: str
+    meter_id: str | None
+    detail: str | None
+    ts: datetime
+    cleared: bool
+
+    @classmethod
+    def of(cls, row: models.Alarm) -> AlarmInfo:
+        return cls(row.id, row.type, row.meter_id, row.detail, row.ts, row.cleared)
+
+
+@dataclass(frozen=True, slots=True)
+class MeterRow:
+    """A meter as stored; secrets stay sealed (see headend.inventory for decrypted ones)."""
+
+    meter_id: str
+    host: str | None
+    port: int | None
+    transport: str
+    client_sap: int
+    server_logical: int
+    server_physical: int | None
+    security: str
+    serial_port: str | None
+    baud: int | None
+    line: str
+    system_title: str | None
+    capabilities: dict[str, Any] | None
+    capabilities_at: datetime | None
+    control_mode: int | None
+    desired_relay_state: str | None
+    desired_seq: int | None
+    confirmed_relay_state: str | None
+    confirmed_output_state: bool | None
+    confirmed_at: datetime | None
+    balance_seq: int | None
+    last_balance: Decimal | None
+    last_balance_currency: str | None
+    warning_active: bool
+    last_reading_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    password_enc: str | None = field(default=None, repr=False)
+    auth_key_enc: str | None = field(default=None, repr=False)
+    enc_key_enc: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def of(cls, row: models.Meter) -> MeterRow:
+        return cls(
+            meter_id=row.meter_id,
+            host=row.host,
+            port=row.port,
+            transport=row.transport,
+            client_sap=row.client_sap,
+            server_logical=row.server_logical,
+            server_physical=row.server_physical,
+            security=row.security,
+            serial_port=row.serial_port,
+            baud=row.baud,
+            line=row.line,
+            system_title=row.system_title,
+            capabilities=row.capabilities,
+            capabilities_at=row.capabilities_at,
+            control_mode=row.control_mode,
+            desired_relay_state=row.desired_relay_state,
+            desired_seq=row.desired_seq,
+            confirmed_relay_state=row.confirmed_relay_state,
+            confirmed_output_state=row.confirmed_output_state,
+            confirmed_at=row.confirmed_at,
+            balance_seq=row.balance_seq,
+            last_balance=row.last_balance,
+            last_balance_currency=row.last_balance_currency,
+            warning_active=row.warning_active,
+            last_reading_at=row.last_reading_at,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            password_enc=row.password_enc,
+            auth_key_enc=row.auth_key_enc,
+            enc_key_enc=row.enc_key_enc,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FleetSummary:
+    meters: int
+    relay_states: dict[str, int]  # confirmed relay state -> meters ("unknown" if never read)
+    desired_disconnected: int
+    active_commands: int
+    escalated_commands: int
+    active_alarms: int
+    last_reading_at: datetime | None
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return str(value)
+
+
+def json_safe(value: Any) -> Any:
+    """A JSON-storable copy: datetimes as ISO text, bytes as hex, decimals as text.
+    Non-finite floats become strings ("nan", "inf"), which every JSON column accepts."""
+
+    def fix(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return str(v)
+        if isinstance(v, dict):
+            return {str(k): fix(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [fix(x) for x in v]
+        return v
+
+    return json.loads(json.dumps(fix(value), default=_json_default))

@@ -1,0 +1,1066 @@
+"""The storage API the daemon, the MQTT bridge and the relay controller call.
+
+Every method is one transaction: it either happens completely or not at all, so a kill -9 at
+any point leaves the database consistent. What must happen together happens in one method
+(a balance event, the desired state it sets and the command it creates; a confirmed command
+and the relay state that confirmed it)."""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Table, and_, bindparam, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from headend.relay import rules
+from headend.storage import models
+from headend.storage.db import Database
+from headend.storage.models import (
+    ACTIVE_COMMAND_STATUSES,
+    Alarm,
+    BalanceEvent,
+    Command,
+    InvocationCounter,
+    Meter,
+    ProfileEntry,
+    Reading,
+    RelayState,
+)
+from headend.storage.records import (
+    AlarmInfo,
+    BalanceEventIn,
+    BalanceOutcome,
+    CommandInfo,
+    FleetSummary,
+    MeterRow,
+    ProfileRow,
+    ReadingRow,
+    RelayStateInfo,
+    json_safe,
+)
+from headend.storage.types import UtcDateTime, to_utc
+
+__all__ = [
+    "IC_MAX",
+    "DbInvocationCounterStore",
+    "InvocationCounterExhausted",
+    "Repository",
+    "UnknownMeter",
+]
+
+IC_MAX = 0xFFFFFFFF  # invocation counters are 32-bit; past this the key must be changed
+_BATCH = 500  # rows per INSERT statement (well below SQLite's and asyncpg's parameter limits)
+_MAX_EXACT_INT = 2**53
+
+_UNSET: Any = object()
+
+
+class UnknownMeter(LookupError):
+    """The meter id is not in the inventory."""
+
+
+class InvocationCounterExhausted(Exception):
+    """A meter's invocation counter would pass 2**32-1: its key must be renewed."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _split_value(value: Any) -> tuple[float | None, str | None]:
+    """A reading value as (number, JSON text): numbers in the numeric column, anything else
+    (or what a double cannot hold exactly) as JSON text."""
+    if isinstance(value, bool) or value is None:
+        return None, json.dumps(value)
+    if isinstance(value, int):
+        if abs(value) <= _MAX_EXACT_INT:
+            return float(value), None
+        return None, json.dumps(value)
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value, None
+        return None, json.dumps(value)
+    if isinstance(value, Decimal):
+        return (float(value), None) if value.is_finite() else (None, json.dumps(str(value)))
+    return None, json.dumps(json_safe(value))
+
+
+def _join_value(number: float | None, text: str | None) -> Any:
+    if number is not None:
+        return number
+    return None if text is None else json.loads(text)
+
+
+def _insert(session: AsyncSession, table: Any) -> Any:
+    """An INSERT that skips rows already present (ON CONFLICT DO NOTHING) on either dialect."""
+    name = session.bind.dialect.name
+    if name == "postgresql":
+        return postgresql.insert(table)
+    if name == "sqlite":
+        return sqlite.insert(table)
+    raise RuntimeError(f"unsupported dialect {name}")  # pragma: no cover
+
+
+@dataclass(frozen=True, slots=True)
+class DbInvocationCounterStore:
+    """drivers.session.InvocationCounterStore backed by the database: a counter handed out
+    once is never handed out again, across restarts and head-end processes."""
+
+    repository: Repository
+    meter_id: str
+    key_id: str = "default"
+    at_least: int = 1
+
+    async def reserve(self, count: int) -> int:
+        return await self.repository.reserve_invocation_counter(
+            self.meter_id, count, key_id=self.key_id, at_least=self.at_least
+        )
+
+
+class Repository:
+    """Async storage API over one Database.
+
+    `warning_threshold` is the configured low-balance threshold (notifications section); a
+    balance event may override it. `clock` is injectable for tests."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        warning_threshold: Decimal = Decimal("20.00"),
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
+        self.db = db
+        self.warning_threshold = warning_threshold
+        self._clock = clock
+
+    def now(self) -> datetime:
+        return to_utc(self._clock())
+
+    # -- meters ---------------------------------------------------------------------------
+
+    async def get_meter(self, meter_id: str) -> MeterRow | None:
+        async with self.db.session() as session:
+            row = await session.get(Meter, meter_id)
+            return None if row is None else MeterRow.of(row)
+
+    async def list_meters(self) -> list[MeterRow]:
+        async with self.db.session() as session:
+            rows = (await session.scalars(select(Meter).order_by(Meter.meter_id))).all()
+            return [MeterRow.of(r) for r in rows]
+
+    async def meter_ids(self) -> list[str]:
+        async with self.db.session() as session:
+            return list(await session.scalars(select(Meter.meter_id).order_by(Meter.meter_id)))
+
+    async def save_capabilities(
+        self, meter_id: str, capabilities: Mapping[str, Any], control_mode: int | None = None
+    ) -> None:
+        """Cache what the meter's object list says it has (and its relay's control mode)."""
+        now = self.now()
+        async with self.db.transaction() as session:
+            result = await session.execute(
+                update(Meter)
+                .where(Meter.meter_id == meter_id)
+                .values(
+                    capabilities=json_safe(dict(capabilities)),
+                    capabilities_at=now,
+                    control_mode=control_mode,
+                    updated_at=now,
+                )
+            )
+            if result.rowcount == 0:  # type: ignore[attr-defined]
+                raise UnknownMeter(meter_id)
+
+    # -- readings and profiles ------------------------------------------------------------
+
+    async def store_readings(self, rows: Iterable[ReadingRow]) -> int:
+        """Insert readings in batches; a (meter, obis, ts) already stored is skipped.
+        Returns how many rows were new. All rows must belong to known meters."""
+        unique: dict[tuple[str, str, datetime], dict[str, Any]] = {}
+        latest: dict[str, datetime] = {}
+        for row in rows:
+            ts = to_utc(row.ts)
+            number, text = _split_value(row.value)
+            unique.setdefault(
+                (row.meter_id, row.obis, ts),
+                {
+                    "meter_id": row.meter_id,
+                    "obis": row.obis,
+                    "ts": ts,
+                    "value_num": number,
+                    "value_text": text,
+                    "unit": row.unit,
+                },
+            )
+            if row.meter_id not in latest or latest[row.meter_id] < ts:
+                latest[row.meter_id] = ts
+        if not unique:
+            return 0
+        values = list(unique.values())
+        inserted = 0
+        async with self.db.transaction() as session:
+            for start in range(0, len(values), _BATCH):
+                stmt = (
+                    _insert(session, Reading.__table__)
+                    .values(values[start : start + _BATCH])
+                    .on_conflict_do_nothing(index_elements=["meter_id", "obis", "ts"])
+                )
+                result = await session.execute(stmt)
+                inserted += max(result.rowcount, 0)  # type: ignore[attr-defined]
+            table = Meter.__table__
+            assert isinstance(table, Table)
+            ts_param = bindparam("b_ts", type_=UtcDateTime())
+            await session.execute(
+                update(table)
+                .where(table.c.meter_id == bindparam("b_meter"))
+                .where(or_(table.c.last_reading_at.is_(None), table.c.last_reading_at < ts_param))
+                .values(last_reading_at=ts_param),
+                [{"b_meter": m, "b_ts": ts} for m, ts in sorted(latest.items())],
+            )
+        return inserted
+
+    async def latest_readings(self, meter_id: str) -> dict[str, ReadingRow]:
+        """The newest stored value of each OBIS code of a meter."""
+        async with self.db.session() as session:
+            newest = (
+                select(Reading.obis, func.max(Reading.ts).label("ts"))
+                .where(Reading.meter_id == meter_id)
+                .group_by(Reading.obis)
+                .subquery()
+            )
+            rows = await session.execute(
+                select(Reading).join(
+                    newest,
+                    and_(
+                        Reading.meter_id == meter_id,
+                        Reading.obis == newest.c.obis,
+                        Reading.ts == newest.c.ts,
+                    ),
+                )
+            )
+            return {
+                r.obis: ReadingRow(
+                    r.meter_id, r.obis, r.ts, _join_value(r.value_num, r.value_text), r.unit
+                )
+                for r in rows.scalars()
+            }
+
+    async def readings(
+        self,
+        meter_id: str,
+        *,
+        obis: str | None = None,
+        since: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[ReadingRow]:
+        """Stored readings of a meter, oldest first."""
+        stmt = select(Reading).where(Reading.meter_id == meter_id)
+        if obis is not None:
+            stmt = stmt.where(Reading.obis == obis)
+        if since is not None:
+            stmt = stmt.where(Reading.ts >= since)
+        stmt = stmt.order_by(Reading.ts, Reading.obis).limit(limit)
+        async with self.db.session() as session:
+            return [
+                ReadingRow(r.meter_id, r.obis, r.ts, _join_value(r.value_num, r.value_text), r.unit)
+                for r in (await session.scalars(stmt))
+            ]
+
+    async def store_profile_entries(self, rows: Iterable[ProfileRow]) -> int:
+        """Insert profile entries; an entry (meter, profile, ts) already stored is skipped.
+        Returns how many were new."""
+        unique: dict[tuple[str, str, datetime], dict[str, Any]] = {}
+        for row in rows:
+            ts = to_utc(row.ts)
+            unique.setdefault(
+                (row.meter_id, row.profile, ts),
+                {
+                    "meter_id": row.meter_id,
+                    "profile": row.profile,
+                    "ts": ts,
+                    "values": json_safe(row.values),
+                },
+            )
+        if not unique:
+            return 0
+        values = list(unique.values())
+        inserted = 0
+        async with self.db.transaction() as session:
+            for start in range(0, len(values), _BATCH):
+                stmt = (
+                    _insert(session, ProfileEntry.__table__)
+                    .values(values[start : start + _BATCH])
+                    .on_conflict_do_nothing(index_elements=["meter_id", "profile", "ts"])
+                )
+                result = await session.execute(stmt)
+                inserted += max(result.rowcount, 0)  # type: ignore[attr-defined]
+        return inserted
+
+    async def last_profile_ts(self, meter_id: str, profile: str) -> datetime | None:
+        """Where profile catch-up resumes: the newest stored entry's time."""
+        async with self.db.session() as session:
+            value = await session.scalar(
+                select(func.max(ProfileEntry.ts)).where(
+                    ProfileEntry.meter_id == meter_id, ProfileEntry.profile == profile
+                )
+            )
+        return None if value is None else to_utc(_parse_sqlite_ts(value))
+
+    async def profile_entries(
+        self, meter_id: str, profile: str, *, since: datetime | None = None, limit: int = 1000
+    ) -> list[ProfileRow]:
+        stmt = select(ProfileEntry).where(
+            ProfileEntry.meter_id == meter_id, ProfileEntry.profile == profile
+        )
+        if since is not None:
+            stmt = stmt.where(ProfileEntry.ts >= since)
+        stmt = stmt.order_by(ProfileEntry.ts).limit(limit)
+        async with self.db.session() as session:
+            return [
+                ProfileRow(r.meter_id, r.profile, r.ts, r.values)
+                for r in (await session.scalars(stmt))
+            ]
+
+    # -- balance events -------------------------------------------------------------------
+
+    async def apply_balance_event(self, event: BalanceEventIn) -> BalanceOutcome:
+        """Store a billing event and act on it, in one transaction.
+
+        If its seq is newer than the last applied for the meter, the meter's balance is
+        updated and its desired relay state follows the sign of the balance (0: no change);
+        an active command for the other action is superseded, and a command is created when
+        the meter is not known to be in the desired state. Otherwise the event is recorded
+        as stale and nothing is executed. An event_id seen before is a duplicate: nothing
+        is stored again. Acknowledge the MQTT message only after this returns."""
+        try:
+            return await self._apply_balance_event(event)
+        except IntegrityError:
+            # A concurrent transaction stored the same event_id first.
+            if event.event_id is not None:
+                existing = await self._event_by_id(event.event_id)
+                if existing is not None:
+                    return self._duplicate(event, existing)
+            raise
+
+    async def _event_by_id(self, event_id: str) -> BalanceEvent | None:
+        async with self.db.session() as session:
+            return await session.scalar(
+                select(BalanceEvent).where(BalanceEvent.event_id == event_id)
+            )
+
+    @staticmethod
+    def _duplicate(event: BalanceEventIn, existing: BalanceEvent) -> BalanceOutcome:
+        return BalanceOutcome(
+            outcome="duplicate",
+            detail=f"event_id already received (first outcome: {existing.outcome})",
+            meter_id=event.meter_id,
+            seq=event.seq,
+            balance=event.balance,
+            event_row_id=existing.id,
+        )
+
+    async def _apply_balance_event(self, event: BalanceEventIn) -> BalanceOutcome:
+        now = self.now()
+        async with self.db.transaction() as session:
+            meter = await session.scalar(
+                select(Meter).where(Meter.meter_id == event.meter_id).with_for_update()
+            )
+            if event.event_id is not None:
+                existing = await session.scalar(
+                    select(BalanceEvent).where(BalanceEvent.event_id == event.event_id)
+                )
+                if existing is not None:
+                    return self._duplicate(event, existing)
+            row = BalanceEvent(
+                event_id=event.event_id,
+                meter_id=event.meter_id,
+                seq=event.seq,
+                balance=event.balance if event.balance.is_finite() else None,
+                currency=event.currency,
+                warning_threshold=event.warning_threshold,
+                ts=event.ts,
+                raw=event.raw,
+                received_at=now,
+                outcome="rejected",
+                low_balance=False,
+            )
+            session.add(row)
+            problem = None
+            if meter is None:
+                problem = "unknown meter: not in the inventory"
+            elif not event.balance.is_finite():
+                problem = "balance is not a finite number"
+            if problem is not None:
+                row.detail = problem
+                await session.flush()
+                return BalanceOutcome(
+                    outcome="rejected",
+                    detail=row.detail,
+                    meter_id=event.meter_id,
+                    seq=event.seq,
+                    balance=event.balance,
+                    event_row_id=row.id,
+                )
+            assert meter is not None
+            active = await session.scalar(
+                select(Command).where(
+                    Command.meter_id == meter.meter_id,
+                    Command.status.in_(ACTIVE_COMMAND_STATUSES),
+                )
+            )
+            previous = meter.last_balance
+            if not rules.is_newer(event.seq, meter.balance_seq):
+                row.outcome = "stale"
+                row.detail = (
+                    f"seq {event.seq} is not newer than the last applied {meter.balance_seq}: "
+                    "recorded, not executed"
+                )
+                await session.flush()
+                return BalanceOutcome(
+                    outcome="stale",
+                    detail=row.detail,
+                    meter_id=meter.meter_id,
+                    seq=event.seq,
+                    balance=event.balance,
+                    event_row_id=row.id,
+                    previous_balance=previous,
+                    desired_state=meter.desired_relay_state,
+                    command=None if active is None else CommandInfo.of(active),
+                )
+
+            threshold = (
+                event.warning_threshold
+                if event.warning_threshold is not None
+                else self.warning_threshold
+            )
+            low_balance = rules.low_balance_crossing(previous, event.balance, threshold)
+            meter.balance_seq = event.seq
+            meter.last_balance = event.balance
+            meter.last_balance_currency = event.currency
+            meter.last_balance_at = event.ts or now
+            meter.warning_active = event.balance < threshold
+            meter.updated_at = now
+            row.low_balance = low_balance
+
+            desired = rules.desired_state(event.balance)
+            superseded: list[str] = []
+            created = False
+            if desired is None:
+                row.outcome = "zero_no_change"
+                row.detail = "balance is 0: relay left as it is"
+            else:
+                meter.desired_relay_state = desired
+                meter.desired_seq = event.seq
+                meter.desired_at = now
+                action = rules.action_for(desired)
+                row.outcome = "applied"
+                if active is not None and active.action != action:
+                    active.status = "superseded"
+                    active.updated_at = now
+                    active.last_error = f"superseded by balance event seq {event.seq}"
+                    superseded.append(active.command_id)
+                    await session.flush()  # free the one-active-command slot first
+                    active = None
+                if active is not None:
+                    row.detail = f"{desired}: {action} command already pending"
+                elif superseded or rules.needs_command(desired, meter.confirmed_relay_state):
+                    # After a superseded command the meter may be in either state: operate
+                    # it (an operation towards the state it is in is harmless and confirmed).
+                    active = self._new_command(
+                        meter.meter_id,
+                        action,
+                        source="balance",
+                        now=now,
+                        event_id=event.event_id,
+                        seq=event.seq,
+                        reason=_balance_reason(event),
+                    )
+                    session.add(active)
+                    created = True
+                    row.detail = f"{desired}: {action} command created"
+                else:
+                    row.detail = f"{desired}: meter already {meter.confirmed_relay_state}"
+            if active is not None and created:
+                row.command_id = active.command_id
+            await session.flush()
+            return BalanceOutcome(
+                outcome=row.outcome,
+                detail=row.detail or "",
+                meter_id=meter.meter_id,
+                seq=event.seq,
+                balance=event.balance,
+                event_row_id=row.id,
+                previous_balance=previous,
+                desired_state=meter.desired_relay_state,
+                command=None if active is None else CommandInfo.of(active),
+                command_created=created,
+                superseded=tuple(superseded),
+                low_balance=low_balance,
+            )
+
+    async def record_balance_event(
+        self,
+        *,
+        raw: str | None,
+        outcome: str = "rejected",
+        detail: str,
+        meter_id: str | None = None,
+        event_id: str | None = None,
+        seq: int | None = None,
+        alarm_type: str | None = "bad_event",
+    ) -> tuple[int, AlarmInfo | None]:
+        """Store an event that cannot be applied (malformed payload, wrong topic...) as it
+        arrived, with what was done about it, and raise an alarm, in one transaction.
+        Returns the event row id and the alarm (None when alarm_type is None)."""
+        now = self.now()
+        async with self.db.transaction() as session:
+            if event_id is not None:
+                existing = await session.scalar(
+                    select(BalanceEvent.id).where(BalanceEvent.event_id == event_id)
+                )
+                if existing is not None:
+                    event_id = None  # keep the raw record; the id belongs to another event
+            row = BalanceEvent(
+                event_id=event_id,
+                meter_id=meter_id,
+                seq=seq,
+                raw=raw,
+                received_at=now,
+                outcome=outcome,
+                detail=detail,
+                low_balance=False,
+            )
+            session.add(row)
+            alarm: Alarm | None = None
+            if alarm_type is not None:
+                alarm = Alarm(
+                    type=alarm_type, meter_id=meter_id, detail=detail, ts=now, cleared=False
+                )
+                session.add(alarm)
+            await session.flush()
+            return row.id, None if alarm is None else AlarmInfo.of(alarm)
+
+    async def balance_events(self, meter_id: str, *, limit: int = 100) -> list[dict[str, Any]]:
+        """A meter's recent balance events, newest first, with what was done about each."""
+        stmt = (
+            select(BalanceEvent)
+            .where(BalanceEvent.meter_id == meter_id)
+            .order_by(BalanceEvent.id.desc())
+            .limit(limit)
+        )
+        async with self.db.session() as session:
+            return [
+                {
+                    "id": r.id,
+                    "event_id": r.event_id,
+                    "seq": r.seq,
+                    "balance": r.balance,
+                    "currency": r.currency,
+                    "ts": r.ts,
+                    "received_at": r.received_at,
+                    "outcome": r.outcome,
+                    "detail": r.detail,
+                    "command_id": r.command_id,
+                    "low_balance": r.low_balance,
+                    "raw": r.raw,
+                }
+                for r in await session.scalars(stmt)
+            ]
+
+    # -- commands -------------------------------------------------------------------------
+
+    @staticmethod
+    def _new_command(
+        meter_id: str,
+        action: str,
+        *,
+        source: str,
+        now: datetime,
+        event_id: str | None = None,
+        seq: int | None = None,
+        reason: str | None = None,
+    ) -> Command:
+        if action not in rules.ACTIONS:
+            raise ValueError(f"unknown relay action {action!r}")
+        if source not in models.COMMAND_SOURCES:
+            raise ValueError(f"unknown command source {source!r}")
+        return Command(
+            command_id=str(uuid.uuid4()),
+            meter_id=meter_id,
+            action=action,
+            status="queued",
+            attempt=0,
+            event_id=event_id,
+            seq=seq,
+            reason=reason,
+            source=source,
+            created_at=now,
+            updated_at=now,
+            next_attempt_at=now,
+            overdue_alarm_raised=False,
+        )
+
+    async def create_command(
+        self, meter_id: str, action: str, *, source: str = "operator", reason: str | None = None
+    ) -> tuple[CommandInfo, tuple[str, ...]]:
+        """An operator's (or start-up's) command: sets the meter's desired state to what the
+        action leads to, supersedes the meter's active command, queues this one.
+        Returns the command and the ids it superseded. Raises UnknownMeter."""
+        now = self.now()
+        async with self.db.transaction() as session:
+            meter = await session.scalar(
+                select(Meter).where(Meter.meter_id == meter_id).with_for_update()
+            )
+            if meter is None:
+                raise UnknownMeter(meter_id)
+            superseded: list[str] = []
+            for old in await session.scalars(
+                select(Command).where(
+                    Command.meter_id == meter_id, Command.status.in_(ACTIVE_COMMAND_STATUSES)
+                )
+            ):
+                old.status = "superseded"
+                old.updated_at = now
+                old.last_error = f"superseded by {source} {action}"
+                superseded.append(old.command_id)
+            await session.flush()
+            meter.desired_relay_state = rules.desired_for(action)
+            meter.desired_at = now
+            meter.updated_at = now
+            command = self._new_command(meter_id, action, source=source, now=now, reason=reason)
+            session.add(command)
+            await session.flush()
+            return CommandInfo.of(command), tuple(superseded)
+
+    async def reconcile_commands(self, *, source: str = "startup") -> list[CommandInfo]:
+        """Queue a command for every meter whose desired relay state is not what it last
+        read back and that has no active command (run at start-up)."""
+        now = self.now()
+        created: list[Command] = []
+        async with self.db.transaction() as session:
+            busy = select(Command.meter_id).where(Command.status.in_(ACTIVE_COMMAND_STATUSES))
+            meters = await session.scalars(
+                select(Meter).where(
+                    Meter.desired_relay_state.is_not(None), Meter.meter_id.not_in(busy)
+                )
+            )
+            for meter in meters:
+                if not rules.needs_command(meter.desired_relay_state, meter.confirmed_relay_state):
+                    continue
+                assert meter.desired_relay_state is not None
+                command = self._new_command(
+                    meter.meter_id,
+                    rules.action_for(meter.desired_relay_state),
+                    source=source,
+                    now=now,
+                    seq=meter.desired_seq,
+                    reason=f"desired {meter.desired_relay_state}, last read back "
+                    f"{meter.confirmed_relay_state or 'unknown'}",
+                )
+                session.add(command)
+                created.append(command)
+            await session.flush()
+            return [CommandInfo.of(c) for c in created]
+
+    async def get_command(self, command_id: str) -> CommandInfo | None:
+        async with self.db.session() as session:
+            row = await session.get(Command, command_id)
+            return None if row is None else CommandInfo.of(row)
+
+    async def pending_commands(
+        self, *, due_before: datetime | None = None, meter_id: str | None = None
+    ) -> list[CommandInfo]:
+        """Active commands (queued, sent, failed, escalated), oldest first; with due_before,
+        only those whose next attempt is due by then."""
+        stmt = select(Command).where(Command.status.in_(ACTIVE_COMMAND_STATUSES))
+        if due_before is not None:
+            stmt = stmt.where(
+                or_(Command.next_attempt_at.is_(None), Command.next_attempt_at <= due_before)
+            )
+        if meter_id is not None:
+            stmt = stmt.where(Command.meter_id == meter_id)
+        stmt = stmt.order_by(Command.created_at, Command.command_id)
+        async with self.db.session() as session:
+            return [CommandInfo.of(c) for c in await session.scalars(stmt)]
+
+    async def commands(self, meter_id: str, *, limit: int = 100) -> list[CommandInfo]:
+        """A meter's commands, newest first (history)."""
+        stmt = (
+            select(Command)
+            .where(Command.meter_id == meter_id)
+            .order_by(Command.created_at.desc(), Command.command_id)
+            .limit(limit)
+        )
+        async with self.db.session() as session:
+            return [CommandInfo.of(c) for c in await session.scalars(stmt)]
+
+    async def update_command(
+        self,
+        command_id: str,
+        *,
+        status: str | None = None,
+        attempt: int | None = None,
+        next_attempt_at: datetime | None = _UNSET,
+        last_error: str | None = _UNSET,
+        overdue_alarm_raised: bool | None = None,
+    ) -> CommandInfo | None:
+        """Change an active command. Returns None (and changes nothing) when the command is
+        no longer active (confirmed or superseded meanwhile): the caller must stop."""
+        if status is not None and status not in models.COMMAND_STATUSES:
+            raise ValueError(f"unknown command status {status!r}")
+        now = self.now()
+        async with self.db.transaction() as session:
+            row = await session.scalar(
+                select(Command).where(Command.command_id == command_id).with_for_update()
+            )
+            if row is None or row.status not in ACTIVE_COMMAND_STATUSES:
+                return None
+            if status is not None:
+                row.status = status
+            if attempt is not None:
+                row.attempt = attempt
+            if next_attempt_at is not _UNSET:
+                row.next_attempt_at = next_attempt_at
+            if last_error is not _UNSET:
+                row.last_error = last_error
+            if overdue_alarm_raised is not None:
+                row.overdue_alarm_raised = overdue_alarm_raised
+            row.updated_at = now
+            await session.flush()
+            return CommandInfo.of(row)
+
+    async def complete_command(
+        self,
+        command_id: str,
+        *,
+        state: str,
+        output_state: bool | None,
+        control_state: str | None,
+        reason: str | None = None,
+        ts: datetime | None = None,
+    ) -> CommandInfo | None:
+        """A command's read-back proved it done: mark it confirmed and record the relay
+        state, together. The relay state is recorded even if the command was superseded
+        meanwhile (it is what the meter says); then None is returned."""
+        now = self.now()
+        async with self.db.transaction() as session:
+            row = await session.scalar(
+                select(Command).where(Command.command_id == command_id).with_for_update()
+            )
+            if row is None:
+                return None
+            await self._relay_state(
+                session,
+                row.meter_id,
+                state,
+                output_state,
+                control_state,
+                ts or now,
+                reason,
+                command_id,
+            )
+            if row.status not in ACTIVE_COMMAND_STATUSES:
+                return None
+            row.status = "confirmed"
+            row.updated_at = now
+            row.next_attempt_at = None
+            row.last_error = None
+            await session.flush()
+            return CommandInfo.of(row)
+
+    async def overdue_commands(self, created_before: datetime) -> list[CommandInfo]:
+        """Active commands created before `created_before` with no overdue alarm yet."""
+        stmt = (
+            select(Command)
+            .where(
+                Command.status.in_(ACTIVE_COMMAND_STATUSES),
+                Command.created_at < created_before,
+                Command.overdue_alarm_raised.is_(False),
+            )
+            .order_by(Command.created_at)
+        )
+        async with self.db.session() as session:
+            return [CommandInfo.of(c) for c in await session.scalars(stmt)]
+
+    async def escalate_command(
+        self, command_id: str, detail: str, *, alarm_type: str = "relay_command_overdue"
+    ) -> tuple[CommandInfo, AlarmInfo] | None:
+        """Mark an active command escalated and raise its overdue alarm, once (retries go
+        on). None when it is no longer active or was escalated before."""
+        now = self.now()
+        async with self.db.transaction() as session:
+            row = await session.scalar(
+                select(Command).where(Command.command_id == command_id).with_for_update()
+            )
+            if row is None or row.status not in ACTIVE_COMMAND_STATUSES or row.overdue_alarm_raised:
+                return None
+            row.status = "escalated"
+            row.overdue_alarm_raised = True
+            row.updated_at = now
+            alarm = Alarm(
+                type=alarm_type, meter_id=row.meter_id, detail=detail, ts=now, cleared=False
+            )
+            session.add(alarm)
+            await session.flush()
+            return CommandInfo.of(row), AlarmInfo.of(alarm)
+
+    # -- relay states ---------------------------------------------------------------------
+
+    async def record_relay_state(
+        self,
+        meter_id: str,
+        state: str,
+        output_state: bool | None,
+        control_state: str | None = None,
+        *,
+        reason: str | None = None,
+        ts: datetime | None = None,
+        command_id: str | None = None,
+    ) -> None:
+        """Store a relay state read back from a meter (history), and make it the meter's
+        confirmed state unless a newer read-back is already recorded."""
+        async with self.db.transaction() as session:
+            await self._relay_state(
+                session,
+                meter_id,
+                state,
+                output_state,
+                control_state,
+                ts or self.now(),
+                reason,
+                command_id,
+            )
+
+    async def _relay_state(
+        self,
+        session: AsyncSession,
+        meter_id: str,
+        state: str,
+        output_state: bool | None,
+        control_state: str | None,
+        ts: datetime,
+        reason: str | None,
+        command_id: str | None,
+    ) -> None:
+        if state not in rules.RELAY_STATES:
+            raise ValueError(f"unknown relay state {state!r}")
+        ts = to_utc(ts)
+        meter = await session.scalar(
+            select(Meter).where(Meter.meter_id == meter_id).with_for_update()
+        )
+        if meter is None:
+            raise UnknownMeter(meter_id)
+        session.add(
+            RelayState(
+                meter_id=meter_id,
+                state=state,
+                output_state=output_state,
+                control_state=control_state,
+                ts=ts,
+                reason=reason,
+                command_id=command_id,
+            )
+        )
+        if meter.confirmed_at is None or meter.confirmed_at <= ts:
+            meter.confirmed_relay_state = state
+            meter.confirmed_output_state = output_state
+            meter.confirmed_at = ts
+            meter.updated_at = self.now()
+        await session.flush()
+
+    async def relay_history(self, meter_id: str, *, limit: int = 100) -> list[RelayStateInfo]:
+        stmt = (
+            select(RelayState)
+            .where(RelayState.meter_id == meter_id)
+            .order_by(RelayState.ts.desc(), RelayState.id.desc())
+            .limit(limit)
+        )
+        async with self.db.session() as session:
+            return [
+                RelayStateInfo(
+                    r.meter_id,
+                    r.state,
+                    r.output_state,
+                    r.control_state,
+                    r.ts,
+                    r.reason,
+                    r.command_id,
+                )
+                for r in await session.scalars(stmt)
+            ]
+
+    # -- alarms ---------------------------------------------------------------------------
+
+    async def raise_alarm(
+        self,
+        type: str,
+        meter_id: str | None = None,
+        detail: str | None = None,
+        *,
+        ts: datetime | None = None,
+        dedupe: bool = True,
+    ) -> AlarmInfo | None:
+        """Store an alarm. With dedupe, an uncleared alarm of the same type for the same
+        meter already stands for it: nothing is stored and None is returned (nothing new to
+        publish)."""
+        now = self.now()
+        async with self.db.transaction() as session:
+            if dedupe:
+                meter_match = (
+                    Alarm.meter_id.is_(None) if meter_id is None else Alarm.meter_id == meter_id
+                )
+                existing = await session.scalar(
+                    select(Alarm.id)
+                    .where(Alarm.type == type, meter_match, Alarm.cleared.is_(False))
+                    .limit(1)
+                )
+                if existing is not None:
+                    return None
+            alarm = Alarm(type=type, meter_id=meter_id, detail=detail, ts=ts or now, cleared=False)
+            session.add(alarm)
+            await session.flush()
+            return AlarmInfo.of(alarm)
+
+    async def clear_alarms(self, type: str, meter_id: str | None = None) -> int:
+        """Clear the standing alarms of a type (for a meter). Returns how many."""
+        now = self.now()
+        meter_match = Alarm.meter_id.is_(None) if meter_id is None else Alarm.meter_id == meter_id
+        async with self.db.transaction() as session:
+            result = await session.execute(
+                update(Alarm)
+                .where(Alarm.type == type, meter_match, Alarm.cleared.is_(False))
+                .values(cleared=True, cleared_at=now)
+            )
+            return int(result.rowcount)  # type: ignore[attr-defined]
+
+    async def list_alarms(
+        self, *, active_only: bool = True, meter_id: str | None = None, limit: int = 100
+    ) -> list[AlarmInfo]:
+        """Alarms, newest first."""
+        stmt = select(Alarm)
+        if active_only:
+            stmt = stmt.where(Alarm.cleared.is_(False))
+        if meter_id is not None:
+            stmt = stmt.where(Alarm.meter_id == meter_id)
+        stmt = stmt.order_by(Alarm.ts.desc(), Alarm.id.desc()).limit(limit)
+        async with self.db.session() as session:
+            return [AlarmInfo.of(a) for a in await session.scalars(stmt)]
+
+    # -- invocation counters --------------------------------------------------------------
+
+    async def reserve_invocation_counter(
+        self, meter_id: str, n: int = 1, *, key_id: str = "default", at_least: int = 1
+    ) -> int:
+        """Reserve `n` consecutive invocation counters for (meter, key); return the first.
+
+        One atomic upsert: concurrent callers (tasks or processes) always get disjoint
+        ranges, and a range once handed out is never handed out again, even after a crash
+        (the reservation is committed before the counters are used). `at_least` lifts the
+        counter to a value learned from the meter. Raises InvocationCounterExhausted past
+        2**32-1 (nothing is reserved then)."""
+        if n < 1:
+            raise ValueError("n must be >= 1")
+        floor = max(1, at_least)
+        now = self.now()
+        table = InvocationCounter.__table__
+        async with self.db.transaction() as session:
+            dialect = session.bind.dialect.name
+            stmt = _insert(session, table).values(
+                meter_id=meter_id, key_id=key_id, value=floor + n, updated_at=now
+            )
+            current = table.c.value
+            if dialect == "postgresql":
+                lifted = func.greatest(current, floor)
+            else:
+                lifted = func.max(current, floor)  # SQLite's scalar max()
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["meter_id", "key_id"],
+                set_={"value": lifted + n, "updated_at": stmt.excluded.updated_at},
+            ).returning(table.c.value)
+            end = int((await session.execute(stmt)).scalar_one())
+            first = end - n
+            if end - 1 > IC_MAX:
+                raise InvocationCounterExhausted(
+                    f"meter {meter_id}: invocation counter for key {key_id} exhausted; "
+                    "renew the key"
+                )
+            return first
+
+    def invocation_counter_store(
+        self, meter_id: str, key_id: str = "default", at_least: int = 1
+    ) -> DbInvocationCounterStore:
+        """An InvocationCounterStore (drivers.session) for one meter's key."""
+        return DbInvocationCounterStore(self, meter_id, key_id, at_least)
+
+    # -- fleet ----------------------------------------------------------------------------
+
+    async def fleet_summary(self) -> FleetSummary:
+        async with self.db.session() as session:
+            meters = int(await session.scalar(select(func.count()).select_from(Meter)) or 0)
+            states: dict[str, int] = {}
+            for state, count in await session.execute(
+                select(Meter.confirmed_relay_state, func.count()).group_by(
+                    Meter.confirmed_relay_state
+                )
+            ):
+                states[state or "unknown"] = int(count)
+            desired_off = int(
+                await session.scalar(
+                    select(func.count())
+                    .select_from(Meter)
+                    .where(Meter.desired_relay_state == rules.DISCONNECTED)
+                )
+                or 0
+            )
+            active = int(
+                await session.scalar(
+                    select(func.count())
+                    .select_from(Command)
+                    .where(Command.status.in_(ACTIVE_COMMAND_STATUSES))
+                )
+                or 0
+            )
+            escalated = int(
+                await session.scalar(
+                    select(func.count()).select_from(Command).where(Command.status == "escalated")
+                )
+                or 0
+            )
+            alarms = int(
+                await session.scalar(
+                    select(func.count()).select_from(Alarm).where(Alarm.cleared.is_(False))
+                )
+                or 0
+            )
+            last = await session.scalar(select(func.max(Meter.last_reading_at)))
+        return FleetSummary(
+            meters=meters,
+            relay_states=states,
+            desired_disconnected=desired_off,
+            active_commands=active,
+            escalated_commands=escalated,
+            active_alarms=alarms,
+            last_reading_at=None if last is None else to_utc(_parse_sqlite_ts(last)),
+        )
+
+
+def _balance_reason(event: BalanceEventIn) -> str:
+    currency = f" {event.currency}" if event.currency else ""
+    return f"balance {event.balance}{currency} (seq {event.seq})"
+
+
+def _parse_sqlite_ts(value: Any) -> datetime:
+    """func.max() over a SQLite timestamp comes back as text (no column type on it)."""
+    if isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
