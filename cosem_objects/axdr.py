@@ -477,8 +477,12 @@ def _decode_untagged(
         return Data(DataType.STRUCTURE, tuple(elements)), offset
     # A simple type: decode it as if tagged, by prepending the tag.
     tagged = bytes((kind,)) + bytes(buf[offset : offset + 13])
-    if kind in (DataType.OCTET_STRING, DataType.VISIBLE_STRING, DataType.UTF8_STRING,
-                DataType.BIT_STRING):
+    if kind in (
+        DataType.OCTET_STRING,
+        DataType.VISIBLE_STRING,
+        DataType.UTF8_STRING,
+        DataType.BIT_STRING,
+    ):
         length, start = decode_length(buf, offset)
         end = start + (length if kind != DataType.BIT_STRING else (length + 7) // 8)
         _need(buf, start, end - start)

@@ -155,8 +155,17 @@ class Limiter(InterfaceClass):
 CLASSES: dict[int, type[InterfaceClass]] = {
     cls.CLASS_ID: cls
     for cls in (
-        DataObject, Register, ExtendedRegister, DemandRegister, ProfileGeneric, Clock,
-        AssociationLN, PushSetup, SecuritySetup, DisconnectControl, Limiter,
+        DataObject,
+        Register,
+        ExtendedRegister,
+        DemandRegister,
+        ProfileGeneric,
+        Clock,
+        AssociationLN,
+        PushSetup,
+        SecuritySetup,
+        DisconnectControl,
+        Limiter,
     )
 }
 

@@ -67,9 +67,7 @@ class CosemTime:
         return cls(_opt(raw[0]), _opt(raw[1]), _opt(raw[2]), _opt(raw[3]))
 
     def to_bytes(self) -> bytes:
-        return bytes(
-            (_raw(self.hour), _raw(self.minute), _raw(self.second), _raw(self.hundredths))
-        )
+        return bytes((_raw(self.hour), _raw(self.minute), _raw(self.second), _raw(self.hundredths)))
 
 
 @dataclass(frozen=True, slots=True)

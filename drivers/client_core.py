@@ -259,12 +259,16 @@ class ClientConnection:
         if aare.result != AssociationResult.ACCEPTED:
             self.state = State.IDLE
             detail = _aare_detail(aare)
-            if diagnostic in (
-                AcseServiceUserDiagnostic.AUTHENTICATION_FAILURE,
-                AcseServiceUserDiagnostic.AUTHENTICATION_REQUIRED,
-                AcseServiceUserDiagnostic.AUTHENTICATION_MECHANISM_NAME_NOT_RECOGNISED,
-                AcseServiceUserDiagnostic.AUTHENTICATION_MECHANISM_NAME_REQUIRED,
-            ) and aare.diagnostic_source == "acse-service-user":
+            if (
+                diagnostic
+                in (
+                    AcseServiceUserDiagnostic.AUTHENTICATION_FAILURE,
+                    AcseServiceUserDiagnostic.AUTHENTICATION_REQUIRED,
+                    AcseServiceUserDiagnostic.AUTHENTICATION_MECHANISM_NAME_NOT_RECOGNISED,
+                    AcseServiceUserDiagnostic.AUTHENTICATION_MECHANISM_NAME_REQUIRED,
+                )
+                and aare.diagnostic_source == "acse-service-user"
+            ):
                 raise AuthenticationFailed(int(aare.result), diagnostic, detail)
             raise AssociationRefused(int(aare.result), diagnostic, detail)
         user_info = aare.user_information or b""
@@ -280,7 +284,9 @@ class ClientConnection:
                     )
                 except SecurityError as exc:
                     self.state = State.IDLE
-                    raise AuthenticationFailed(0, diagnostic, f"cannot decrypt AARE: {exc}") from exc
+                    raise AuthenticationFailed(
+                        0, diagnostic, f"cannot decrypt AARE: {exc}"
+                    ) from exc
                 self._server_ic_guard.check(server_ic)
         if user_info[:1] == b"\x0e":
             self.state = State.IDLE
@@ -364,15 +370,16 @@ class ClientConnection:
         return plain
 
     # -- requests ------------------------------------------------------------------------
-    def get(
-        self, items: Sequence[tuple[AttributeDescriptor, SelectiveAccess | None]]
-    ) -> bytes:
+    def get(self, items: Sequence[tuple[AttributeDescriptor, SelectiveAccess | None]]) -> bytes:
         """GET one attribute (normal) or several (with-list, when the meter offers it)."""
         self._require(State.ASSOCIATED)
         if not items:
             raise ValueError("nothing to get")
         for _descriptor, access in items:
-            if access is not None and not self.negotiated_conformance & Conformance.SELECTIVE_ACCESS:
+            if (
+                access is not None
+                and not self.negotiated_conformance & Conformance.SELECTIVE_ACCESS
+            ):
                 raise ServiceRejected("the meter did not grant selective access")
         self._blocks.clear()
         self._block_number = 0
@@ -497,9 +504,7 @@ class ClientConnection:
         self._pending = _Pending.NONE
         raise UnexpectedResponse(f"{self._pending_what}: unexpected reply {type(apdu).__name__}")
 
-    def _list_results(
-        self, results: Sequence[Data | DataAccessResult]
-    ) -> list[AttributeResult]:
+    def _list_results(self, results: Sequence[Data | DataAccessResult]) -> list[AttributeResult]:
         if len(results) != self._pending_count:
             raise UnexpectedResponse(
                 f"GET with-list: {len(results)} results for {self._pending_count} attributes"
@@ -520,7 +525,9 @@ class ClientConnection:
         if isinstance(apdu, SetResponseNormal | SetResponseLastDataBlock):
             self._pending = _Pending.NONE
             if apdu.result != DataAccessResult.SUCCESS:
-                raise DataAccessFailed(self._pending_what, int(apdu.result), _result_name(apdu.result))
+                raise DataAccessFailed(
+                    self._pending_what, int(apdu.result), _result_name(apdu.result)
+                )
             return Done(None)
         self._pending = _Pending.NONE
         raise UnexpectedResponse(f"{self._pending_what}: unexpected reply {type(apdu).__name__}")
@@ -531,7 +538,9 @@ class ClientConnection:
             self._block_number += 1
             last = not self._outgoing_blocks
             return Continue(
-                ActionRequestWithPBlock(self._pending_iip, last, self._block_number, block).to_bytes()
+                ActionRequestWithPBlock(
+                    self._pending_iip, last, self._block_number, block
+                ).to_bytes()
             )
         if isinstance(apdu, ActionResponseWithPBlock):
             self._blocks += apdu.raw_data
@@ -548,7 +557,9 @@ class ClientConnection:
             return self._finish(data)
         if not isinstance(apdu, ActionResponseNormal):
             self._pending = _Pending.NONE
-            raise UnexpectedResponse(f"{self._pending_what}: unexpected reply {type(apdu).__name__}")
+            raise UnexpectedResponse(
+                f"{self._pending_what}: unexpected reply {type(apdu).__name__}"
+            )
         hls = self._pending is _Pending.HLS
         self._pending = _Pending.NONE
         if apdu.result != ActionResult.SUCCESS:

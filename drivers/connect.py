@@ -110,3 +110,22 @@ def open_session(
         timeout=timeout,
         ic_store=ic_store,
     )
+
+
+async def read_frame_counter(connection: MeterConnection, *, timeout: float = 10.0) -> int:  # noqa: ASYNC109 - bounded by the session timeout
+    """The meter's invocation counter (0.0.43.1.0.255), read over the public client.
+
+    A caller with no stored counter (a one-off CLI session) starts above it, so the meter never
+    sees a counter it has already taken (the Gurux `updateFrameCounter` approach)."""
+    from dataclasses import replace
+
+    from cosem_objects.classes import DataObject, Obises
+
+    public = replace(
+        connection, client_sap=16, security="none", password=None, auth_key=None, enc_key=None
+    )
+    async with open_session(public, timeout=timeout) as session:
+        value = await session.get(DataObject.CLASS_ID, Obises.INVOCATION_COUNTER, DataObject.VALUE)
+    if not isinstance(value.value, int) or isinstance(value.value, bool):
+        raise ValueError("invocation counter is not an integer")
+    return int(value.value)

@@ -141,7 +141,11 @@ def decode_rows(
             name = column.name if column else str(index)
             value = cell.to_python()
             scaler = scalers.get(str(column.obis)) if column else None
-            if scaler is not None and isinstance(value, int | float) and not isinstance(value, bool):
+            if (
+                scaler is not None
+                and isinstance(value, int | float)
+                and not isinstance(value, bool)
+            ):
                 value = scaler.apply(value)
             values[name] = value
         previous = timestamp or previous

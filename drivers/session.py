@@ -57,7 +57,7 @@ class ApduTransport(Protocol):
 
     async def open(self) -> None: ...
     async def send(self, apdu: bytes) -> None: ...
-    async def receive(self, timeout: float) -> bytes: ...
+    async def receive(self, timeout: float) -> bytes: ...  # noqa: ASYNC109 - the transport contract
     async def close(self) -> None: ...
 
 
@@ -162,7 +162,7 @@ class DlmsSession:
                     await self._send_raw(self.core.release(), cipher=False)
                     reply = await self.transport.receive(min(self.timeout, 5.0))
                     self.core.receive_rlre(reply)
-        except (OSError, TimeoutError, DecodeError, asyncio.TimeoutError):
+        except (OSError, TimeoutError, DecodeError):
             pass
         except Exception:  # a meter that answers RLRQ badly must not keep the line
             pass
@@ -215,9 +215,7 @@ class DlmsSession:
             value: Data = await self._exchange(self.core.get([(descriptor, access)]))
         return value
 
-    async def get_many(
-        self, items: Sequence[tuple[int, Obis | str, int]]
-    ) -> list[AttributeResult]:
+    async def get_many(self, items: Sequence[tuple[int, Obis | str, int]]) -> list[AttributeResult]:
         """Several attributes, with-list in chunks where the meter offers it, else one by one."""
         descriptors = [AttributeDescriptor(c, _obis(o), a) for c, o, a in items]
         results: list[AttributeResult] = []
@@ -228,9 +226,7 @@ class DlmsSession:
                     if len(chunk) == 1:
                         results.append(await self._get_one(chunk[0]))
                         continue
-                    results.extend(
-                        await self._exchange(self.core.get([(d, None) for d in chunk]))
-                    )
+                    results.extend(await self._exchange(self.core.get([(d, None) for d in chunk])))
             else:
                 for descriptor in descriptors:
                     results.append(await self._get_one(descriptor))
@@ -266,15 +262,15 @@ class DlmsSession:
         codes = [_obis(o) for o in obis_codes]
         readings: dict[str, Reading] = {}
         pending = list(codes)
-        for _attempt in range(len(_CLASS_FALLBACKS) + 1):
-            if not pending:
-                break
+        tried: dict[Obis, set[int]] = {}
+        while pending:
             retry: list[Obis] = []
             items: list[tuple[int, Obis, int]] = []
             plan: list[tuple[Obis, int, bool]] = []
             for code in pending:
                 class_id = self._class_cache.get(code) or guess_class_id(code)
                 self._class_cache[code] = class_id
+                tried.setdefault(code, set()).add(class_id)
                 items.append((class_id, code, VALUE_ATTRIBUTE.get(class_id, 2)))
                 want_scaler = class_id in SCALER_ATTRIBUTE and str(code) not in self.scaler_cache
                 if want_scaler:
@@ -284,10 +280,11 @@ class DlmsSession:
             for code, class_id, want_scaler in plan:
                 value_result = next(results)
                 scaler_result = next(results) if want_scaler else None
-                if value_result.error is not None and _class_mismatch(value_result):
-                    next_class = _next_class(class_id)
-                    if next_class is not None:
-                        self._class_cache[code] = next_class
+                if _class_mismatch(value_result):
+                    # The meter has this object under another class: try the next candidate.
+                    untried = [c for c in _CLASS_FALLBACKS if c not in tried[code]]
+                    if untried:
+                        self._class_cache[code] = untried[0]
                         retry.append(code)
                         continue
                 value = value_result.unwrap(f"GET {code}")
@@ -297,19 +294,26 @@ class DlmsSession:
                     )
                 readings[str(code)] = self._reading(code, class_id, value)
             pending = retry
-        for code in pending:
-            raise DataAccessFailed(f"GET {code}", 4, "object-undefined")
-        return {str(code): readings[str(code)] for code in codes if str(code) in readings}
+        return {str(code): readings[str(code)] for code in codes}
 
     def _reading(self, code: Obis, class_id: int, value: Data) -> Reading:
         scaler = self.scaler_cache.get(str(code)) if class_id in SCALER_ATTRIBUTE else None
         raw = value.to_python()
         if scaler is not None and isinstance(raw, int | float) and not isinstance(raw, bool):
-            return Reading(str(code), scaler.apply(raw), scaler.unit_name, raw, scaler.scaler, class_id)
+            return Reading(
+                str(code), scaler.apply(raw), scaler.unit_name, raw, scaler.scaler, class_id
+            )
         if class_id == Clock.CLASS_ID and value.type is DataType.OCTET_STRING:
             return Reading(str(code), plain_value(value), None, value.value.hex(), None, class_id)
         shown = plain_value(value)
-        return Reading(str(code), shown, unit_name(None), raw if not isinstance(raw, bytes) else raw.hex(), None, class_id)
+        return Reading(
+            str(code),
+            shown,
+            unit_name(None),
+            raw if not isinstance(raw, bytes) else raw.hex(),
+            None,
+            class_id,
+        )
 
     # -- clock ---------------------------------------------------------------------------
     async def read_clock(self) -> dt.datetime:
@@ -321,7 +325,9 @@ class DlmsSession:
         if moment.tzinfo is None:
             raise ValueError("set_clock needs an aware datetime")
         stamp = CosemDateTime.from_datetime(moment, deviation_sign=self.settings.deviation_sign)
-        await self.set(Clock.CLASS_ID, Obises.CLOCK, Clock.TIME, Data.octet_string(stamp.to_bytes()))
+        await self.set(
+            Clock.CLASS_ID, Obises.CLOCK, Clock.TIME, Data.octet_string(stamp.to_bytes())
+        )
 
     # -- relay ---------------------------------------------------------------------------
     async def relay_status(self, obis: Obis | str = Obises.DISCONNECT_CONTROL) -> RelayStatus:
@@ -394,7 +400,8 @@ class DlmsSession:
 
     async def _column_scalers(self, columns: list[CaptureObject]) -> dict[str, ScalerUnit]:
         wanted = [
-            c for c in columns
+            c
+            for c in columns
             if c.class_id in SCALER_ATTRIBUTE and str(c.obis) not in self.scaler_cache
         ]
         if wanted:
@@ -434,14 +441,6 @@ def _obis(value: Obis | str) -> Obis:
 
 def _class_mismatch(result: AttributeResult) -> bool:
     return result.error is not None and int(result.error) in (4, 9, 11)
-
-
-def _next_class(class_id: int) -> int | None:
-    order = [c for c in _CLASS_FALLBACKS]
-    if class_id not in order:
-        return order[0]
-    position = order.index(class_id)
-    return order[position + 1] if position + 1 < len(order) else None
 
 
 def _as_cosem_datetime(value: Data) -> CosemDateTime:

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import typer
 
+from headend import cli_device
 from headend.cli_common import ConfigOpt, configure_cli_logging
 from headend.cli_meters import meters_app
+from headend.cli_run import demo, run, status
 
 __all__ = ["app", "main"]
 
@@ -36,6 +38,10 @@ def _root(ctx: typer.Context, config: ConfigOpt = None) -> None:
 #   from headend.cli_status import status;  app.command("status")(status)
 #   from headend.cli_demo import demo;      app.command("demo")(demo)
 app.add_typer(meters_app, name="meters")
+app.command("run")(run)
+app.command("status")(status)
+app.command("demo")(demo)
+cli_device.register(app)
 
 
 def main() -> None:

@@ -20,9 +20,9 @@ from rich.table import Table
 
 from cosem_objects.errors import AuthenticationError, ProtocolError
 from cosem_objects.obis import Obis
-from drivers.connect import MeterConnection, open_session
+from drivers.connect import MeterConnection, open_session, read_frame_counter
 from drivers.dlms_errors import AssociationRefused, DlmsError
-from drivers.session import DlmsSession, RelayStatus
+from drivers.session import DlmsSession, MemoryInvocationCounterStore, RelayStatus
 
 T = TypeVar("T")
 
@@ -102,21 +102,29 @@ def _run(
     """Run one session; turn every failure into a one-line message and an exit code."""
 
     async def main() -> T:
+        store = None
+        if connection.security == "hls-gmac":
+            # No stored counter here: start above the meter's own frame counter.
+            store = MemoryInvocationCounterStore(
+                await read_frame_counter(connection, timeout=timeout) + 1
+            )
         try:
-            session = open_session(connection, timeout=timeout)
+            session = open_session(connection, timeout=timeout, ic_store=store)
         except ValueError as exc:
             raise _fail(f"bad connection options: {exc}", 2) from None
         async with session:
             return await work(session)
 
-    where = connection.serial_port if connection.transport == "serial" else (
-        f"{connection.host}:{connection.port}"
+    where = (
+        connection.serial_port
+        if connection.transport == "serial"
+        else (f"{connection.host}:{connection.port}")
     )
     try:
         return asyncio.run(main())
     except typer.Exit:
         raise
-    except (TimeoutError, asyncio.TimeoutError):
+    except TimeoutError:
         raise _fail(f"timeout: no answer from the meter at {where}", 3) from None
     except AuthenticationError as exc:
         raise _fail(f"authentication failed: {exc}", 4) from None
@@ -157,8 +165,20 @@ def read(
     except ValueError as exc:
         raise _fail(str(exc), 2) from None
     connection = _connection(
-        host, port, transport, client_sap, server_logical, server_physical, security,
-        password, auth_key, enc_key, serial_port, baud, meter, config,
+        host,
+        port,
+        transport,
+        client_sap,
+        server_logical,
+        server_physical,
+        security,
+        password,
+        auth_key,
+        enc_key,
+        serial_port,
+        baud,
+        meter,
+        config,
     )
     readings = _run(connection, timeout, lambda session: session.read(codes))
     if as_json:
@@ -201,14 +221,31 @@ def relay(
             raise _fail("an operator override needs --reason", 2)
         command_id = operator_override(meter, operation.value, reason, config)
         _print_payload(
-            {"meter_id": meter, "command_id": command_id, "action": operation.value,
-             "status": "queued", "reason": reason},
+            {
+                "meter_id": meter,
+                "command_id": command_id,
+                "action": operation.value,
+                "status": "queued",
+                "reason": reason,
+            },
             as_json,
         )
         return
     connection = _connection(
-        host, port, transport, client_sap, server_logical, server_physical, security,
-        password, auth_key, enc_key, serial_port, baud, meter, config,
+        host,
+        port,
+        transport,
+        client_sap,
+        server_logical,
+        server_physical,
+        security,
+        password,
+        auth_key,
+        enc_key,
+        serial_port,
+        baud,
+        meter,
+        config,
     )
 
     async def work(session: DlmsSession) -> RelayStatus:
@@ -225,8 +262,10 @@ def relay(
         "control_mode": status.control_mode,
     }
     expected = {"disconnect": "disconnected", "reconnect": "connected"}.get(operation.value)
-    confirmed = expected is None or status.state == expected or (
-        operation is RelayOperation.reconnect and status.state == "ready_for_reconnection"
+    confirmed = (
+        expected is None
+        or status.state == expected
+        or (operation is RelayOperation.reconnect and status.state == "ready_for_reconnection")
     )
     if expected is not None:
         payload["confirmed"] = confirmed

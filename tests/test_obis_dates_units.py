@@ -21,9 +21,7 @@ from cosem_objects.obis import Obis
 from cosem_objects.units import unit_name
 
 
-@pytest.mark.parametrize(
-    "text", ["1.0.1.8.0.255", "1-0:1.8.0*255", "1-0:1.8.0.255", "1.0.1.8.0"]
-)
+@pytest.mark.parametrize("text", ["1.0.1.8.0.255", "1-0:1.8.0*255", "1-0:1.8.0.255", "1.0.1.8.0"])
 def test_obis_forms_parse_to_the_same_code(text: str) -> None:
     obis = Obis.parse(text)
     assert obis == Obis(1, 0, 1, 8, 0, 255)
@@ -53,7 +51,7 @@ def test_date_time_deviation_sign_is_utc_minus_local() -> None:
 
 
 def test_date_time_wildcards() -> None:
-    value = CosemDateTime.from_bytes(bytes.fromhex("FFFFFFFFFF00000000" "8000" "FF"))
+    value = CosemDateTime.from_bytes(bytes.fromhex("FFFFFFFFFF000000008000FF"))
     assert value.year is None and value.deviation is None
     with pytest.raises(DecodeError):
         value.to_datetime()
