@@ -112,6 +112,7 @@ class ClientSettings:
     max_response_bytes: int = 16 * 1024 * 1024
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "authentication", Authentication(self.authentication))
         if self.authentication is Authentication.LLS and not self.password:
             raise ValueError("LLS needs a password")
         if self.authentication is Authentication.HLS_GMAC:
