@@ -287,7 +287,7 @@ def _encode_into(out: bytearray, data: Data, tagged: bool) -> None:
                 raise ValueError(f"{kind.type_name} out of range: {value!r}")
         out += fixed.pack(value)
     elif kind is DataType.OCTET_STRING or kind is DataType.VISIBLE_STRING:
-        raw = value if isinstance(value, bytes) else str(value).encode("ascii")
+        raw = value if isinstance(value, bytes) else str(value).encode("latin-1")
         out += encode_length(len(raw))
         out += raw
     elif kind is DataType.UTF8_STRING:
@@ -295,7 +295,8 @@ def _encode_into(out: bytearray, data: Data, tagged: bool) -> None:
         out += encode_length(len(raw))
         out += raw
     elif kind is DataType.STRUCTURE or kind is DataType.ARRAY:
-        out += encode_length(len(value))
+        if tagged:  # inside a compact array the type description fixes the counts
+            out += encode_length(len(value))
         for element in value:
             _encode_into(out, element, tagged)
     elif kind is DataType.BOOLEAN:

@@ -158,24 +158,3 @@ optional_access = st.none() | selective_access
 data_access_results = st.sampled_from(list(DataAccessResult))
 action_results = st.sampled_from(list(ActionResult))
 raw_blocks = st.binary(max_size=300)
-
-
-def has_known_encoder_gap(obj: Any) -> bool:
-    """True if obj (Data, an APDU, or tuples of them) holds a value that the lead's axdr encoder
-    cannot re-encode faithfully yet: a visible-string with bytes over 0x7F (decoded latin-1,
-    encoded ASCII) or a compact-array of structures/arrays (element counts written into the
-    contents). See the strict xfail tests in test_axdr.py."""
-    if isinstance(obj, Data):
-        if obj.type is DataType.VISIBLE_STRING:
-            return any(ord(c) > 127 for c in obj.value)
-        if obj.type in (DataType.ARRAY, DataType.STRUCTURE):
-            return any(has_known_encoder_gap(v) for v in obj.value)
-        if obj.type is DataType.COMPACT_ARRAY:
-            return obj.value.description[0] in (DataType.ARRAY, DataType.STRUCTURE) or any(
-                has_known_encoder_gap(v) for v in obj.value.elements
-            )
-        return False
-    if isinstance(obj, tuple):
-        return any(has_known_encoder_gap(v) for v in obj)
-    slots = getattr(type(obj), "__slots__", ())
-    return any(has_known_encoder_gap(getattr(obj, name, None)) for name in slots)
