@@ -1,0 +1,1 @@
+"""DLMS/COSEM meter simulator: meter model, server-side sessions, fleet and CLI."""

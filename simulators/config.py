@@ -1,0 +1,135 @@
+"""What one simulated meter is: its identity, where it listens, its credentials and its faults.
+
+Credentials are derived from (seed, index) so that a fleet restarted with the same seed hands
+the head-end the same inventory; secrets stay out of reprs."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Security(StrEnum):
+    """Which association the inventory hands the head-end (all three always exist)."""
+
+    NONE = "none"
+    LLS = "lls"
+    HLS_GMAC = "hls-gmac"
+
+
+# Client SAPs the simulated meter knows (dlms-notes / DESIGN.md).
+PUBLIC_CLIENT_SAP = 16
+READER_CLIENT_SAP = 32
+MANAGEMENT_CLIENT_SAP = 1
+
+CLIENT_SAP_FOR_SECURITY = {
+    Security.NONE: PUBLIC_CLIENT_SAP,
+    Security.LLS: READER_CLIENT_SAP,
+    Security.HLS_GMAC: MANAGEMENT_CLIENT_SAP,
+}
+
+
+@dataclass(slots=True)
+class Faults:
+    """Faults injected at run time; the fleet's control interface mutates these in place.
+
+    Transport faults (latency, drops, corruption, closes, offline) are applied by the servers;
+    the meter model applies refuse_association, relay_stuck, relay_failure and clock drift."""
+
+    latency_ms: float = 0.0
+    jitter_ms: float = 0.0
+    drop_rate: float = 0.0
+    corrupt_rate: float = 0.0
+    close_mid_session_rate: float = 0.0
+    refuse_association: bool = False
+    relay_stuck: bool = False
+    relay_failure: bool = False
+    clock_drift_s_per_day: float = 0.0
+    offline: bool = False
+    offline_windows: list[tuple[float, float]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class MeterConfig:
+    index: int
+    meter_id: str
+    transport: str = "wrapper"  # "wrapper" | "hdlc" | "serial"
+    host: str = "127.0.0.1"
+    port: int = 4059
+    security: Security = Security.NONE
+    password: bytes = field(default=b"", repr=False)
+    auth_key: bytes = field(default=b"", repr=False)
+    enc_key: bytes = field(default=b"", repr=False)
+    system_title: bytes = b"SIM\x00\x00\x00\x00\x00"
+    server_logical: int = 1
+    server_physical: int = 16
+    control_mode: int = 2
+    seed: int = 0
+    latency_ms: float = 0.0
+    jitter_ms: float = 0.0
+    faults: Faults = field(default_factory=Faults)
+    # Local time = UTC + utc_offset_min (the clock's deviation is its negative).
+    utc_offset_min: int = 0
+
+    @property
+    def client_sap(self) -> int:
+        """The client SAP the inventory hands the head-end for this meter's security."""
+        return CLIENT_SAP_FOR_SECURITY[self.security]
+
+    @classmethod
+    def create(
+        cls,
+        index: int,
+        *,
+        seed: int = 0,
+        transport: str = "wrapper",
+        host: str = "127.0.0.1",
+        port: int = 4059,
+        security: Security | str = Security.NONE,
+        control_mode: int = 2,
+        latency_ms: float = 0.0,
+        jitter_ms: float = 0.0,
+        utc_offset_min: int = 0,
+    ) -> MeterConfig:
+        """A meter with deterministic identity and credentials for (seed, index)."""
+        password, auth_key, enc_key, system_title = derive_credentials(seed, index)
+        return cls(
+            index=index,
+            meter_id=meter_id_for(seed, index),
+            transport=transport,
+            host=host,
+            port=port,
+            security=Security(security),
+            password=password,
+            auth_key=auth_key,
+            enc_key=enc_key,
+            system_title=system_title,
+            server_logical=1,
+            server_physical=16 + index % 10000,
+            control_mode=control_mode,
+            seed=seed,
+            latency_ms=latency_ms,
+            jitter_ms=jitter_ms,
+            faults=Faults(latency_ms=latency_ms, jitter_ms=jitter_ms),
+            utc_offset_min=utc_offset_min,
+        )
+
+
+def meter_id_for(seed: int, index: int) -> str:
+    """The serial number (0.0.96.1.0.255): SIM + 3-digit seed + 7-digit index."""
+    return f"SIM{seed % 1000:03d}{index:07d}"
+
+
+def derive_credentials(seed: int, index: int) -> tuple[bytes, bytes, bytes, bytes]:
+    """(LLS password, authentication key, encryption key, server system title) for a meter.
+
+    A hash of (seed, index): reproducible across runs, different for every meter. The password
+    is 8 printable characters; the system title is the FLAG-style id "SIM" + 5 bytes."""
+    digest = hashlib.sha256(f"dlms-sim/{seed}/{index}".encode()).digest()
+    alphabet = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789"
+    password = bytes(alphabet[b % len(alphabet)] for b in digest[:8])
+    keys = hashlib.sha256(digest + b"keys").digest()
+    auth_key, enc_key = keys[:16], keys[16:]
+    system_title = b"SIM" + (index & 0xFFFFFFFF).to_bytes(4, "big") + bytes((seed & 0xFF,))
+    return password, auth_key, enc_key, system_title

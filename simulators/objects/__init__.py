@@ -1,0 +1,1 @@
+"""The simulated meter's COSEM object model, shared by every meter."""

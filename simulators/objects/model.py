@@ -1,0 +1,126 @@
+"""The shape of the simulated meter's COSEM object model: objects, attributes, methods, rights.
+
+Object definitions are built once at import and shared by every meter; only the handlers touch
+per-meter state, so ten thousand meters cost one catalogue. Access rights are given as the
+lowest association level allowed to read, write or invoke."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import TYPE_CHECKING
+
+from cosem_objects.apdu.common import ActionResult, DataAccessResult, SelectiveAccess
+from cosem_objects.axdr import Data
+from cosem_objects.obis import Obis
+
+if TYPE_CHECKING:
+    from simulators.meter import SimMeter
+
+
+class AccessLevel(IntEnum):
+    """What an association may do; higher levels include the lower ones."""
+
+    PUBLIC = 0  # client SAP 16 when security is on: a read-only subset
+    READER = 1  # client SAP 32, LLS: read everything
+    MANAGEMENT = 2  # client SAP 1, HLS-GMAC (or the public client with security "none")
+
+
+@dataclass(slots=True)
+class AssociationContext:
+    """The association a request arrives in, as the object model needs to see it."""
+
+    level: AccessLevel = AccessLevel.MANAGEMENT
+    client_sap: int = 1
+    server_sap: int = 1
+    application_context: int = 1
+    mechanism: int = 0
+    conformance: bytes = b"\x00\x00\x00"
+    client_max_pdu: int = 0xFFFF
+    server_max_pdu: int = 1024
+    dlms_version: int = 6
+    status: int = 2  # 0 non-associated, 1 association-pending, 2 associated
+    client_system_title: bytes | None = None
+
+
+class AccessFailure(Exception):
+    """Raised by handlers to answer with a data-access-result instead of a value."""
+
+    def __init__(self, result: DataAccessResult) -> None:
+        super().__init__(result.name)
+        self.result = result
+
+
+Getter = Callable[["SimMeter", AssociationContext | None, SelectiveAccess | None], Data]
+Setter = Callable[["SimMeter", AssociationContext | None, Data], DataAccessResult]
+MethodHandler = Callable[
+    ["SimMeter", AssociationContext | None, Data | None], tuple[ActionResult, Data | None]
+]
+
+
+@dataclass(frozen=True, slots=True)
+class AttributeDef:
+    read: AccessLevel | None  # lowest level that may read; None = nobody
+    get: Getter
+    write: AccessLevel | None = None
+    set: Setter | None = None
+    selectors: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MethodDef:
+    level: AccessLevel | None
+    call: MethodHandler
+
+
+@dataclass(frozen=True, slots=True)
+class CosemObject:
+    class_id: int
+    version: int
+    obis: Obis
+    attributes: Mapping[int, AttributeDef]
+    methods: Mapping[int, MethodDef]
+
+    def rights(self, level: AccessLevel) -> Data:
+        """access_rights of the object_list entry as seen by an association of `level`."""
+        attribute_access = []
+        for number in sorted(self.attributes):
+            attribute = self.attributes[number]
+            mode = 0
+            if attribute.read is not None and level >= attribute.read:
+                mode |= 1
+            if (
+                attribute.write is not None
+                and attribute.set is not None
+                and level >= attribute.write
+            ):
+                mode |= 2
+            selectors = (
+                Data.array([Data.integer(s) for s in attribute.selectors])
+                if attribute.selectors
+                else Data.null()
+            )
+            attribute_access.append(
+                Data.structure([Data.integer(number), Data.enum(mode), selectors])
+            )
+        method_access = [
+            Data.structure(
+                [
+                    Data.integer(number),
+                    Data.enum(1 if method.level is not None and level >= method.level else 0),
+                ]
+            )
+            for number, method in sorted(self.methods.items())
+        ]
+        return Data.structure([Data.array(attribute_access), Data.array(method_access)])
+
+    def list_entry(self, level: AccessLevel) -> Data:
+        return Data.structure(
+            [
+                Data.long_unsigned(self.class_id),
+                Data.unsigned(self.version),
+                Data.octet_string(self.obis.to_bytes()),
+                self.rights(level),
+            ]
+        )
