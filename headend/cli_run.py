@@ -1,0 +1,157 @@
+"""`headend run` (the daemon), `headend status` (fleet summary, pending commands, alarms) and
+`headend demo` (everything local, with a live view)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from headend.cli_common import EXIT_CONFIG, ConfigOpt, JsonOpt, fail, load_cli_config
+from headend.config import ConfigError
+from headend.secrets import SecretsError
+
+__all__ = ["demo", "run", "status", "status_report"]
+
+
+def run(ctx: typer.Context, config: ConfigOpt = None) -> None:
+    """Run the collection daemon until SIGTERM / Ctrl-C."""
+    from headend.daemon import configure_daemon_logging, run_daemon
+
+    cfg = load_cli_config(config, ctx)
+    configure_daemon_logging(cfg.logging)
+    try:
+        asyncio.run(run_daemon(cfg))
+    except SecretsError as exc:
+        fail(str(exc), EXIT_CONFIG)
+    except ConfigError as exc:
+        fail(f"config: {exc}", EXIT_CONFIG)
+    except KeyboardInterrupt:  # a second Ctrl-C while stopping
+        raise typer.Exit(130) from None
+    except OSError as exc:
+        fail(f"cannot start: {exc}", 1)
+
+
+async def status_report(url: str, *, limit: int = 50) -> dict[str, Any]:
+    """What `headend status` shows, as plain data (also used by the demo and tests)."""
+    from headend.storage import Database, Repository
+
+    db = await Database.open(url)
+    try:
+        repository = Repository(db)
+        summary = await repository.fleet_summary()
+        pending = await repository.pending_commands()
+        alarms = await repository.list_alarms(limit=limit)
+    finally:
+        await db.dispose()
+    return {
+        "meters": summary.meters,
+        "relay_states": summary.relay_states,
+        "desired_disconnected": summary.desired_disconnected,
+        "active_commands": summary.active_commands,
+        "escalated_commands": summary.escalated_commands,
+        "active_alarms": summary.active_alarms,
+        "last_reading_at": _iso(summary.last_reading_at),
+        "pending_commands": [
+            {
+                "command_id": c.command_id,
+                "meter_id": c.meter_id,
+                "action": c.action,
+                "status": c.status,
+                "attempt": c.attempt,
+                "source": c.source,
+                "created_at": _iso(c.created_at),
+                "next_attempt_at": _iso(c.next_attempt_at),
+                "last_error": c.last_error,
+            }
+            for c in pending[:limit]
+        ],
+        "alarms": [
+            {
+                "type": a.type,
+                "meter_id": a.meter_id,
+                "detail": a.detail,
+                "ts": _iso(a.ts),
+            }
+            for a in alarms
+        ],
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def status(ctx: typer.Context, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Fleet summary, pending relay commands and active alarms (from the database)."""
+    cfg = load_cli_config(config, ctx)
+    try:
+        report = asyncio.run(status_report(cfg.database.url))
+    except OSError as exc:
+        fail(f"database {cfg.database.url}: {exc}", 1)
+    if as_json:
+        sys.stdout.write(json.dumps(report) + "\n")
+        return
+    console = Console(highlight=False)
+    states = ", ".join(f"{k} {v}" for k, v in sorted(report["relay_states"].items())) or "-"
+    console.print(
+        f"[bold]meters[/bold] {report['meters']}   [bold]relays[/bold] {states}   "
+        f"[bold]desired disconnected[/bold] {report['desired_disconnected']}"
+    )
+    console.print(
+        f"[bold]active commands[/bold] {report['active_commands']} "
+        f"({report['escalated_commands']} escalated)   "
+        f"[bold]active alarms[/bold] {report['active_alarms']}   "
+        f"[bold]last reading[/bold] {report['last_reading_at'] or '-'}"
+    )
+    if report["pending_commands"]:
+        table = Table("meter", "action", "status", "attempt", "source", "created", "last error")
+        for c in report["pending_commands"]:
+            table.add_row(
+                c["meter_id"],
+                c["action"],
+                c["status"],
+                str(c["attempt"]),
+                c["source"],
+                c["created_at"] or "-",
+                (c["last_error"] or "")[:60],
+            )
+        console.print(table)
+    if report["alarms"]:
+        table = Table("alarm", "meter", "when", "detail")
+        for a in report["alarms"]:
+            table.add_row(a["type"], a["meter_id"] or "-", a["ts"] or "-", (a["detail"] or "")[:70])
+        console.print(table)
+
+
+def demo(
+    meters: Annotated[int, typer.Option("--meters", min=2, max=200, help="Simulated meters.")] = 6,
+    duration: Annotated[
+        float | None,
+        typer.Option(
+            "--duration",
+            min=5.0,
+            help="Run the scripted billing feed for S seconds, print a plain-text log and a "
+            "summary, then exit (non-interactive; for CI). Default: live view until Ctrl-C.",
+        ),
+    ] = None,
+    workdir: Annotated[
+        Path | None,
+        typer.Option("--workdir", help="Keep the database and inventory here (default: temp)."),
+    ] = None,
+) -> None:
+    """Simulator fleet + embedded MQTT broker + SQLite + head-end + a sample billing feed."""
+    from headend.demo import run_demo
+
+    try:
+        ok = asyncio.run(run_demo(meters=meters, duration=duration, workdir=workdir))
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    raise typer.Exit(0 if ok else 1)

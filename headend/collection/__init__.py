@@ -1,0 +1,1 @@
+"""Meter data collection: the due-time scheduler and the poller."""

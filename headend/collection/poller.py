@@ -1,0 +1,215 @@
+"""What one collection session with a meter does: register reads, profile catch-up, clock.
+
+Profiles are caught up incrementally: only entries newer than the last stored one are asked
+for (a range read from that time on), in bounded spans, so a meter that was unreachable for a
+week catches up over a few polls instead of in one long session. The clock is compared with
+the head-end's (at the midpoint of the request) and set when it drifts beyond the limit."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Protocol
+
+from cosem_objects.classes import Obises
+from cosem_objects.errors import ProtocolError
+from drivers.dlms_errors import DataAccessFailed, DlmsError
+from drivers.session import DlmsSession, Reading
+from headend.collection.scheduler import PollJob
+from headend.mqtt.payloads import readings_payload
+from headend.mqtt.topics import Topics
+from headend.storage import ProfileRow, ReadingRow, Repository
+
+__all__ = ["PollReport", "PollSettings", "Poller"]
+
+log = logging.getLogger(__name__)
+
+LOAD_PROFILE = str(Obises.LOAD_PROFILE)
+BILLING_PROFILE = str(Obises.BILLING_PROFILE)
+
+
+class Publisher(Protocol):
+    def publish(
+        self,
+        topic: str,
+        payload: Mapping[str, Any] | str | bytes,
+        qos: int = 1,
+        retain: bool = False,
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class PollSettings:
+    obis: tuple[str, ...] = (
+        "1.0.1.8.0.255",
+        "1.0.2.8.0.255",
+        "1.0.32.7.0.255",
+        "0.0.96.3.10.255",
+    )
+    load_profile: bool = True
+    billing_profile: bool = True
+    clock_max_drift_s: float = 10.0
+    load_profile_backfill_s: float = 2 * 86400.0  # a meter never read: start this far back
+    billing_backfill_s: float = 62 * 86400.0
+    load_profile_span_s: float = 2 * 86400.0  # at most this much profile per session
+    billing_span_s: float = 62 * 86400.0
+
+
+@dataclass
+class PollReport:
+    meter_id: str
+    readings: int = 0
+    profile_entries: dict[str, int] = field(default_factory=dict)
+    clock_drift_s: float | None = None
+    clock_set: bool = False
+    problems: list[str] = field(default_factory=list)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _publishable(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float | Decimal | str | bytes):
+        return value
+    return str(value)
+
+
+class Poller:
+    def __init__(
+        self,
+        repository: Repository,
+        publisher: Publisher | None,
+        topics: Topics,
+        settings: PollSettings | None = None,
+        *,
+        clock: Callable[[], dt.datetime] = _now,
+    ) -> None:
+        self.repository = repository
+        self.publisher = publisher
+        self.topics = topics
+        self.settings = settings or PollSettings()
+        self._clock = clock
+
+    async def poll(self, session: DlmsSession, meter_id: str, job: PollJob) -> PollReport:
+        """Run the job on an open session. Transport errors propagate (the poll failed);
+        an object the meter does not have is noted in the report and skipped."""
+        report = PollReport(meter_id)
+        if job.registers:
+            report.readings = await self._registers(session, meter_id, report)
+        if job.load_profile and self.settings.load_profile:
+            await self._profile(
+                session,
+                meter_id,
+                LOAD_PROFILE,
+                self.settings.load_profile_backfill_s,
+                self.settings.load_profile_span_s,
+                report,
+            )
+        if job.billing_profile and self.settings.billing_profile:
+            await self._profile(
+                session,
+                meter_id,
+                BILLING_PROFILE,
+                self.settings.billing_backfill_s,
+                self.settings.billing_span_s,
+                report,
+            )
+        if job.clock_check:
+            await self._clock_check(session, report)
+        return report
+
+    # -- registers ---------------------------------------------------------------------------
+    async def _registers(self, session: DlmsSession, meter_id: str, report: PollReport) -> int:
+        codes = list(self.settings.obis)
+        try:
+            readings = await session.read(codes)
+        except DataAccessFailed:
+            readings = await self._one_by_one(session, codes, report)
+        ts = self._clock().replace(microsecond=0)
+        rows = [ReadingRow(meter_id, r.obis, ts, r.value, r.unit) for r in readings.values()]
+        if not rows:
+            return 0
+        await self.repository.store_readings(rows)
+        if self.publisher is not None:
+            self.publisher.publish(
+                self.topics.readings(meter_id),
+                readings_payload(
+                    meter_id,
+                    ts,
+                    {r.obis: (_publishable(r.value), r.unit) for r in readings.values()},
+                ),
+            )
+        return len(rows)
+
+    async def _one_by_one(
+        self, session: DlmsSession, codes: Sequence[str], report: PollReport
+    ) -> dict[str, Reading]:
+        readings: dict[str, Reading] = {}
+        for code in codes:
+            try:
+                readings.update(await session.read([code]))
+            except DataAccessFailed as exc:
+                report.problems.append(f"{code}: {exc}")
+        return readings
+
+    # -- profiles ----------------------------------------------------------------------------
+    async def _profile(
+        self,
+        session: DlmsSession,
+        meter_id: str,
+        profile: str,
+        backfill_s: float,
+        span_s: float,
+        report: PollReport,
+    ) -> None:
+        last = await self.repository.last_profile_ts(meter_id, profile)
+        now = self._clock()
+        start = (
+            last + dt.timedelta(seconds=1)
+            if last is not None
+            else now - dt.timedelta(seconds=backfill_s)
+        )
+        end = min(now, start + dt.timedelta(seconds=span_s))
+        if end <= start:
+            report.profile_entries[profile] = 0
+            return
+        try:
+            data = await session.read_profile(profile, start, end)
+        except (DataAccessFailed, DlmsError, ProtocolError) as exc:
+            if isinstance(exc, OSError | TimeoutError):
+                raise
+            report.problems.append(f"{profile}: {exc}")
+            return
+        rows = [
+            ProfileRow(meter_id, profile, row.timestamp, row.values)
+            for row in data.rows
+            if row.timestamp is not None and (last is None or row.timestamp > last)
+        ]
+        report.profile_entries[profile] = await self.repository.store_profile_entries(rows)
+
+    # -- clock -------------------------------------------------------------------------------
+    async def _clock_check(self, session: DlmsSession, report: PollReport) -> None:
+        sent = time.monotonic()
+        before = self._clock()
+        try:
+            meter_time = await session.read_clock()
+        except (DataAccessFailed, ProtocolError) as exc:
+            report.problems.append(f"clock: {exc}")
+            return
+        half_trip = dt.timedelta(seconds=(time.monotonic() - sent) / 2)
+        drift = (meter_time - (before + half_trip)).total_seconds()
+        report.clock_drift_s = drift
+        if abs(drift) <= self.settings.clock_max_drift_s:
+            return
+        try:
+            await session.set_clock(self._clock())
+        except (DataAccessFailed, DlmsError, ProtocolError) as exc:
+            report.problems.append(f"clock drift {drift:+.1f}s, set refused: {exc}")
+            return
+        report.clock_set = True
+        log.info("meter %s clock was %+.1fs off: set", report.meter_id, drift)

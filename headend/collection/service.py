@@ -1,0 +1,170 @@
+"""The collection loop: pops due meters from the Scheduler and polls them, at most
+`concurrency` sessions at once, each under its line lock (POLL priority, so relay commands
+waiting for the same line go first). A meter that fails repeatedly raises one
+`meter_unreachable` alarm per outage, cleared by its next good poll."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from cosem_objects.errors import ProtocolError
+from drivers.dlms_errors import DlmsError
+from headend.collection.poller import Poller, PollReport
+from headend.collection.scheduler import PollJob, Scheduler
+from headend.line_locks import POLL
+from headend.meter_access import MeterAccess
+from headend.mqtt.payloads import alarm_payload
+from headend.mqtt.topics import Topics
+from headend.storage import Repository
+
+__all__ = ["CollectionService"]
+
+log = logging.getLogger(__name__)
+
+
+class Publisher(Protocol):
+    def publish(
+        self,
+        topic: str,
+        payload: Mapping[str, Any] | str | bytes,
+        qos: int = 1,
+        retain: bool = False,
+    ) -> None: ...
+
+
+class CollectionService:
+    def __init__(
+        self,
+        access: MeterAccess,
+        poller: Poller,
+        scheduler: Scheduler,
+        repository: Repository,
+        publisher: Publisher | None,
+        topics: Topics,
+        *,
+        concurrency: int = 1000,
+        session_budget_s: float = 300.0,
+        refresh_s: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.access = access
+        self.poller = poller
+        self.scheduler = scheduler
+        self.repository = repository
+        self.publisher = publisher
+        self.topics = topics
+        self.concurrency = max(1, concurrency)
+        self.session_budget_s = session_budget_s
+        self.refresh_s = refresh_s
+        self._clock = clock
+        self._running = 0
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self.polls_ok = 0
+        self.polls_failed = 0
+        self.last_reports: dict[str, PollReport] = {}
+
+    def __repr__(self) -> str:
+        return f"CollectionService(meters={len(self.scheduler)}, running={self._running})"
+
+    @property
+    def running(self) -> int:
+        return self._running
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def refresh(self) -> None:
+        """Bring the schedule in line with the inventory."""
+        records = await self.access.refresh()
+        now = self._clock()
+        wanted = {r.meter_id for r in records}
+        for meter_id in wanted:
+            self.scheduler.add(meter_id, now)
+        for meter_id in [m for m in self.scheduler.meter_ids() if m not in wanted]:
+            self.scheduler.remove(meter_id)
+
+    async def run(self) -> None:
+        await self.refresh()
+        next_refresh = self._clock() + self.refresh_s
+        async with asyncio.TaskGroup() as tg:
+            try:
+                while not self._stopping:
+                    now = self._clock()
+                    if now >= next_refresh:
+                        with contextlib.suppress(Exception):
+                            await self.refresh()
+                        next_refresh = now + self.refresh_s
+                    free = self.concurrency - self._running
+                    if free > 0:
+                        for job in self.scheduler.pop_due(now, free):
+                            self._running += 1
+                            tg.create_task(self._poll(job), name=f"poll:{job.meter_id}")
+                    due = self.scheduler.next_due()
+                    wait = next_refresh - now
+                    if due is not None and self._running < self.concurrency:
+                        wait = min(wait, due - now)
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(max(0.0, wait)):
+                            await self._wake.wait()
+            finally:
+                self._stopping = True
+
+    async def _poll(self, job: PollJob) -> None:
+        ok = False
+        error = ""
+        try:
+            record = await self.access.record(job.meter_id)
+            if record is None:
+                self.scheduler.remove(job.meter_id)
+                return
+            async with asyncio.timeout(self.session_budget_s):
+                async with self.access.session(record, POLL) as session:
+                    report = await self.poller.poll(session, job.meter_id, job)
+            self.last_reports[job.meter_id] = report
+            ok = True
+        except (OSError, TimeoutError, ProtocolError, DlmsError) as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            log.info("poll of %s failed: %s", job.meter_id, error)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            log.exception("poll of %s failed", job.meter_id)
+        finally:
+            self._running -= 1
+            self._wake.set()
+        await self._finished(job, ok, error)
+
+    async def _finished(self, job: PollJob, ok: bool, error: str) -> None:
+        entry = self.scheduler.get(job.meter_id)
+        was_alarmed = entry is not None and entry.unreachable_alarmed
+        failures = entry.failures + 1 if entry is not None else 0
+        became_unreachable = self.scheduler.finished(job, self._clock(), ok)
+        try:
+            if ok:
+                self.polls_ok += 1
+                if was_alarmed:
+                    await self.repository.clear_alarms("meter_unreachable", job.meter_id)
+                return
+            self.polls_failed += 1
+            if became_unreachable:
+                alarm = await self.repository.raise_alarm(
+                    "meter_unreachable",
+                    job.meter_id,
+                    f"{failures} polls failed in a row; last: {error}",
+                )
+                if alarm is not None and self.publisher is not None:
+                    self.publisher.publish(
+                        self.topics.alarms,
+                        alarm_payload(
+                            alarm.type, alarm.ts, meter_id=alarm.meter_id, detail=alarm.detail
+                        ),
+                    )
+        except Exception:
+            log.exception("recording the poll outcome of %s failed", job.meter_id)

@@ -1,0 +1,1 @@
+"""Relay control: the prepaid rules and the durable command executor."""

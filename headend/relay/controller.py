@@ -1,0 +1,617 @@
+"""The durable relay command executor.
+
+Balance events arrive from the MQTT bridge (`handle_balance`), are committed together with
+the command they create (Repository.apply_balance_event), and only then acknowledged. Commands
+live in the database, so a restart resumes every unfinished one, and an operator's command
+created by another process (`create_operator_command`) is picked up by the scan.
+
+Never the wrong way: right before a relay is operated the controller re-reads the command and
+the meter's desired state in the database; a command that was superseded, or whose action no
+longer matches the desired state, is not executed. The relay is read first (a meter already
+where it should be is not operated) and read back afterwards; only the read-back confirms.
+
+One worker task per meter with an active command (not one per meter), under the meter's line
+lock at COMMAND priority, so commands go before waiting polls and never share a line."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Protocol
+
+from cosem_objects.errors import ProtocolError
+from drivers.dlms_errors import ActionFailed, DlmsError, ServiceRejected
+from drivers.session import DlmsSession, RelayStatus
+from headend.line_locks import COMMAND
+from headend.meter_access import MeterAccess
+from headend.mqtt.payloads import (
+    BadEvent,
+    BalanceEvent,
+    alarm_payload,
+    bad_event_alarm,
+    command_payload,
+    notification_payload,
+    relay_payload,
+)
+from headend.mqtt.topics import Topics
+from headend.relay import rules
+from headend.storage import BalanceEventIn, BalanceOutcome, CommandInfo, Repository
+from headend.storage.records import AlarmInfo
+
+__all__ = [
+    "ControllerSettings",
+    "Publisher",
+    "RelayController",
+    "create_operator_command",
+]
+
+log = logging.getLogger(__name__)
+
+RAW_KEEP = 4096  # bytes of a bad payload kept with its record
+
+
+class Publisher(Protocol):
+    """What the controller needs from the MQTT bridge: queue a message, never block."""
+
+    def publish(
+        self,
+        topic: str,
+        payload: Mapping[str, Any] | str | bytes,
+        qos: int = 1,
+        retain: bool = False,
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class ControllerSettings:
+    overdue_after_s: float = 1800.0
+    retry_base_s: float = 5.0
+    retry_max_backoff_s: float = 300.0
+    scan_interval_s: float = 1.0
+    """How often the database is scanned for due commands (operator commands, retries)."""
+    max_concurrent: int = 1000
+    """Relay sessions in flight at once (separate from the poll bound: commands skip it)."""
+    session_budget_s: float = 120.0
+    """Upper bound on one attempt (connect, read, operate, read back, release)."""
+    warning_threshold: Decimal = Decimal("20.00")
+
+
+async def create_operator_command(
+    repository: Repository, meter_id: str, action: str, reason: str
+) -> str:
+    """An operator override (`headend relay --meter ID disconnect|reconnect --reason TEXT`).
+
+    Sets the meter's desired state, supersedes its active command and queues this one, in
+    one transaction; a running daemon picks it up on its next scan (about a second). Returns
+    the command id. Raises UnknownMeter, or ValueError for an unknown action / empty reason."""
+    if action not in rules.ACTIONS:
+        raise ValueError(f"action must be disconnect or reconnect, got {action!r}")
+    if not reason or not reason.strip():
+        raise ValueError("an operator command needs a reason")
+    command, _superseded = await repository.create_command(
+        meter_id, action, source="operator", reason=f"operator: {reason.strip()}"
+    )
+    return command.command_id
+
+
+class _Transient(Exception):
+    """An attempt that failed for a reason worth retrying soon (meter unreachable...)."""
+
+
+class _Refused(Exception):
+    """The meter answered but did not do it (stuck relay, forbidden by its control mode)."""
+
+    def __init__(self, alarm: str, detail: str, status: RelayStatus | None = None) -> None:
+        super().__init__(detail)
+        self.alarm = alarm
+        self.detail = detail
+        self.status = status
+
+
+class _Superseded(Exception):
+    pass
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class RelayController:
+    def __init__(
+        self,
+        repository: Repository,
+        access: MeterAccess,
+        publisher: Publisher,
+        topics: Topics,
+        settings: ControllerSettings | None = None,
+        *,
+        rng: random.Random | None = None,
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
+        self.repository = repository
+        self.access = access
+        self.publisher = publisher
+        self.topics = topics
+        self.settings = settings or ControllerSettings()
+        self._rng = rng or random.Random()
+        self._clock = clock
+        self._wake = asyncio.Event()
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._tg: asyncio.TaskGroup | None = None
+        self._slots = asyncio.Semaphore(self.settings.max_concurrent)
+        self._stopping = False
+        self.events_handled = 0
+
+    def __repr__(self) -> str:
+        return f"RelayController(workers={len(self._workers)})"
+
+    # -- balance events (called by the MQTT bridge, one at a time) ----------------------------
+    async def handle_balance(self, event: BalanceEvent | BadEvent, raw: bytes) -> None:
+        """Commit what the event means; the bridge acknowledges it once this returns."""
+        self.events_handled += 1
+        if isinstance(event, BadEvent):
+            await self._bad_event(
+                raw, event.reason, meter_id=event.meter_id, event_id=event.event_id
+            )
+            return
+        if await self.repository.get_meter(event.meter_id) is None:
+            await self._bad_event(
+                raw,
+                "unknown meter: not in the inventory",
+                meter_id=event.meter_id,
+                event_id=event.event_id,
+                seq=event.seq,
+            )
+            return
+        outcome = await self.repository.apply_balance_event(
+            BalanceEventIn(
+                meter_id=event.meter_id,
+                seq=event.seq,
+                balance=event.balance,
+                event_id=event.event_id,
+                currency=event.currency,
+                ts=event.ts,
+                raw=_raw_text(raw),
+                warning_threshold=event.warning_threshold,
+            )
+        )
+        if outcome.outcome == "rejected":  # the meter went away between the two calls
+            alarm = await self.repository.raise_alarm(
+                "bad_event", event.meter_id, outcome.detail, dedupe=False
+            )
+            self._publish_alarm(alarm)
+            return
+        self._after_balance(event, outcome)
+
+    async def _bad_event(
+        self,
+        raw: bytes,
+        reason: str,
+        *,
+        meter_id: str | None,
+        event_id: str | None,
+        seq: int | None = None,
+    ) -> None:
+        _, alarm = await self.repository.record_balance_event(
+            raw=_raw_text(raw),
+            detail=reason,
+            meter_id=meter_id,
+            event_id=event_id,
+            seq=seq,
+        )
+        log.warning("bad balance event for %s: %s", meter_id, reason)
+        self.publisher.publish(
+            self.topics.alarms,
+            bad_event_alarm(
+                alarm.ts if alarm else self._clock(),
+                reason=reason,
+                meter_id=meter_id,
+                event_id=event_id,
+            ),
+        )
+
+    def _after_balance(self, event: BalanceEvent, outcome: BalanceOutcome) -> None:
+        now = self._clock()
+        # A command is superseded only by one for the other action.
+        old_action = (
+            rules.DISCONNECT if outcome.desired_state == rules.CONNECTED else rules.RECONNECT
+        )
+        for command_id in outcome.superseded:
+            self._publish_command_raw(
+                command_id,
+                event.meter_id,
+                old_action,
+                "failed",
+                0,
+                event_id=event.event_id,
+                error=f"superseded by balance event seq {event.seq}",
+            )
+        if outcome.low_balance:
+            threshold = event.warning_threshold or self.settings.warning_threshold
+            self.publisher.publish(
+                self.topics.notifications(event.meter_id),
+                notification_payload(
+                    rules.LOW_BALANCE,
+                    event.meter_id,
+                    now,
+                    balance=event.balance,
+                    currency=event.currency,
+                    warning_threshold=threshold,
+                    event_id=event.event_id,
+                ),
+            )
+        if outcome.command_created and outcome.command is not None:
+            self._publish_command(outcome.command, "queued")
+            self._dispatch(outcome.command.meter_id)
+        log.info(
+            "balance %s seq %s for %s: %s (%s)",
+            event.balance,
+            event.seq,
+            event.meter_id,
+            outcome.outcome,
+            outcome.detail,
+        )
+
+    # -- the service -------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Reconcile, then execute due commands until cancelled (or `stop()`)."""
+        created = await self.repository.reconcile_commands()
+        for command in created:
+            self._publish_command(command, "queued")
+        if created:
+            log.info("start-up: %d meter(s) not in their desired relay state", len(created))
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            try:
+                while not self._stopping:
+                    try:
+                        await self._scan()
+                    except Exception:
+                        log.exception("relay command scan failed; retrying")
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self.settings.scan_interval_s):
+                            await self._wake.wait()
+            finally:
+                self._tg = None
+                for task in self._workers.values():
+                    task.cancel()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    @property
+    def busy_meters(self) -> set[str]:
+        return set(self._workers)
+
+    async def _scan(self) -> None:
+        now = self._clock()
+        for command in await self.repository.pending_commands(due_before=now):
+            self._dispatch(command.meter_id)
+        overdue_before = now - timedelta(seconds=self.settings.overdue_after_s)
+        for command in await self.repository.overdue_commands(overdue_before):
+            await self._escalate(command)
+
+    async def _escalate(self, command: CommandInfo) -> None:
+        age = (self._clock() - command.created_at).total_seconds()
+        detail = (
+            f"{command.action} not confirmed after {age:.0f}s "
+            f"({command.attempt} attempt(s)); still trying"
+            + (f"; last error: {command.last_error}" if command.last_error else "")
+        )
+        result = await self.repository.escalate_command(command.command_id, detail)
+        if result is None:
+            return
+        escalated, alarm = result
+        log.warning("relay command %s for %s overdue", command.command_id, command.meter_id)
+        self._publish_command(escalated, "escalated", error=command.last_error or detail)
+        self._publish_alarm(alarm)
+
+    def _dispatch(self, meter_id: str) -> None:
+        if meter_id in self._workers or self._tg is None or self._stopping:
+            self._wake.set()
+            return
+        task = self._tg.create_task(self._worker(meter_id), name=f"relay:{meter_id}")
+        self._workers[meter_id] = task
+        task.add_done_callback(lambda _t: self._workers.pop(meter_id, None))
+
+    # -- one meter ---------------------------------------------------------------------------
+    async def _worker(self, meter_id: str) -> None:
+        """Work the meter's active command until none is due (then the scan takes over)."""
+        tried: set[tuple[str, int]] = set()
+        try:
+            while not self._stopping:
+                due = await self.repository.pending_commands(
+                    meter_id=meter_id, due_before=self._clock()
+                )
+                if not due:
+                    return
+                command = due[-1]
+                if (command.command_id, command.attempt) in tried:
+                    return  # no progress (e.g. nothing to do now): leave it to the scan
+                tried.add((command.command_id, command.attempt))
+                await self._attempt(command)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A database hiccup must not take the daemon down; the scan retries the meter.
+            log.exception("relay worker for %s failed", meter_id)
+
+    async def _attempt(self, command: CommandInfo) -> None:
+        record = await self.access.record(command.meter_id)
+        if record is None:
+            log.warning(
+                "command %s: meter %s not in the inventory", command.command_id, command.meter_id
+            )
+            await self.repository.update_command(
+                command.command_id,
+                status=await self._status_unless_escalated(command, "failed"),
+                next_attempt_at=self._clock()
+                + timedelta(seconds=self.settings.retry_max_backoff_s),
+                last_error="meter not in the inventory",
+            )
+            return
+        if not await self._still_wanted(command):
+            return
+        attempt = command.attempt + 1
+        sent = await self.repository.update_command(
+            command.command_id,
+            status=await self._status_unless_escalated(command, "sent"),
+            attempt=attempt,
+            next_attempt_at=self._clock(),  # due at once if we die mid-attempt
+        )
+        if sent is None:
+            return
+        self._publish_command(sent, "sent")
+        try:
+            async with self._slots, asyncio.timeout(self.settings.session_budget_s):
+                async with self.access.session(record, COMMAND) as session:
+                    status, verdict, operated = await self._operate(session, command)
+        except _Superseded:
+            return
+        except _Refused as refused:
+            await self._refused(command, attempt, refused)
+            return
+        except (OSError, TimeoutError, ProtocolError, DlmsError) as exc:
+            await self._failed(command, attempt, _describe(exc))
+            return
+        await self._confirmed(command, attempt, status, verdict, operated)
+
+    async def _status_unless_escalated(self, command: CommandInfo, status: str) -> str | None:
+        """An escalated command stays escalated in the database while retries go on."""
+        current = await self.repository.get_command(command.command_id)
+        if current is None or current.status == "escalated":
+            return None
+        return status
+
+    async def _still_wanted(self, command: CommandInfo) -> bool:
+        """The command is active and its action is what the meter's desired state asks."""
+        current = await self.repository.get_command(command.command_id)
+        if current is None or not current.active:
+            return False
+        meter = await self.repository.get_meter(command.meter_id)
+        if meter is None:
+            return False
+        wanted = meter.desired_relay_state
+        if wanted is not None and rules.action_for(wanted) != command.action:
+            superseded = await self.repository.update_command(
+                command.command_id,
+                status="superseded",
+                last_error=f"desired state is now {wanted}",
+            )
+            if superseded is not None:
+                self._publish_command(superseded, "failed", error=f"superseded: desired {wanted}")
+            return False
+        return True
+
+    async def _operate(
+        self, session: DlmsSession, command: CommandInfo
+    ) -> tuple[RelayStatus, rules.Verdict, bool]:
+        """(state read back, what it means, whether the relay was operated)."""
+        before = await session.relay_status()
+        verdict = rules.judge_readback(command.action, before.output_state, before.state)
+        if verdict.done:
+            return before, verdict, False  # already there: nothing to operate
+        # Last check, right before touching the relay.
+        if not await self._still_wanted(command):
+            raise _Superseded
+        try:
+            if command.action == rules.DISCONNECT:
+                after = await session.disconnect()
+            else:
+                after = await session.reconnect()
+        except (ActionFailed, ServiceRejected) as exc:
+            status = await _status_or_none(session)
+            raise _Refused(
+                "relay_command_failed",
+                f"meter refused {command.action} (control_mode {before.control_mode}): {exc}",
+                status,
+            ) from exc
+        verdict = rules.judge_readback(command.action, after.output_state, after.state)
+        if not verdict.done:
+            raise _Refused("relay_stuck", verdict.detail, after)
+        return after, verdict, True
+
+    async def _confirmed(
+        self,
+        command: CommandInfo,
+        attempt: int,
+        status: RelayStatus,
+        verdict: rules.Verdict,
+        operated: bool,
+    ) -> None:
+        now = self._clock()
+        reason = command.reason or command.source
+        meter = await self.repository.get_meter(command.meter_id)
+        previous = None if meter is None else meter.confirmed_relay_state
+        # Tell the customer about a change, not about a meter that already was where it
+        # should be (an opening balance, a restart); a change the head-end made but had not
+        # recorded before a crash still counts.
+        changed = operated or (previous is not None and previous != status.state)
+        done = await self.repository.complete_command(
+            command.command_id,
+            state=status.state,
+            output_state=status.output_state,
+            control_state=status.state,
+            reason=reason,
+            ts=now,
+        )
+        self._publish_relay(command.meter_id, status, now, reason)
+        if done is None:
+            return  # superseded meanwhile: the newer command takes it from here
+        extra: dict[str, Any] = {"state": status.state}
+        if verdict.outcome == rules.AWAITING_CUSTOMER:
+            extra["detail"] = (
+                "confirmed as far as the meter allows: ready_for_reconnection, "
+                "the customer must press the button"
+            )
+        self._publish_command(done, "confirmed", attempt=attempt, extra=extra)
+        kind = rules.notification_for(
+            command.action, status.state, operator=command.source == "operator"
+        )
+        if kind is not None and changed:
+            self.publisher.publish(
+                self.topics.notifications(command.meter_id),
+                notification_payload(
+                    kind,
+                    command.meter_id,
+                    now,
+                    balance=None if meter is None else meter.last_balance,
+                    currency=None if meter is None else meter.last_balance_currency,
+                    event_id=command.event_id,
+                ),
+            )
+        for alarm_type in ("relay_stuck", "relay_command_failed", "relay_command_overdue"):
+            await self.repository.clear_alarms(alarm_type, command.meter_id)
+        log.info(
+            "relay %s confirmed for %s: %s (attempt %d)",
+            command.action,
+            command.meter_id,
+            status.state,
+            attempt,
+        )
+
+    async def _refused(self, command: CommandInfo, attempt: int, refused: _Refused) -> None:
+        now = self._clock()
+        if refused.status is not None:
+            await self.repository.record_relay_state(
+                command.meter_id,
+                refused.status.state,
+                refused.status.output_state,
+                refused.status.state,
+                reason=f"read back after failed {command.action}",
+                ts=now,
+                command_id=command.command_id,
+            )
+            self._publish_relay(command.meter_id, refused.status, now, f"{command.action} failed")
+        alarm = await self.repository.raise_alarm(refused.alarm, command.meter_id, refused.detail)
+        self._publish_alarm(alarm)
+        log.warning("relay %s for %s failed: %s", command.action, command.meter_id, refused.detail)
+        await self._failed(command, attempt, refused.detail)
+
+    async def _failed(self, command: CommandInfo, attempt: int, error: str) -> None:
+        delay = rules.backoff_delay(
+            attempt, self.settings.retry_base_s, self.settings.retry_max_backoff_s, self._rng
+        )
+        updated = await self.repository.update_command(
+            command.command_id,
+            status=await self._status_unless_escalated(command, "failed"),
+            next_attempt_at=self._clock() + timedelta(seconds=delay),
+            last_error=error,
+        )
+        if updated is not None:
+            self._publish_command(updated, "failed", attempt=attempt, error=error)
+        log.info(
+            "relay %s for %s: attempt %d failed (%s); next in %.1fs",
+            command.action,
+            command.meter_id,
+            attempt,
+            error,
+            delay,
+        )
+
+    # -- publishing --------------------------------------------------------------------------
+    def _publish_command(
+        self,
+        command: CommandInfo,
+        status: str,
+        *,
+        attempt: int | None = None,
+        error: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._publish_command_raw(
+            command.command_id,
+            command.meter_id,
+            command.action,
+            status,
+            command.attempt if attempt is None else attempt,
+            event_id=command.event_id,
+            error=error,
+            extra={"source": command.source, **(extra or {})},
+        )
+
+    def _publish_command_raw(
+        self,
+        command_id: str,
+        meter_id: str,
+        action: str,
+        status: str,
+        attempt: int,
+        *,
+        event_id: str | None,
+        error: str | None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        payload = command_payload(
+            command_id=command_id,
+            meter_id=meter_id,
+            action=action,
+            status=status,
+            attempt=attempt,
+            ts=self._clock(),
+            event_id=event_id,
+            error=error,
+        )
+        payload.update(extra or {})
+        self.publisher.publish(self.topics.commands(meter_id), payload)
+
+    def _publish_relay(self, meter_id: str, status: RelayStatus, ts: datetime, reason: str) -> None:
+        self.publisher.publish(
+            self.topics.relay(meter_id),
+            relay_payload(meter_id, status.state, status.output_state, ts, reason),
+            retain=True,
+        )
+
+    def _publish_alarm(self, alarm: AlarmInfo | None) -> None:
+        if alarm is None:
+            return  # an identical alarm is already standing
+        self.publisher.publish(
+            self.topics.alarms,
+            alarm_payload(alarm.type, alarm.ts, meter_id=alarm.meter_id, detail=alarm.detail),
+        )
+
+
+async def _status_or_none(session: DlmsSession) -> RelayStatus | None:
+    try:
+        return await session.relay_status()
+    except (OSError, TimeoutError, ProtocolError, DlmsError):
+        return None
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"timeout: {exc}" if str(exc) else "timeout"
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"
+
+
+def _raw_text(raw: bytes) -> str:
+    return raw[:RAW_KEEP].decode("utf-8", "replace")

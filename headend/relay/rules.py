@@ -1,0 +1,170 @@
+"""The prepaid relay rules of DESIGN.md as pure functions, so they can be tested exhaustively
+and shared by the storage layer (which applies balances atomically) and the controller (which
+judges what a meter reads back).
+
+Nothing here does I/O or reads a clock; callers pass what they know."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Final, Literal
+
+CONNECTED: Final = "connected"
+DISCONNECTED: Final = "disconnected"
+READY_FOR_RECONNECTION = "ready_for_reconnection"
+RELAY_STATES = (CONNECTED, DISCONNECTED, READY_FOR_RECONNECTION)
+
+DISCONNECT = "disconnect"
+RECONNECT = "reconnect"
+ACTIONS = (DISCONNECT, RECONNECT)
+
+Action = Literal["disconnect", "reconnect"]
+DesiredState = Literal["connected", "disconnected"]
+
+# Notification types of the MQTT contract.
+LOW_BALANCE = "low_balance"
+DISCONNECTED_FOR_ARREARS = "disconnected_for_arrears"
+RECONNECTED = "reconnected"
+NOTIFY_READY_FOR_RECONNECTION = "ready_for_reconnection"
+
+# Outcomes of a read-back.
+CONFIRMED = "confirmed"
+AWAITING_CUSTOMER = "awaiting_customer"  # reconnect done as far as the meter allows
+MISMATCH = "mismatch"
+
+
+def desired_state(balance: Decimal) -> DesiredState | None:
+    """balance > 0: connected; < 0: disconnected; exactly 0: no change (None)."""
+    if balance > 0:
+        return CONNECTED
+    if balance < 0:
+        return DISCONNECTED
+    return None
+
+
+def action_for(desired: str) -> Action:
+    """The operation that drives a meter towards `desired`."""
+    if desired == CONNECTED:
+        return "reconnect"
+    if desired == DISCONNECTED:
+        return "disconnect"
+    raise ValueError(f"no action leads to {desired!r}")
+
+
+def desired_for(action: str) -> DesiredState:
+    if action == RECONNECT:
+        return CONNECTED
+    if action == DISCONNECT:
+        return DISCONNECTED
+    raise ValueError(f"unknown relay action {action!r}")
+
+
+def is_newer(seq: int, last_applied_seq: int | None) -> bool:
+    """Only an event newer than the last applied one (per meter) may change anything."""
+    return last_applied_seq is None or seq > last_applied_seq
+
+
+def low_balance_crossing(previous: Decimal | None, current: Decimal, threshold: Decimal) -> bool:
+    """True once per downward crossing into 0 <= balance < threshold.
+
+    A first-ever balance already in the band counts as a crossing (the customer has not been
+    warned yet); moving within the band, or climbing into it from below zero, does not."""
+    if not (Decimal(0) <= current < threshold):
+        return False
+    return previous is None or previous >= threshold
+
+
+def needs_command(desired: str | None, confirmed: str | None) -> bool:
+    """Whether a meter with this desired and last confirmed relay state must be operated.
+
+    ready_for_reconnection satisfies a wish to be connected: the head-end has done what it can,
+    the customer must press the button."""
+    if desired is None:
+        return False
+    return not state_satisfies(desired, confirmed)
+
+
+def state_satisfies(desired: str, state: str | None, output_state: bool | None = None) -> bool:
+    if state is None:
+        return False
+    if desired == DISCONNECTED:
+        return state == DISCONNECTED and output_state is not True
+    if desired == CONNECTED:
+        if state == CONNECTED:
+            return output_state is not False
+        return state == READY_FOR_RECONNECTION
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What a read-back means for a command: confirmed, awaiting the customer, or wrong."""
+
+    outcome: str
+    state: str
+    output_state: bool
+    notification: str | None
+    detail: str
+
+    @property
+    def done(self) -> bool:
+        return self.outcome in (CONFIRMED, AWAITING_CUSTOMER)
+
+
+def judge_readback(action: str, output_state: bool, control_state: str) -> Verdict:
+    """Judge the relay state read back after (or instead of) operating it."""
+    desired = desired_for(action)
+    if desired == DISCONNECTED:
+        if control_state == DISCONNECTED and not output_state:
+            return Verdict(
+                CONFIRMED, control_state, output_state, DISCONNECTED_FOR_ARREARS, "disconnected"
+            )
+    elif control_state == CONNECTED and output_state:
+        return Verdict(CONFIRMED, control_state, output_state, RECONNECTED, "connected")
+    elif control_state == READY_FOR_RECONNECTION and not output_state:
+        return Verdict(
+            AWAITING_CUSTOMER,
+            control_state,
+            output_state,
+            NOTIFY_READY_FOR_RECONNECTION,
+            "ready_for_reconnection: the customer must press the button to restore supply",
+        )
+    return Verdict(
+        MISMATCH,
+        control_state,
+        output_state,
+        None,
+        f"{action} not effective: meter reads back control_state={control_state} "
+        f"output_state={str(output_state).lower()}",
+    )
+
+
+def notification_for(action: str, state: str, *, operator: bool = False) -> str | None:
+    """The customer notification a confirmed relay state produces.
+
+    An operator's disconnect is not "for arrears", so it produces no arrears message."""
+    if action == DISCONNECT and state == DISCONNECTED:
+        return None if operator else DISCONNECTED_FOR_ARREARS
+    if action == RECONNECT and state == CONNECTED:
+        return RECONNECTED
+    if action == RECONNECT and state == READY_FOR_RECONNECTION:
+        return NOTIFY_READY_FOR_RECONNECTION
+    return None
+
+
+def backoff_delay(
+    attempt: int,
+    base_s: float,
+    cap_s: float,
+    rng: random.Random | None = None,
+) -> float:
+    """Exponential backoff with jitter: attempt 1 waits about base, doubling up to cap.
+
+    The jitter (50..100 % of the step) keeps a fleet that failed together from retrying
+    together."""
+    attempt = max(1, attempt)
+    step = min(cap_s, base_s * (2 ** min(attempt - 1, 32)))
+    rand = (rng or random).random()
+    return step * (0.5 + 0.5 * rand)
