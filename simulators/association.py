@@ -273,10 +273,14 @@ class ServerSession:
             if mechanism == MechanismName.NONE:
                 raise _Refused(AcseServiceUserDiagnostic.AUTHENTICATION_MECHANISM_NAME_REQUIRED)
             raise _Refused(AcseServiceUserDiagnostic.AUTHENTICATION_MECHANISM_NAME_NOT_RECOGNISED)
-        keys = self._keys()
+        try:
+            keys = self._keys()
+        except ValueError as exc:  # the meter has no usable keys: nobody can authenticate
+            raise _Refused(AcseServiceUserDiagnostic.AUTHENTICATION_FAILURE) from exc
         if kind is Kind.READER:
             given = aarq.calling_authentication_value or b""
-            if not hmac.compare_digest(given, meter.config.password):
+            password = meter.config.password
+            if not password or not hmac.compare_digest(given, password):
                 raise _Refused(AcseServiceUserDiagnostic.AUTHENTICATION_FAILURE)
         if kind is Kind.MANAGEMENT:
             title = aarq.calling_ap_title
@@ -534,6 +538,10 @@ class ServerSession:
         response = GetResponseWithList(iip, results).to_bytes()
         if len(response) <= self._send_limit():
             return response
+        if not self._allowed(Conformance.BLOCK_TRANSFER_GET):
+            # Too long for one PDU and no blocks: every attribute is refused.
+            refused = (DataAccessResult.OTHER_REASON,) * len(results)
+            return GetResponseWithList(iip, refused).to_bytes()
         # The with-list body (count and results) is what travels in the blocks.
         return self._start_blocks(iip, response[3:])
 

@@ -533,7 +533,7 @@ class SimMeter:
             return definition.get(self, context, access)
         except AccessFailure as failure:
             return failure.result
-        except (ProtocolError, ValueError, TypeError, AttributeError, IndexError):
+        except (ProtocolError, ValueError, TypeError, AttributeError, IndexError, OverflowError):
             return DataAccessResult.TYPE_UNMATCHED
 
     def set(
@@ -565,7 +565,7 @@ class SimMeter:
             return definition.set(self, context, value)
         except AccessFailure as failure:
             return failure.result
-        except (ProtocolError, ValueError, TypeError, AttributeError, IndexError):
+        except (ProtocolError, ValueError, TypeError, AttributeError, IndexError, OverflowError):
             return DataAccessResult.TYPE_UNMATCHED
 
     def action(
@@ -594,7 +594,7 @@ class SimMeter:
             return definition.call(self, context, params)
         except AccessFailure as failure:
             return ActionResult(int(failure.result)), None
-        except (ProtocolError, ValueError, TypeError, AttributeError, IndexError):
+        except (ProtocolError, ValueError, TypeError, AttributeError, IndexError, OverflowError):
             return ActionResult.TYPE_UNMATCHED, None
 
 

@@ -592,6 +592,13 @@ def test_with_list_reply_in_blocks() -> None:
         item, offset = decode_data(raw, offset + 1)
         values.append(item)
     assert values[0] == Data.octet_string(Obis(1, 0, 32, 7, 0).to_bytes())
+    # Without block transfer the meter cannot send it: every attribute is refused.
+    plain = open_public(
+        meter, max_pdu=128, conformance=Conformance.GET | Conformance.MULTIPLE_REFERENCES
+    )
+    response = decode_apdu(reply(plain, GetRequestWithList(0xC1, items).to_bytes()))
+    assert isinstance(response, GetResponseWithList)
+    assert response.results == (DataAccessResult.OTHER_REASON,) * len(items)
 
 
 # -- SET ---------------------------------------------------------------------------------------
@@ -833,6 +840,23 @@ def test_management_aarq_with_wrong_keys() -> None:
     client = CipheredClient(meter)
     raw = client.aarq()
     meter.config.auth_key = bytes(16)  # the client now holds the wrong key
+    assert refused(reply(client.session, raw)) == (
+        AssociationResult.REJECTED_PERMANENT,
+        AcseServiceUserDiagnostic.AUTHENTICATION_FAILURE,
+    )
+
+
+def test_meters_without_credentials_refuse_authentication() -> None:
+    meter = make_meter(Security.LLS)
+    meter.config.password = b""
+    session = ServerSession(meter, 32)
+    assert refused(reply(session, aarq(mechanism=MechanismName.LLS, value=b""))) == (
+        AssociationResult.REJECTED_PERMANENT,
+        AcseServiceUserDiagnostic.AUTHENTICATION_FAILURE,
+    )
+    client = CipheredClient(make_meter(Security.HLS_GMAC))
+    raw = client.aarq()
+    client.meter.config.enc_key = b""
     assert refused(reply(client.session, raw)) == (
         AssociationResult.REJECTED_PERMANENT,
         AcseServiceUserDiagnostic.AUTHENTICATION_FAILURE,
