@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m benchmarks <name> [options]`, each printing one JSON object."""

@@ -1,0 +1,5 @@
+"""`python -m simulators` = `dlms-sim`."""
+
+from simulators.cli import main
+
+raise SystemExit(main())

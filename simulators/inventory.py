@@ -1,0 +1,142 @@
+"""The inventory file the simulator writes and `headend meters import` reads (DESIGN.md).
+
+One row per meter with the association the fleet hands the head-end: security none -> public
+client 16; lls -> reader client 32 and the password as ASCII text; hls-gmac -> management
+client 1 and the suite 0 keys in hex. Serial meters add their pseudo-terminal and baud rate."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from simulators.config import MeterConfig, Security
+
+COLUMNS = (
+    "meter_id",
+    "host",
+    "port",
+    "transport",
+    "client_sap",
+    "server_logical",
+    "server_physical",
+    "security",
+    "password",
+    "auth_key",
+    "enc_key",
+    "serial_port",
+    "baud",
+    "system_title",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class InventoryRow:
+    """How the head-end reaches one simulated meter. Secrets stay out of the repr."""
+
+    meter_id: str
+    host: str
+    port: int
+    transport: str
+    client_sap: int
+    server_logical: int
+    server_physical: int | None
+    security: str
+    password: bytes | None = field(default=None, repr=False)
+    auth_key: bytes | None = field(default=None, repr=False)
+    enc_key: bytes | None = field(default=None, repr=False)
+    serial_port: str | None = None
+    baud: int | None = None
+    system_title: bytes | None = None
+
+    @classmethod
+    def for_meter(
+        cls, config: MeterConfig, *, serial_port: str | None = None, baud: int | None = None
+    ) -> InventoryRow:
+        security = Security(config.security)
+        serial = config.transport == "serial"
+        return cls(
+            meter_id=config.meter_id,
+            host="" if serial else config.host,
+            port=0 if serial else config.port,
+            transport=config.transport,
+            client_sap=config.client_sap,
+            server_logical=config.server_logical,
+            # The wrapper addresses logical devices only; HDLC needs the physical address.
+            server_physical=None if config.transport == "wrapper" else config.server_physical,
+            security=security.value,
+            password=config.password if security is Security.LLS else None,
+            auth_key=config.auth_key if security is Security.HLS_GMAC else None,
+            enc_key=config.enc_key if security is Security.HLS_GMAC else None,
+            serial_port=serial_port if serial else None,
+            baud=baud if serial else None,
+            system_title=config.system_title,
+        )
+
+    def as_csv(self) -> dict[str, str]:
+        def text(value: object) -> str:
+            return "" if value is None else str(value)
+
+        return {
+            "meter_id": self.meter_id,
+            "host": self.host,
+            "port": text(self.port) if self.transport != "serial" else "",
+            "transport": self.transport,
+            "client_sap": str(self.client_sap),
+            "server_logical": str(self.server_logical),
+            "server_physical": text(self.server_physical),
+            "security": self.security,
+            "password": self.password.decode("ascii") if self.password else "",
+            "auth_key": self.auth_key.hex() if self.auth_key else "",
+            "enc_key": self.enc_key.hex() if self.enc_key else "",
+            "serial_port": text(self.serial_port),
+            "baud": text(self.baud),
+            "system_title": self.system_title.hex() if self.system_title else "",
+        }
+
+    def connection_kwargs(self) -> dict[str, object]:
+        """Keyword arguments for drivers.connect.MeterConnection (tests build clients with it)."""
+        kwargs: dict[str, object] = {
+            "transport": self.transport,
+            "client_sap": self.client_sap,
+            "server_logical": self.server_logical,
+            "server_physical": self.server_physical,
+            "security": self.security,
+            "password": self.password,
+            "auth_key": self.auth_key,
+            "enc_key": self.enc_key,
+        }
+        if self.transport == "serial":
+            kwargs.update(host=None, serial_port=self.serial_port, baud=self.baud or 9600)
+        else:
+            kwargs.update(host=self.host, port=self.port)
+        return kwargs
+
+
+def render_inventory(rows: list[InventoryRow]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(row.as_csv())
+    return buffer.getvalue()
+
+
+def write_inventory(path: str | Path, rows: list[InventoryRow]) -> None:
+    """Write atomically (temp file + rename) so an importer never reads half a file.
+
+    The file holds passwords and keys, so it is created readable by its owner only."""
+    target = Path(path)
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="ascii", newline="") as handle:
+        handle.write(render_inventory(rows))
+    os.replace(temporary, target)
+
+
+def read_inventory(path: str | Path) -> list[dict[str, str]]:
+    """The rows as text, for tests and tools that check what was written."""
+    with open(path, newline="", encoding="ascii") as handle:
+        return list(csv.DictReader(handle))
