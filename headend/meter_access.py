@@ -6,16 +6,40 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any, cast
+
+from sqlalchemy import select
 
 from drivers.connect import open_session
 from drivers.session import DlmsSession
 from headend.ic_store import invocation_counter_store
-from headend.inventory import MeterRecord, load_meter, load_meters
+from headend.inventory import MeterRecord, decrypt_meter, load_meter
 from headend.line_locks import POLL, LineLocks
 from headend.secrets import MasterKey
 from headend.storage import Database, Repository
+from headend.storage.models import Meter
 
 __all__ = ["MeterAccess"]
+
+_CONNECTION_COLUMNS = (
+    Meter.meter_id,
+    Meter.host,
+    Meter.port,
+    Meter.transport,
+    Meter.client_sap,
+    Meter.server_logical,
+    Meter.server_physical,
+    Meter.security,
+    Meter.serial_port,
+    Meter.baud,
+    Meter.line,
+    Meter.system_title,
+    Meter.capabilities,
+    Meter.control_mode,
+    Meter.password_enc,
+    Meter.auth_key_enc,
+    Meter.enc_key_enc,
+)
 
 
 class MeterAccess:
@@ -34,15 +58,32 @@ class MeterAccess:
         self.locks = locks or LineLocks()
         self.timeout_s = timeout_s
         self._records: dict[str, MeterRecord] = {}
+        self._keys: dict[str, tuple[Any, ...]] = {}
 
     def __repr__(self) -> str:
         return f"MeterAccess(meters={len(self._records)}, timeout_s={self.timeout_s})"
 
     async def refresh(self) -> list[MeterRecord]:
-        """Reload the inventory (new or changed meters show up; removed ones go)."""
-        records = await load_meters(self.db, self.master_key)
-        self._records = {r.meter_id: r for r in records}
-        return records
+        """Bring the cache in line with the inventory: new or changed meters are decrypted
+        again, removed ones go. Only what a connection needs is read (no ORM objects), and
+        only changed rows are decrypted, so a large fleet refreshes cheaply. A meter whose
+        secrets the master key cannot open raises SecretsError naming it (at start: the
+        daemon stops before anything connects)."""
+        async with self.db.session() as session:
+            rows = (await session.execute(select(*_CONNECTION_COLUMNS))).all()
+        records: dict[str, MeterRecord] = {}
+        keys: dict[str, tuple[Any, ...]] = {}
+        for row in rows:
+            key = tuple(row)
+            meter_id = row.meter_id
+            cached = self._records.get(meter_id)
+            if cached is not None and self._keys.get(meter_id) == key:
+                records[meter_id] = cached
+            else:
+                records[meter_id] = decrypt_meter(cast(Any, row), self.master_key)
+            keys[meter_id] = key
+        self._records, self._keys = records, keys
+        return list(records.values())
 
     @property
     def meter_ids(self) -> list[str]:

@@ -339,3 +339,33 @@ async def test_meters_sharing_a_serial_line_are_polled_one_at_a_time(sim_fleet, 
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+async def test_inventory_refresh_decrypts_only_what_changed(sim_fleet, tmp_path) -> None:
+    from headend.inventory import import_inventory
+
+    async with (
+        sim_fleet(3, security="hls-gmac") as fleet,
+        fleet_database("sqlite", tmp_path, fleet) as (db, key),
+    ):
+        access = MeterAccess(db, Repository(db), key)
+        first = {r.meter_id: r for r in await access.refresh()}
+        assert len(first) == 3
+        record = first[fleet.config(0).meter_id]
+        assert record.auth_key is not None and record.auth_key.reveal() == fleet.config(0).auth_key
+        again = {r.meter_id: r for r in await access.refresh()}
+        assert all(again[m] is first[m] for m in first)  # unchanged: not decrypted again
+
+        # A re-import that moves meter 1 to another port.
+        inventory = tmp_path / "inventory.csv"
+        lines = inventory.read_text().splitlines()
+        moved = fleet.config(1).meter_id
+        lines = [
+            line.replace(f",{fleet.config(1).port},", ",4999,") if line.startswith(moved) else line
+            for line in lines
+        ]
+        inventory.write_text("\n".join(lines) + "\n")
+        await import_inventory(db, inventory, key)
+        third = {r.meter_id: r for r in await access.refresh()}
+        assert third[moved].port == 4999 and third[moved] is not first[moved]
+        assert third[fleet.config(0).meter_id] is first[fleet.config(0).meter_id]

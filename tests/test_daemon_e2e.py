@@ -164,6 +164,22 @@ class Headend:
 
 
 @contextlib.asynccontextmanager
+async def _quiet_client(host: str, port: int, identifier: str) -> AsyncIterator[aiomqtt.Client]:
+    """An aiomqtt client that may outlive its broker (restarts) without asyncio complaining
+    about the disconnection nobody read."""
+    client = aiomqtt.Client(host, port, identifier=identifier, timeout=10)
+    await client.__aenter__()
+    try:
+        yield client
+    finally:
+        with contextlib.suppress(aiomqtt.MqttError):
+            await client.__aexit__(None, None, None)
+        disconnected = client._disconnected
+        if disconnected.done() and not disconnected.cancelled():
+            disconnected.exception()
+
+
+@contextlib.asynccontextmanager
 async def headend(
     fleet: Any,
     tmp_path: Path,
@@ -229,7 +245,7 @@ async def headend(
                         Collector(h.broker, f"{h.headend_prefix}/#")
                     )
                     h.billing = await stack.enter_async_context(
-                        aiomqtt.Client(host, port, identifier=f"billing-{tag}", timeout=10)
+                        _quiet_client(host, port, f"billing-{tag}")
                     )
                 yield h
         finally:
