@@ -35,8 +35,8 @@ def run(ctx: typer.Context, config: ConfigOpt = None) -> None:
         fail(f"config: {exc}", EXIT_CONFIG)
     except KeyboardInterrupt:  # a second Ctrl-C while stopping
         raise typer.Exit(130) from None
-    except OSError as exc:
-        fail(f"cannot start: {exc}", 1)
+    except (OSError, RuntimeError) as exc:
+        fail(f"head-end: {exc}", 1)
 
 
 async def status_report(url: str, *, limit: int = 50) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -193,9 +193,23 @@ class Daemon:
 
         async with asyncio.TaskGroup() as tg:
             bridge_task = tg.create_task(bridge.run(), name="mqtt")
-            workers = [tg.create_task(controller.run(), name="relay")]
+            failures: list[BaseException] = []
+
+            async def guarded(name: str, work: Coroutine[Any, Any, None]) -> None:
+                """A part that fails stops the daemon cleanly (not through the TaskGroup,
+                which would skip the orderly shutdown) and makes it exit non-zero."""
+                try:
+                    await work
+                except Exception as exc:
+                    failures.append(exc)
+                    log.error("%s stopped on an error", name, exc_info=exc)
+                    self._stop.set()
+
+            workers = [tg.create_task(guarded("relay", controller.run()), name="relay")]
             if tuning.collection:
-                workers.append(tg.create_task(collection.run(), name="collection"))
+                workers.append(
+                    tg.create_task(guarded("collection", collection.run()), name="collection")
+                )
             log.info(
                 "head-end running: %d meter(s), database %s, broker %s:%d",
                 len(access.meter_ids),
@@ -205,9 +219,7 @@ class Daemon:
             )
             self.ready.set()
             stop_waiter = tg.create_task(self._stop.wait(), name="stop")
-            await asyncio.wait(
-                [stop_waiter, bridge_task, *workers], return_when=asyncio.FIRST_COMPLETED
-            )
+            await asyncio.wait([stop_waiter, bridge_task], return_when=asyncio.FIRST_COMPLETED)
             # Stop: relay and polls first (their sessions release associations on the way
             # out), then the bridge, so what they published still goes out.
             controller.stop()
@@ -217,9 +229,8 @@ class Daemon:
             await asyncio.wait(workers)
             await bridge.stop()
             stop_waiter.cancel()
-            for task in workers:
-                if not task.cancelled() and task.exception() is not None:
-                    log.error("%s stopped on an error", task.get_name(), exc_info=task.exception())
+        if failures:
+            raise RuntimeError(f"head-end stopped on an error: {failures[0]}") from failures[0]
         log.info("head-end stopped")
 
 

@@ -752,3 +752,29 @@ def test_run_refuses_a_bad_config_before_connecting(tmp_path: Path) -> None:
     assert run.returncode == 2
     assert "polling.interval_s" in run.stderr
     assert not (tmp_path / "never.db").exists()
+
+
+async def test_run_stops_at_start_naming_a_meter_it_cannot_decrypt(sim_fleet, tmp_path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'headend.db'}"
+    async with sim_fleet(1, security="hls-gmac") as fleet:
+        await import_fleet(url, tmp_path, fleet, parse_master_key(secrets.token_hex(32), "a"))
+        meter_id = fleet.config(0).meter_id
+    run = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "headend.cli",
+        "run",
+        cwd=tmp_path,
+        env=_cli_env(
+            HEADEND_DATABASE_URL=url,
+            HEADEND_MASTER_KEY=secrets.token_hex(32),  # not the key that sealed the secrets
+            HEADEND_MQTT_HOST="127.0.0.1",
+            HEADEND_MQTT_PORT=str(free_port()),  # nothing listens: it must not get that far
+        ),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        _, err = await run.communicate()
+    assert run.returncode == 2
+    assert meter_id in err.decode() and "wrong master key" in err.decode()
