@@ -86,6 +86,24 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+def machine_busy_s() -> float:
+    """CPU seconds all processes on the machine have used (/proc/stat, every core)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    except (OSError, ValueError):
+        return 0.0
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def others_cpu_percent(busy_s: float, ours_s: float, wall_s: float) -> float | None:
+    """CPU (percent of one core) used meanwhile by processes outside the benchmark: the noise
+    of a shared machine, beside every figure measured on it."""
+    if wall_s <= 0 or busy_s <= 0:
+        return None
+    return round(max(0.0, busy_s - ours_s) / wall_s * 100, 1)
+
+
 @dataclass
 class Span:
     """Wall and CPU time of this process over a `measure()` block."""

@@ -28,6 +28,8 @@ from benchmarks._common import (
     cpu_per_call,
     emit,
     goal,
+    machine_busy_s,
+    others_cpu_percent,
     parser,
     percentile,
     raise_fd_limit,
@@ -241,13 +243,14 @@ async def measure_fleet(
     if floor_s is None:
         floor_s = cpu_per_call(replay, min_s=0.5)
 
-    sim_cpu0 = fleet.child.cpu_s()
+    sim_cpu0, busy0 = fleet.child.cpu_s(), machine_busy_s()
     reset_peak_rss()
     ours = await poll_ours(
         fleet.rows, concurrency=concurrency, request_timeout=request_timeout, ic_store=ic_store
     )
     ours_peak = peak_rss_mb()
     sim_cpu = fleet.child.cpu_s() - sim_cpu0
+    busy = machine_busy_s() - busy0
 
     result = summarise(ours)
     result["peak_rss_mb"] = ours_peak
@@ -257,6 +260,7 @@ async def measure_fleet(
     result["bytes_per_session"] = recording.bytes_exchanged
     result["simulator_cpu_percent"] = rounded(sim_cpu / ours["wall_s"] * 100, 1)
     result["client_cpu_percent"] = rounded(ours["cpu_s"] / ours["wall_s"] * 100, 1)
+    result["others_cpu_percent"] = others_cpu_percent(busy, ours["cpu_s"] + sim_cpu, ours["wall_s"])
     result["simulator_start_s"] = rounded(fleet.start_s, 2)
 
     if baseline_meters > 0:

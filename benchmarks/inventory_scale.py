@@ -325,7 +325,9 @@ async def run(meters: int, idle_s: float, start_limit_s: float, daemon: bool) ->
 def main(argv: list[str] | None = None) -> int:
     cli = parser("inventory-scale", __doc__ or "")
     cli.add_argument("--meters", type=int, default=100_000)
-    cli.add_argument("--idle-s", type=float, default=10.0, help="idle window measured")
+    cli.add_argument(
+        "--idle-s", type=float, default=65.0, help="idle window (one inventory refresh: 60 s)"
+    )
     cli.add_argument("--timeout", type=float, default=600.0, help="daemon start-up limit")
     cli.add_argument("--no-daemon", action="store_true", help="import and scheduler only")
     args = cli.parse_args(argv)

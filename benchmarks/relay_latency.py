@@ -20,7 +20,6 @@ import contextlib
 import json
 import os
 import socket
-import sqlite3
 import sys
 import tempfile
 import time
@@ -28,7 +27,17 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import emit, goal, parser, percentile, raise_fd_limit, ratio, rounded
+from benchmarks._common import (
+    emit,
+    goal,
+    machine_busy_s,
+    others_cpu_percent,
+    parser,
+    percentile,
+    raise_fd_limit,
+    ratio,
+    rounded,
+)
 from benchmarks._proc import SimFleet, connection_kwargs, sim_fleet, spawn
 
 P99_GOAL_S = 1.0
@@ -82,10 +91,10 @@ async def direct_relay_ops(fleet: SimFleet, indices: list[int]) -> list[float]:
 
 
 # -- the daemon ---------------------------------------------------------------------------------
-def write_config(path: Path, db_path: Path, prefix: str, args: Any) -> None:
+def write_config(path: Path, db_url: str, prefix: str, args: Any) -> None:
     interval = max(args.meters / args.poll_rate, 1.0)
     path.write_text(
-        f'[database]\nurl = "sqlite+aiosqlite:///{db_path}"\n\n'
+        f'[database]\nurl = "{db_url}"\n\n'
         f'[mqtt]\nhost = "{BROKER[0]}"\nport = {BROKER[1]}\nclient_id = "{prefix}-headend"\n'
         f'billing_prefix = "{prefix}/billing"\nheadend_prefix = "{prefix}/headend"\n\n'
         f"[polling]\ninterval_s = {interval}\nconcurrency = {args.concurrency}\n"
@@ -100,20 +109,41 @@ def daemon_argv(config: Path) -> list[str]:
     return [str(script), "run", "--config", str(config)]
 
 
-def count_readings(db_path: Path) -> int:
-    connection = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)
+async def count_readings(engine: Any) -> int:
+    from sqlalchemy import text
+
+    async with engine.connect() as connection:
+        return int((await connection.execute(text("SELECT count(*) FROM readings"))).scalar())
+
+
+@contextlib.asynccontextmanager
+async def database(kind: str, root: Path, postgres_url: str) -> Any:
+    """A fresh database: a SQLite file, or a PostgreSQL database created for this run."""
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    if kind == "sqlite":
+        yield f"sqlite+aiosqlite:///{root / 'headend.db'}"
+        return
+    name = f"bench_b2_{uuid.uuid4().hex[:10]}"
+    admin = create_async_engine(postgres_url, isolation_level="AUTOCOMMIT")
     try:
-        return int(connection.execute("SELECT count(*) FROM readings").fetchone()[0])
+        async with admin.connect() as connection:
+            await connection.execute(text(f'CREATE DATABASE "{name}"'))
+        yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
     finally:
-        connection.close()
+        async with admin.connect() as connection:
+            await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await admin.dispose()
 
 
-async def import_fleet(db_path: Path, inventory: Path, master_hex: str) -> int:
+async def import_fleet(db_url: str, inventory: Path, master_hex: str) -> int:
     from headend.inventory import import_inventory
     from headend.secrets import parse_master_key
     from headend.storage import Database
 
-    db = await Database.open(f"sqlite+aiosqlite:///{db_path}")
+    db = await Database.open(db_url)
     try:
         result = await import_inventory(db, inventory, parse_master_key(master_hex, "bench"))
     finally:
@@ -207,15 +237,22 @@ async def run(args: Any) -> dict[str, Any]:
         "rate_per_s": args.rate,
         "latency_ms": args.latency_ms,
         "poll_rate_demanded_per_s": args.poll_rate,
+        "database": args.database,
         "fd_limit": fds,
     }
+    from sqlalchemy.ext.asyncio import create_async_engine
+
     with tempfile.TemporaryDirectory(prefix="bench-b2-") as directory:
         root = Path(directory)
-        db_path, config = root / "headend.db", root / "headend.toml"
-        async with sim_fleet(
-            args.meters, latency_ms=args.latency_ms, start_limit_s=args.start_timeout
-        ) as fleet:
-            imported = await import_fleet(db_path, fleet.inventory, master_hex)
+        config = root / "headend.toml"
+        async with (
+            database(args.database, root, args.postgres_url) as db_url,
+            sim_fleet(
+                args.meters, latency_ms=args.latency_ms, start_limit_s=args.start_timeout
+            ) as fleet,
+        ):
+            imported = await import_fleet(db_url, fleet.inventory, master_hex)
+            counter = create_async_engine(db_url)
             rtt = await broker_round_trip(prefix)
             relay = await direct_relay_ops(fleet, list(range(floor_meters)))
             floor = {
@@ -229,20 +266,25 @@ async def run(args: Any) -> dict[str, Any]:
             # Events for meters spread over the fleet, none of the floor's.
             step = max(1, (args.meters - floor_meters) // max(events, 1))
             targets = [fleet.rows[floor_meters + i * step]["meter_id"] for i in range(events)]
-            write_config(config, db_path, prefix, args)
+            write_config(config, db_url, prefix, args)
             env = {"HEADEND_MASTER_KEY": master_hex}
             async with spawn(daemon_argv(config), env=env) as daemon:
                 began = time.monotonic()
                 await daemon.wait_for(lambda t: "head-end running" in t, args.start_timeout)
                 result["daemon_start_s"] = rounded(time.monotonic() - began, 2)
                 await asyncio.sleep(args.warmup_s)
-                readings0, cpu0, sim0 = count_readings(db_path), daemon.cpu_s(), fleet.child.cpu_s()
+                readings0 = await count_readings(counter)
+                cpu0, sim0, busy0 = daemon.cpu_s(), fleet.child.cpu_s(), machine_busy_s()
+                ours0 = time.process_time()
                 wall0 = time.monotonic()
                 outcome = await send_events(prefix, targets, args.rate, args.settle_timeout)
                 wall = time.monotonic() - wall0
-                readings1, cpu1, sim1 = count_readings(db_path), daemon.cpu_s(), fleet.child.cpu_s()
+                readings1 = await count_readings(counter)
+                cpu1, sim1, busy1 = daemon.cpu_s(), fleet.child.cpu_s(), machine_busy_s()
+                ours = time.process_time() - ours0
                 rss, peak = daemon.rss_mb()
                 tail = list(daemon.tail)[-5:]
+            await counter.dispose()
     latencies = outcome["latencies"]
     missing = events - len(latencies)
     result.update(
@@ -258,6 +300,9 @@ async def run(args: Any) -> dict[str, Any]:
             "polls_per_s_during_events": rounded((readings1 - readings0) / 4 / wall, 1),
             "daemon_cpu_percent": rounded((cpu1 - cpu0) / wall * 100, 1),
             "simulator_cpu_percent": rounded((sim1 - sim0) / wall * 100, 1),
+            "others_cpu_percent": others_cpu_percent(
+                busy1 - busy0, (cpu1 - cpu0) + (sim1 - sim0) + ours, wall
+            ),
             "daemon_rss_mb": rss,
             "daemon_peak_rss_mb": peak,
             "publish_s": rounded(outcome["publish_s"], 2),
@@ -290,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     cli.add_argument("--warmup-s", type=float, default=5.0, help="polling before the events")
     cli.add_argument("--settle-timeout", type=float, default=120.0, help="wait for confirmations")
     cli.add_argument("--start-timeout", type=float, default=600.0)
+    cli.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
+    cli.add_argument("--postgres-url", default="postgresql+asyncpg://postgres@127.0.0.1:5432/test")
     args = cli.parse_args(argv)
     result = asyncio.run(run(args))
     emit(result, args.json)
