@@ -58,7 +58,7 @@ __all__ = [
 ]
 
 IC_MAX = 0xFFFFFFFF  # invocation counters are 32-bit; past this the key must be changed
-_BATCH = 500  # rows per INSERT statement (well below SQLite's and asyncpg's parameter limits)
+_BATCH = 5000  # parameter sets per executemany (SQLAlchemy pages them into multi-row INSERTs)
 _MAX_EXACT_INT = 2**53
 
 _UNSET: Any = object()
@@ -209,14 +209,17 @@ class Repository:
         values = list(unique.values())
         inserted = 0
         async with self.db.transaction() as session:
+            # One cached statement, executed for many parameter sets: SQLAlchemy batches them
+            # as multi-row INSERTs ("insertmanyvalues") without compiling SQL per call, and
+            # RETURNING counts only the rows that were new.
+            stmt = (
+                _insert(session, Reading.__table__)
+                .on_conflict_do_nothing(index_elements=["meter_id", "obis", "ts"])
+                .returning(Reading.__table__.c.id)
+            )
             for start in range(0, len(values), _BATCH):
-                stmt = (
-                    _insert(session, Reading.__table__)
-                    .values(values[start : start + _BATCH])
-                    .on_conflict_do_nothing(index_elements=["meter_id", "obis", "ts"])
-                )
-                result = await session.execute(stmt)
-                inserted += max(result.rowcount, 0)  # type: ignore[attr-defined]
+                result = await session.execute(stmt, values[start : start + _BATCH])
+                inserted += len(result.all())
             table = Meter.__table__
             assert isinstance(table, Table)
             ts_param = bindparam("b_ts", type_=UtcDateTime())
@@ -296,14 +299,14 @@ class Repository:
         values = list(unique.values())
         inserted = 0
         async with self.db.transaction() as session:
+            stmt = (
+                _insert(session, ProfileEntry.__table__)
+                .on_conflict_do_nothing(index_elements=["meter_id", "profile", "ts"])
+                .returning(ProfileEntry.__table__.c.id)
+            )
             for start in range(0, len(values), _BATCH):
-                stmt = (
-                    _insert(session, ProfileEntry.__table__)
-                    .values(values[start : start + _BATCH])
-                    .on_conflict_do_nothing(index_elements=["meter_id", "profile", "ts"])
-                )
-                result = await session.execute(stmt)
-                inserted += max(result.rowcount, 0)  # type: ignore[attr-defined]
+                result = await session.execute(stmt, values[start : start + _BATCH])
+                inserted += len(result.all())
         return inserted
 
     async def last_profile_ts(self, meter_id: str, profile: str) -> datetime | None:
