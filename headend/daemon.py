@@ -33,6 +33,7 @@ from headend.mqtt.payloads import BadEvent, BalanceEvent
 from headend.mqtt.topics import Topics
 from headend.relay.controller import ControllerSettings, RelayController
 from headend.storage import Database, Repository
+from headend.storage.batching import ReadingBatcher
 
 __all__ = ["Daemon", "DaemonTuning", "configure_daemon_logging", "run_daemon"]
 
@@ -69,6 +70,7 @@ class Daemon:
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
         self.db: Database | None = None
+        self.relay_db: Database | None = None
         self.repository: Repository | None = None
         self.bridge: MqttBridge | None = None
         self.controller: RelayController | None = None
@@ -108,6 +110,8 @@ class Daemon:
         finally:
             for sig in installed:
                 loop.remove_signal_handler(sig)
+            if self.relay_db is not None:
+                await self.relay_db.dispose()
             await db.dispose()
 
     def _on_signal(self, sig: signal.Signals) -> None:
@@ -119,11 +123,20 @@ class Daemon:
         tuning = self.tuning
         repository = Repository(db, warning_threshold=config.notifications.warning_threshold)
         self.repository = repository
+        # The relay path gets its own engine (connection pool): a balance event or a command
+        # never waits for a connection behind a thousand polls.
+        relay_db = await Database.open(config.database.url, run_migrations=False)
+        self.relay_db = relay_db
+        relay_repository = Repository(
+            relay_db, warning_threshold=config.notifications.warning_threshold
+        )
+        readings = ReadingBatcher(repository)
         topics = Topics(config.mqtt.billing_prefix, config.mqtt.headend_prefix)
         locks = LineLocks()
         access = MeterAccess(
             db, repository, master_key, locks=locks, timeout_s=config.polling.timeout_s
         )
+        access.command_repository = relay_repository
         await access.refresh()  # every meter's secrets open, or we stop here naming it
 
         controller: RelayController | None = None
@@ -142,7 +155,7 @@ class Daemon:
         )
         self.bridge = bridge
         controller = RelayController(
-            repository,
+            relay_repository,
             access,
             bridge,
             topics,
@@ -177,6 +190,7 @@ class Daemon:
                 billing_profile=polling.billing_profile,
                 clock_max_drift_s=polling.clock_max_drift_s,
             ),
+            readings_sink=readings,
         )
         collection = CollectionService(
             access,
@@ -205,6 +219,7 @@ class Daemon:
                     log.error("%s stopped on an error", name, exc_info=exc)
                     self._stop.set()
 
+            writer = tg.create_task(guarded("readings", readings.run()), name="readings")
             workers = [tg.create_task(guarded("relay", controller.run()), name="relay")]
             if tuning.collection:
                 workers.append(
@@ -227,6 +242,8 @@ class Daemon:
             for task in workers:
                 task.cancel()
             await asyncio.wait(workers)
+            writer.cancel()  # after the polls: its last flush stores what they read
+            await asyncio.wait([writer])
             await bridge.stop()
             stop_waiter.cancel()
         if failures:

@@ -14,7 +14,7 @@ from drivers.connect import open_session
 from drivers.session import DlmsSession
 from headend.ic_store import invocation_counter_store
 from headend.inventory import MeterRecord, decrypt_meter, load_meter
-from headend.line_locks import POLL, LineLocks
+from headend.line_locks import COMMAND, POLL, LineLocks
 from headend.secrets import MasterKey
 from headend.storage import Database, Repository
 from headend.storage.models import Meter
@@ -54,6 +54,9 @@ class MeterAccess:
     ) -> None:
         self.db = db
         self.repository = repository
+        # Relay commands reserve invocation counters through their own repository (its own
+        # connection pool), so they never queue behind polls for a database connection.
+        self.command_repository = repository
         self.master_key = master_key
         self.locks = locks or LineLocks()
         self.timeout_s = timeout_s
@@ -106,7 +109,10 @@ class MeterAccess:
             session = open_session(
                 record.connection(),
                 timeout=self.timeout_s,
-                ic_store=invocation_counter_store(self.repository, record.meter_id),
+                ic_store=invocation_counter_store(
+                    self.command_repository if priority == COMMAND else self.repository,
+                    record.meter_id,
+                ),
             )
             async with session:
                 yield session

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
@@ -79,6 +79,10 @@ def _publishable(value: Any) -> Any:
     return str(value)
 
 
+class ReadingsSink(Protocol):
+    async def store_readings(self, rows: Iterable[ReadingRow]) -> int: ...
+
+
 class Poller:
     def __init__(
         self,
@@ -88,8 +92,11 @@ class Poller:
         settings: PollSettings | None = None,
         *,
         clock: Callable[[], dt.datetime] = _now,
+        readings_sink: ReadingsSink | None = None,
     ) -> None:
         self.repository = repository
+        # Where register readings go: the repository, or a batcher shared by all polls.
+        self.readings_sink: ReadingsSink = readings_sink or repository
         self.publisher = publisher
         self.topics = topics
         self.settings = settings or PollSettings()
@@ -134,7 +141,7 @@ class Poller:
         rows = [ReadingRow(meter_id, r.obis, ts, r.value, r.unit) for r in readings.values()]
         if not rows:
             return 0
-        await self.repository.store_readings(rows)
+        await self.readings_sink.store_readings(rows)
         if self.publisher is not None:
             self.publisher.publish(
                 self.topics.readings(meter_id),
