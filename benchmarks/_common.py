@@ -96,6 +96,19 @@ def machine_busy_s() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
+def pids_named(name: str) -> list[int]:
+    """Processes whose command name is `name` (e.g. the broker), from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == name:
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
 def others_cpu_percent(busy_s: float, ours_s: float, wall_s: float) -> float | None:
     """CPU (percent of one core) used meanwhile by processes outside the benchmark: the noise
     of a shared machine, beside every figure measured on it."""

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import csv
 import os
+import random
 import signal
 import sys
 import tempfile
@@ -145,6 +146,25 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+def local_port_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def base_ports(meters: int, attempts: int = 4) -> list[int]:
+    """Base ports for a fleet below the ephemeral range: 10,000 meters on ephemeral ports take
+    a third of that range, and the client's closed connections wait out TIME_WAIT there too,
+    so back-to-back runs would run out of ports. Port 0 (ephemeral) when nothing fits."""
+    low, _high = local_port_range()
+    top = low - meters
+    if meters < 200 or top <= 10_000:
+        return [0]
+    return [random.randrange(10_000, top) for _ in range(attempts)] + [0]
+
+
 @contextlib.asynccontextmanager
 async def sim_fleet(
     meters: int,
@@ -156,34 +176,43 @@ async def sim_fleet(
     start_limit_s: float = 300.0,
     extra: Sequence[str] = (),
 ) -> AsyncIterator[SimFleet]:
-    """`dlms-sim` (as `python -m simulators`) in its own process on ephemeral ports."""
+    """`dlms-sim` (as `python -m simulators`) in its own process; a busy port range is tried
+    again elsewhere."""
     import time
 
     with tempfile.TemporaryDirectory(prefix="bench-sim-") as directory:
         inventory = Path(directory) / "inventory.csv"
-        argv = [
-            sys.executable,
-            "-m",
-            "simulators",
-            "--meters",
-            str(meters),
-            "--port",
-            "0",
-            "--transport",
-            transport,
-            "--security",
-            security,
-            "--latency-ms",
-            str(latency_ms),
-            "--seed",
-            str(seed),
-            "--inventory",
-            str(inventory),
-            *extra,
-        ]
-        began = time.monotonic()
-        async with spawn(argv) as child:
-            await child.wait_for(lambda line: line.startswith("ready:"), start_limit_s)
-            start_s = time.monotonic() - began
-            rows = await asyncio.to_thread(read_rows, inventory)
-            yield SimFleet(child, rows, start_s, inventory)
+        candidates = base_ports(meters)
+        for attempt, base in enumerate(candidates):
+            argv = [
+                sys.executable,
+                "-m",
+                "simulators",
+                "--meters",
+                str(meters),
+                "--port",
+                str(base),
+                "--transport",
+                transport,
+                "--security",
+                security,
+                "--latency-ms",
+                str(latency_ms),
+                "--seed",
+                str(seed),
+                "--inventory",
+                str(inventory),
+                *extra,
+            ]
+            began = time.monotonic()
+            async with spawn(argv) as child:
+                try:
+                    await child.wait_for(lambda line: line.startswith("ready:"), start_limit_s)
+                except RuntimeError as exc:
+                    if "in use" in str(exc) and attempt + 1 < len(candidates):
+                        continue
+                    raise
+                start_s = time.monotonic() - began
+                rows = await asyncio.to_thread(read_rows, inventory)
+                yield SimFleet(child, rows, start_s, inventory)
+                return

@@ -34,7 +34,11 @@ SUITE = (
     Entry("load-profile", ("--days", "35"), ("--days", "1")),
     Entry("fleet", ("--meters", "10000", "--latency-ms", "100"), ("--meters", "20")),
     Entry("fleet-hdlc", ("--meters", "10000", "--latency-ms", "100"), ("--meters", "20")),
-    Entry("relay-latency", ("--events", "1000", "--meters", "10000"), ("--events", "10")),
+    Entry(
+        "relay-latency",
+        ("--events", "1000", "--meters", "10000"),
+        ("--meters", "30", "--events", "10", "--latency-ms", "5", "--poll-rate", "5"),
+    ),
     Entry("sim-startup", ("--meters", "10000"), ("--meters", "20", "--idle-s", "0.5"), False),
 )
 
@@ -113,6 +117,7 @@ def main(argv: list[str]) -> int:
     args = cli.parse_args(argv)
     from benchmarks.__main__ import available
 
+    started = machine()
     present = set(available())
     wanted = {n.strip() for n in args.only.split(",")} if args.only else None
     skipped = {n.strip() for n in args.skip.split(",") if n.strip()}
@@ -128,7 +133,10 @@ def main(argv: list[str]) -> int:
         if not args.json:
             print(f"running {entry.name} ...", file=sys.stderr, flush=True)
         results.append(run_one(entry, args.quick, args.timeout))
-    report = {"machine": machine(), "quick": args.quick, "results": results}
+    finished = machine()
+    started["load_avg_1m_end"] = finished["load_avg_1m"]
+    started["finished"] = finished["date"]
+    report = {"machine": started, "quick": args.quick, "results": results}
     if args.out is not None:
         args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
     if args.json:
