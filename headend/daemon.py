@@ -25,7 +25,7 @@ from headend.collection.poller import Poller, PollSettings
 from headend.collection.scheduler import Scheduler
 from headend.collection.service import CollectionService
 from headend.config import Config, LoggingConfig
-from headend.line_locks import LineLocks
+from headend.line_locks import LineLocks, RelayPressure
 from headend.meter_access import MeterAccess
 from headend.mqtt.bridge import MqttBridge
 from headend.mqtt.broker import EmbeddedBroker
@@ -154,6 +154,7 @@ class Daemon:
             backoff_max_s=tuning.mqtt_backoff_max_s,
         )
         self.bridge = bridge
+        pressure = RelayPressure()
         controller = RelayController(
             relay_repository,
             access,
@@ -168,6 +169,7 @@ class Daemon:
                 session_budget_s=max(30.0, config.polling.timeout_s * 12),
                 warning_threshold=config.notifications.warning_threshold,
             ),
+            pressure=pressure,
         )
         self.controller = controller
         polling = config.polling
@@ -202,6 +204,7 @@ class Daemon:
             concurrency=polling.concurrency,
             session_budget_s=max(60.0, polling.timeout_s * 30),
             refresh_s=tuning.inventory_refresh_s,
+            pressure=pressure,
         )
         self.collection = collection
 

@@ -6,9 +6,10 @@ Locks exist only while held or awaited, so 100,000 idle meters cost nothing."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
 COMMAND = 0
@@ -84,3 +85,27 @@ class LineLocks:
     def _forget_if_idle(self, line: str, lock: _PriorityLock) -> None:
         if lock.idle and self._locks.get(line) is lock:
             del self._locks[line]
+
+
+class RelayPressure:
+    """Relay work in progress (balance events being committed, commands being executed).
+
+    Line locks put a command ahead of polls of the same meter; this puts the relay path ahead
+    of polling as a whole. While it is busy the collection service starts polls at a trickle,
+    so on an event loop saturated by a thousand poll sessions a paying customer's command
+    does not wait behind all of them for its turn to run."""
+
+    def __init__(self) -> None:
+        self._active = 0
+
+    @property
+    def active(self) -> bool:
+        return self._active > 0
+
+    @contextlib.contextmanager
+    def busy(self) -> Iterator[None]:
+        self._active += 1
+        try:
+            yield
+        finally:
+            self._active -= 1

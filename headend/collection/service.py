@@ -16,7 +16,7 @@ from cosem_objects.errors import ProtocolError
 from drivers.dlms_errors import DlmsError
 from headend.collection.poller import Poller, PollReport
 from headend.collection.scheduler import PollJob, Scheduler
-from headend.line_locks import POLL
+from headend.line_locks import POLL, RelayPressure
 from headend.meter_access import MeterAccess
 from headend.mqtt.payloads import alarm_payload
 from headend.mqtt.topics import Topics
@@ -37,6 +37,10 @@ class Publisher(Protocol):
     ) -> None: ...
 
 
+# Poll concurrency is divided by this while relay work is in progress.
+RELAY_PRESSURE_DIVISOR = 20
+
+
 class CollectionService:
     def __init__(
         self,
@@ -51,8 +55,10 @@ class CollectionService:
         session_budget_s: float = 300.0,
         refresh_s: float = 60.0,
         clock: Callable[[], float] = time.time,
+        pressure: RelayPressure | None = None,
     ) -> None:
         self.access = access
+        self.pressure = pressure or RelayPressure()
         self.poller = poller
         self.scheduler = scheduler
         self.repository = repository
@@ -101,14 +107,18 @@ class CollectionService:
                         with contextlib.suppress(Exception):
                             await self.refresh()
                         next_refresh = now + self.refresh_s
-                    free = self.concurrency - self._running
+                    # Relay work first: while it runs, polls start only at a trickle.
+                    limit = self.concurrency
+                    if self.pressure.active:
+                        limit = max(1, self.concurrency // RELAY_PRESSURE_DIVISOR)
+                    free = limit - self._running
                     if free > 0:
                         for job in self.scheduler.pop_due(now, free):
                             self._running += 1
                             tg.create_task(self._poll(job), name=f"poll:{job.meter_id}")
                     due = self.scheduler.next_due()
                     wait = next_refresh - now
-                    if due is not None and self._running < self.concurrency:
+                    if due is not None and self._running < limit:
                         wait = min(wait, due - now)
                     self._wake.clear()
                     with contextlib.suppress(TimeoutError):

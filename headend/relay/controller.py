@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from cosem_objects.errors import ProtocolError
 from drivers.dlms_errors import ActionFailed, DlmsError, ServiceRejected
 from drivers.session import DlmsSession, RelayStatus
-from headend.line_locks import COMMAND
+from headend.line_locks import COMMAND, RelayPressure
 from headend.meter_access import MeterAccess
 from headend.mqtt.payloads import (
     BadEvent,
@@ -133,8 +133,10 @@ class RelayController:
         *,
         rng: random.Random | None = None,
         clock: Callable[[], datetime] = _now,
+        pressure: RelayPressure | None = None,
     ) -> None:
         self.repository = repository
+        self.pressure = pressure or RelayPressure()
         self.access = access
         self.publisher = publisher
         self.topics = topics
@@ -154,6 +156,10 @@ class RelayController:
     # -- balance events (called by the MQTT bridge, one at a time) ----------------------------
     async def handle_balance(self, event: BalanceEvent | BadEvent, raw: bytes) -> None:
         """Commit what the event means; the bridge acknowledges it once this returns."""
+        with self.pressure.busy():
+            await self._handle_balance(event, raw)
+
+    async def _handle_balance(self, event: BalanceEvent | BadEvent, raw: bytes) -> None:
         self.events_handled += 1
         if isinstance(event, BadEvent):
             await self._bad_event(
@@ -337,7 +343,8 @@ class RelayController:
                 if (command.command_id, command.attempt) in tried:
                     return  # no progress (e.g. nothing to do now): leave it to the scan
                 tried.add((command.command_id, command.attempt))
-                await self._attempt(command)
+                with self.pressure.busy():
+                    await self._attempt(command)
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -8,6 +8,7 @@ writes can fail with "database is locked" instead of waiting its turn."""
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -27,6 +28,29 @@ __all__ = ["Database", "create_engine", "migrate", "migrate_sync"]
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _BEGIN_OPTION = "headend_sqlite_begin"
 _MIGRATION_LOCK_ID = 0x68656164  # "head"
+
+# SQLite has one writer at a time, and a writer that finds the lock taken sleeps in SQLite's
+# busy handler (1 ms .. 100 ms steps), so many concurrent writers wait far longer than their
+# transactions take. Writers of one process queue here instead, first come first served;
+# the busy timeout still covers other processes (the CLI, a second head-end).
+# Keyed by event loop (an asyncio.Lock belongs to one loop), then by database file.
+_SQLITE_WRITE_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]]
+_SQLITE_WRITE_LOCKS = weakref.WeakKeyDictionary()
+
+
+def _sqlite_file_key(url: str) -> str:
+    database = make_url(url).database or ""
+    return str(Path(database).expanduser().resolve()) if database not in ("", ":memory:") else url
+
+
+def _sqlite_write_lock(key: str) -> asyncio.Lock:
+    locks = _SQLITE_WRITE_LOCKS.setdefault(asyncio.get_running_loop(), {})
+    lock = locks.get(key)
+    if lock is None:
+        lock = locks[key] = asyncio.Lock()
+    return lock
+
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
@@ -97,6 +121,7 @@ class Database:
             else self.engine
         )
         self.write_sessions = async_sessionmaker(writer, expire_on_commit=False)
+        self._file_key = _sqlite_file_key(url) if self.dialect == "sqlite" else url
 
     def __repr__(self) -> str:
         return f"Database({make_url(self.url).render_as_string(hide_password=True)!r})"
@@ -120,7 +145,15 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
-        async with self.write_sessions() as session, session.begin():
+        if self.dialect != "sqlite":
+            async with self.write_sessions() as session, session.begin():
+                yield session
+            return
+        async with (
+            _sqlite_write_lock(self._file_key),
+            self.write_sessions() as session,
+            session.begin(),
+        ):
             yield session
 
     async def migrate(self) -> None:
