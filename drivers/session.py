@@ -191,7 +191,8 @@ class DlmsSession:
     async def _send_raw(self, apdu: bytes, cipher: bool) -> None:
         if cipher and self.settings.ciphered:
             apdu = self.core.protect(apdu, await self._reserve_ic())
-        await asyncio.wait_for(self.transport.send(apdu), self.timeout)
+        async with asyncio.timeout(self.timeout):  # no task per send, unlike wait_for
+            await self.transport.send(apdu)
 
     async def _exchange(self, request: bytes) -> Any:
         while True:
