@@ -369,3 +369,37 @@ async def test_inventory_refresh_decrypts_only_what_changed(sim_fleet, tmp_path)
         third = {r.meter_id: r for r in await access.refresh()}
         assert third[moved].port == 4999 and third[moved] is not first[moved]
         assert third[fleet.config(0).meter_id] is first[fleet.config(0).meter_id]
+
+
+async def test_capabilities_are_discovered_once_and_steer_the_poll(
+    sim_fleet, sim_connection, tmp_path
+) -> None:
+    """The object list is read on the first poll only; the meter row caches it (with the relay's
+    control mode), and registers the meter does not list are skipped, not asked for."""
+    async with (
+        sim_fleet(1, control_mode=1) as fleet,
+        fleet_database("sqlite", tmp_path, fleet) as (db, key),
+    ):
+        meter_id = fleet.config(0).meter_id
+        repository = Repository(db)
+        absent = "1.0.99.99.99.255"  # no such object in the simulated meter
+        poller = Poller(repository, KeepingPublisher(), TOPICS, PollSettings(obis=[*OBIS, absent]))
+        access = MeterAccess(db, repository, key, timeout_s=5)
+        record = await access.record(meter_id)
+        assert record is not None
+        job = PollJob(meter_id)
+        async with access.session(record) as session:
+            report = await poller.poll(session, meter_id, job)
+        assert report.readings == 4
+        assert report.problems == [f"{absent}: not in the meter's object list"]
+        assert poller.capabilities.discoveries == 1
+
+        row = await repository.get_meter(meter_id)
+        assert row is not None and row.control_mode == 1
+        assert row.capabilities is not None and "0.0.96.3.10.255" in row.capabilities["objects"]
+
+        # A new poller (say, after a restart) takes them from the database, not the meter.
+        again = Poller(repository, KeepingPublisher(), TOPICS, PollSettings(obis=OBIS))
+        async with access.session(record) as session:
+            second = await again.poll(session, meter_id, job)
+        assert second.readings == 4 and again.capabilities.discoveries == 0

@@ -19,6 +19,7 @@ from cosem_objects.classes import Obises
 from cosem_objects.errors import ProtocolError
 from drivers.dlms_errors import DataAccessFailed, DlmsError
 from drivers.session import DlmsSession, Reading
+from headend.collection.capabilities import Capabilities, CapabilityCache
 from headend.collection.scheduler import PollJob
 from headend.mqtt.payloads import readings_payload
 from headend.mqtt.topics import Topics
@@ -73,6 +74,11 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def _has(caps: Capabilities | None, obis: str) -> bool:
+    """Unknown capabilities (the meter hides its object list): try everything."""
+    return caps is None or caps.has(obis)
+
+
 def _publishable(value: Any) -> Any:
     if value is None or isinstance(value, bool | int | float | Decimal | str | bytes):
         return value
@@ -101,14 +107,21 @@ class Poller:
         self.topics = topics
         self.settings = settings or PollSettings()
         self._clock = clock
+        self.capabilities = CapabilityCache(repository)
 
     async def poll(self, session: DlmsSession, meter_id: str, job: PollJob) -> PollReport:
         """Run the job on an open session. Transport errors propagate (the poll failed);
         an object the meter does not have is noted in the report and skipped."""
         report = PollReport(meter_id)
+        caps = await self.capabilities.get(session, meter_id)
         if job.registers:
-            report.readings = await self._registers(session, meter_id, report)
-        if job.load_profile and self.settings.load_profile:
+            report.readings = await self._registers(session, meter_id, report, caps)
+        if caps is not None:
+            wanted = {LOAD_PROFILE: job.load_profile, BILLING_PROFILE: job.billing_profile}
+            for profile, asked in wanted.items():
+                if asked and not caps.has(profile):
+                    report.problems.append(f"{profile}: not in the meter's object list")
+        if job.load_profile and self.settings.load_profile and _has(caps, LOAD_PROFILE):
             await self._profile(
                 session,
                 meter_id,
@@ -117,7 +130,7 @@ class Poller:
                 self.settings.load_profile_span_s,
                 report,
             )
-        if job.billing_profile and self.settings.billing_profile:
+        if job.billing_profile and self.settings.billing_profile and _has(caps, BILLING_PROFILE):
             await self._profile(
                 session,
                 meter_id,
@@ -131,8 +144,21 @@ class Poller:
         return report
 
     # -- registers ---------------------------------------------------------------------------
-    async def _registers(self, session: DlmsSession, meter_id: str, report: PollReport) -> int:
+    async def _registers(
+        self,
+        session: DlmsSession,
+        meter_id: str,
+        report: PollReport,
+        caps: Capabilities | None = None,
+    ) -> int:
         codes = list(self.settings.obis)
+        if caps is not None:
+            missing = [code for code in codes if not caps.has(code)]
+            for code in missing:
+                report.problems.append(f"{code}: not in the meter's object list")
+            codes = [code for code in codes if caps.has(code)]
+            if not codes:
+                return 0
         try:
             readings = await session.read(codes)
         except DataAccessFailed:
