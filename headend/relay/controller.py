@@ -54,6 +54,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 RAW_KEEP = 4096  # bytes of a bad payload kept with its record
+_CLEARED_ON_CONFIRM = ("relay_stuck", "relay_command_failed", "relay_command_overdue")
 
 
 class Publisher(Protocol):
@@ -145,6 +146,9 @@ class RelayController:
         self._clock = clock
         self._wake = asyncio.Event()
         self._workers: dict[str, asyncio.Task[None]] = {}
+        # Meters whose worker must look for another command before it stops (a balance
+        # event created one while it worked); everything else is found by the scan.
+        self._recheck: set[str] = set()
         self._tg: asyncio.TaskGroup | None = None
         self._slots = asyncio.Semaphore(self.settings.max_concurrent)
         self._stopping = False
@@ -166,7 +170,7 @@ class RelayController:
                 raw, event.reason, meter_id=event.meter_id, event_id=event.event_id
             )
             return
-        if await self.repository.get_meter(event.meter_id) is None:
+        if not await self.repository.meter_exists(event.meter_id):
             await self._bad_event(
                 raw,
                 "unknown meter: not in the inventory",
@@ -254,7 +258,7 @@ class RelayController:
             )
         if outcome.command_created and outcome.command is not None:
             self._publish_command(outcome.command, "queued")
-            self._dispatch(outcome.command.meter_id)
+            self._dispatch(outcome.command.meter_id, outcome.command)
         log.info(
             "balance %s seq %s for %s: %s (%s)",
             event.balance,
@@ -299,8 +303,10 @@ class RelayController:
 
     async def _scan(self) -> None:
         now = self._clock()
-        for command in await self.repository.pending_commands(due_before=now):
-            self._dispatch(command.meter_id)
+        # A meter with a worker is skipped: the worker owns its command until it stops.
+        for meter_id in await self.repository.due_meter_ids(now):
+            if meter_id not in self._workers:
+                self._dispatch(meter_id)
         overdue_before = now - timedelta(seconds=self.settings.overdue_after_s)
         for command in await self.repository.overdue_commands(overdue_before):
             await self._escalate(command)
@@ -320,36 +326,57 @@ class RelayController:
         self._publish_command(escalated, "escalated", error=command.last_error or detail)
         self._publish_alarm(alarm)
 
-    def _dispatch(self, meter_id: str) -> None:
-        if meter_id in self._workers or self._tg is None or self._stopping:
+    def _dispatch(self, meter_id: str, command: CommandInfo | None = None) -> None:
+        """Start the meter's worker, handing it `command` (just created, so it need not be
+        looked up); a running worker is told to look again once its attempt is over."""
+        if meter_id in self._workers:
+            self._recheck.add(meter_id)
             self._wake.set()
             return
-        task = self._tg.create_task(self._worker(meter_id), name=f"relay:{meter_id}")
+        if self._tg is None or self._stopping:
+            self._wake.set()
+            return
+        task = self._tg.create_task(self._worker(meter_id, command), name=f"relay:{meter_id}")
         self._workers[meter_id] = task
-        task.add_done_callback(lambda _t: self._workers.pop(meter_id, None))
+        task.add_done_callback(lambda t: self._forget(meter_id, t))
+
+    def _forget(self, meter_id: str, task: asyncio.Task[None] | None) -> None:
+        if self._workers.get(meter_id) is task:
+            del self._workers[meter_id]
+            self._recheck.discard(meter_id)
 
     # -- one meter ---------------------------------------------------------------------------
-    async def _worker(self, meter_id: str) -> None:
-        """Work the meter's active command until none is due (then the scan takes over)."""
+    async def _worker(self, meter_id: str, command: CommandInfo | None = None) -> None:
+        """Work the meter's due command; look for another only when a balance event asked
+        for one meanwhile (retries, operator commands and the rest are the scan's)."""
         tried: set[tuple[str, int]] = set()
         try:
             while not self._stopping:
-                due = await self.repository.pending_commands(
-                    meter_id=meter_id, due_before=self._clock()
-                )
-                if not due:
-                    return
-                command = due[-1]
+                if command is None:
+                    due = await self.repository.pending_commands(
+                        meter_id=meter_id, due_before=self._clock()
+                    )
+                    if not due:
+                        return
+                    command = due[-1]
                 if (command.command_id, command.attempt) in tried:
                     return  # no progress (e.g. nothing to do now): leave it to the scan
                 tried.add((command.command_id, command.attempt))
+                self._recheck.discard(meter_id)
                 with self.pressure.busy():
                     await self._attempt(command)
+                if meter_id not in self._recheck:
+                    return
+                command = None
         except asyncio.CancelledError:
             raise
         except Exception:
             # A database hiccup must not take the daemon down; the scan retries the meter.
             log.exception("relay worker for %s failed", meter_id)
+        finally:
+            # Gone from the map in the same step as the last check of _recheck: a balance
+            # event can never ask a worker that has already decided to stop.
+            self._forget(meter_id, asyncio.current_task())
 
     async def _attempt(self, command: CommandInfo) -> None:
         record = await self.access.record(command.meter_id)
@@ -359,7 +386,8 @@ class RelayController:
             )
             await self.repository.update_command(
                 command.command_id,
-                status=await self._status_unless_escalated(command, "failed"),
+                status="failed",
+                keep_escalated=True,
                 next_attempt_at=self._clock()
                 + timedelta(seconds=self.settings.retry_max_backoff_s),
                 last_error="meter not in the inventory",
@@ -370,7 +398,8 @@ class RelayController:
         attempt = command.attempt + 1
         sent = await self.repository.update_command(
             command.command_id,
-            status=await self._status_unless_escalated(command, "sent"),
+            status="sent",
+            keep_escalated=True,
             attempt=attempt,
             next_attempt_at=self._clock(),  # due at once if we die mid-attempt
         )
@@ -391,22 +420,11 @@ class RelayController:
             return
         await self._confirmed(command, attempt, status, verdict, operated)
 
-    async def _status_unless_escalated(self, command: CommandInfo, status: str) -> str | None:
-        """An escalated command stays escalated in the database while retries go on."""
-        current = await self.repository.get_command(command.command_id)
-        if current is None or current.status == "escalated":
-            return None
-        return status
-
     async def _still_wanted(self, command: CommandInfo) -> bool:
         """The command is active and its action is what the meter's desired state asks."""
-        current = await self.repository.get_command(command.command_id)
-        if current is None or not current.active:
+        current, meter_found, wanted = await self.repository.command_and_desired(command.command_id)
+        if current is None or not current.active or not meter_found:
             return False
-        meter = await self.repository.get_meter(command.meter_id)
-        if meter is None:
-            return False
-        wanted = meter.desired_relay_state
         if wanted is not None and rules.action_for(wanted) != command.action:
             superseded = await self.repository.update_command(
                 command.command_id,
@@ -456,23 +474,25 @@ class RelayController:
     ) -> None:
         now = self._clock()
         reason = command.reason or command.source
-        meter = await self.repository.get_meter(command.meter_id)
-        previous = None if meter is None else meter.confirmed_relay_state
-        # Tell the customer about a change, not about a meter that already was where it
-        # should be (an opening balance, a restart); a change the head-end made but had not
-        # recorded before a crash still counts.
-        changed = operated or (previous is not None and previous != status.state)
-        done = await self.repository.complete_command(
+        # One transaction: confirm, record the read-back, clear the meter's relay alarms.
+        confirmation = await self.repository.confirm_command(
             command.command_id,
             state=status.state,
             output_state=status.output_state,
             control_state=status.state,
             reason=reason,
             ts=now,
+            clear_alarm_types=_CLEARED_ON_CONFIRM,
         )
         self._publish_relay(command.meter_id, status, now, reason)
-        if done is None:
+        if confirmation is None or confirmation.command is None:
             return  # superseded meanwhile: the newer command takes it from here
+        done = confirmation.command
+        previous = confirmation.previous_state
+        # Tell the customer about a change, not about a meter that already was where it
+        # should be (an opening balance, a restart); a change the head-end made but had not
+        # recorded before a crash still counts.
+        changed = operated or (previous is not None and previous != status.state)
         extra: dict[str, Any] = {"state": status.state}
         if verdict.outcome == rules.AWAITING_CUSTOMER:
             extra["detail"] = (
@@ -490,13 +510,11 @@ class RelayController:
                     kind,
                     command.meter_id,
                     now,
-                    balance=None if meter is None else meter.last_balance,
-                    currency=None if meter is None else meter.last_balance_currency,
+                    balance=confirmation.last_balance,
+                    currency=confirmation.last_balance_currency,
                     event_id=command.event_id,
                 ),
             )
-        for alarm_type in ("relay_stuck", "relay_command_failed", "relay_command_overdue"):
-            await self.repository.clear_alarms(alarm_type, command.meter_id)
         log.info(
             "relay %s confirmed for %s: %s (attempt %d)",
             command.action,
@@ -529,7 +547,8 @@ class RelayController:
         )
         updated = await self.repository.update_command(
             command.command_id,
-            status=await self._status_unless_escalated(command, "failed"),
+            status="failed",
+            keep_escalated=True,
             next_attempt_at=self._clock() + timedelta(seconds=delay),
             last_error=error,
         )

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, func, or_, select, update
+from sqlalchemy import Table, and_, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -51,6 +51,7 @@ from headend.storage.types import UtcDateTime, to_utc
 
 __all__ = [
     "IC_MAX",
+    "Confirmation",
     "DbInvocationCounterStore",
     "InvocationCounterExhausted",
     "Repository",
@@ -62,6 +63,40 @@ _BATCH = 5000  # parameter sets per executemany (SQLAlchemy pages them into mult
 _MAX_EXACT_INT = 2**53
 
 _UNSET: Any = object()
+
+
+def _table(model: Any) -> Table:
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
+# Core tables for the relay path's hot statements: a Core statement is compiled once and
+# cached, and its rows skip the ORM's identity map and unit of work (several times cheaper
+# per call than Session.get / flush on the same rows).
+_COMMANDS = _table(Command)
+_METERS = _table(Meter)
+_ALARMS = _table(Alarm)
+_RELAY_STATES = _table(RelayState)
+_ACTIVE = tuple(ACTIVE_COMMAND_STATUSES)
+
+
+def _command_info(row: Any) -> CommandInfo:
+    """A CommandInfo from a Core row of every commands column (names match the fields)."""
+    return CommandInfo(**row._mapping)
+
+
+@dataclass(frozen=True, slots=True)
+class Confirmation:
+    """What `confirm_command` did: the command as confirmed (None when it was no longer
+    active), the meter's confirmed relay state and balance as they were before this
+    read-back, and how many alarms were cleared."""
+
+    command: CommandInfo | None
+    previous_state: str | None
+    last_balance: Decimal | None
+    last_balance_currency: str | None
+    alarms_cleared: int = 0
 
 
 class UnknownMeter(LookupError):
@@ -677,24 +712,70 @@ class Repository:
 
     async def get_command(self, command_id: str) -> CommandInfo | None:
         async with self.db.session() as session:
-            row = await session.get(Command, command_id)
-            return None if row is None else CommandInfo.of(row)
+            row = (
+                await session.execute(select(_COMMANDS).where(_COMMANDS.c.command_id == command_id))
+            ).first()
+            return None if row is None else _command_info(row)
+
+    async def command_and_desired(
+        self, command_id: str
+    ) -> tuple[CommandInfo | None, bool, str | None]:
+        """The command, whether its meter is in the inventory and the meter's desired relay
+        state, in one read: what is checked right before a relay is operated."""
+        stmt = (
+            select(
+                _COMMANDS,
+                _METERS.c.meter_id.label("m_meter_id"),
+                _METERS.c.desired_relay_state.label("m_desired"),
+            )
+            .select_from(_COMMANDS.outerjoin(_METERS, _METERS.c.meter_id == _COMMANDS.c.meter_id))
+            .where(_COMMANDS.c.command_id == command_id)
+        )
+        async with self.db.session() as session:
+            row = (await session.execute(stmt)).first()
+        if row is None:
+            return None, False, None
+        values = dict(row._mapping)
+        meter_found = values.pop("m_meter_id") is not None
+        desired = values.pop("m_desired")
+        return CommandInfo(**values), meter_found, desired
+
+    async def meter_exists(self, meter_id: str) -> bool:
+        async with self.db.session() as session:
+            found = await session.scalar(
+                select(_METERS.c.meter_id).where(_METERS.c.meter_id == meter_id)
+            )
+            return found is not None
 
     async def pending_commands(
         self, *, due_before: datetime | None = None, meter_id: str | None = None
     ) -> list[CommandInfo]:
         """Active commands (queued, sent, failed, escalated), oldest first; with due_before,
         only those whose next attempt is due by then."""
-        stmt = select(Command).where(Command.status.in_(ACTIVE_COMMAND_STATUSES))
+        c = _COMMANDS.c
+        stmt = select(_COMMANDS).where(c.status.in_(_ACTIVE))
         if due_before is not None:
-            stmt = stmt.where(
-                or_(Command.next_attempt_at.is_(None), Command.next_attempt_at <= due_before)
-            )
+            stmt = stmt.where(or_(c.next_attempt_at.is_(None), c.next_attempt_at <= due_before))
         if meter_id is not None:
-            stmt = stmt.where(Command.meter_id == meter_id)
-        stmt = stmt.order_by(Command.created_at, Command.command_id)
+            stmt = stmt.where(c.meter_id == meter_id)
+        stmt = stmt.order_by(c.created_at, c.command_id)
         async with self.db.session() as session:
-            return [CommandInfo.of(c) for c in await session.scalars(stmt)]
+            return [_command_info(r) for r in await session.execute(stmt)]
+
+    async def due_meter_ids(self, due_before: datetime) -> list[str]:
+        """Meters with an active command due by `due_before`, oldest command first (the
+        periodic scan: one column, no command rows)."""
+        c = _COMMANDS.c
+        stmt = (
+            select(c.meter_id)
+            .where(
+                c.status.in_(_ACTIVE),
+                or_(c.next_attempt_at.is_(None), c.next_attempt_at <= due_before),
+            )
+            .order_by(c.created_at, c.command_id)
+        )
+        async with self.db.session() as session:
+            return list(await session.scalars(stmt))
 
     async def commands(self, meter_id: str, *, limit: int = 100) -> list[CommandInfo]:
         """A meter's commands, newest first (history)."""
@@ -716,31 +797,38 @@ class Repository:
         next_attempt_at: datetime | None = _UNSET,
         last_error: str | None = _UNSET,
         overdue_alarm_raised: bool | None = None,
+        keep_escalated: bool = False,
     ) -> CommandInfo | None:
         """Change an active command. Returns None (and changes nothing) when the command is
-        no longer active (confirmed or superseded meanwhile): the caller must stop."""
+        no longer active (confirmed or superseded meanwhile): the caller must stop.
+        With keep_escalated, an escalated command keeps that status (retries go on)."""
         if status is not None and status not in models.COMMAND_STATUSES:
             raise ValueError(f"unknown command status {status!r}")
-        now = self.now()
-        async with self.db.transaction() as session:
-            row = await session.scalar(
-                select(Command).where(Command.command_id == command_id).with_for_update()
+        c = _COMMANDS.c
+        values: dict[str, Any] = {"updated_at": self.now()}
+        if status is not None:
+            values["status"] = (
+                case((c.status == "escalated", c.status), else_=status)
+                if keep_escalated
+                else status
             )
-            if row is None or row.status not in ACTIVE_COMMAND_STATUSES:
-                return None
-            if status is not None:
-                row.status = status
-            if attempt is not None:
-                row.attempt = attempt
-            if next_attempt_at is not _UNSET:
-                row.next_attempt_at = next_attempt_at
-            if last_error is not _UNSET:
-                row.last_error = last_error
-            if overdue_alarm_raised is not None:
-                row.overdue_alarm_raised = overdue_alarm_raised
-            row.updated_at = now
-            await session.flush()
-            return CommandInfo.of(row)
+        if attempt is not None:
+            values["attempt"] = attempt
+        if next_attempt_at is not _UNSET:
+            values["next_attempt_at"] = next_attempt_at
+        if last_error is not _UNSET:
+            values["last_error"] = last_error
+        if overdue_alarm_raised is not None:
+            values["overdue_alarm_raised"] = overdue_alarm_raised
+        stmt = (
+            update(_COMMANDS)
+            .where(c.command_id == command_id, c.status.in_(_ACTIVE))
+            .values(values)
+            .returning(*_COMMANDS.c)
+        )
+        async with self.db.transaction() as session:
+            row = (await session.execute(stmt)).first()
+            return None if row is None else _command_info(row)
 
     async def complete_command(
         self,
@@ -755,45 +843,85 @@ class Repository:
         """A command's read-back proved it done: mark it confirmed and record the relay
         state, together. The relay state is recorded even if the command was superseded
         meanwhile (it is what the meter says); then None is returned."""
+        done = await self.confirm_command(
+            command_id,
+            state=state,
+            output_state=output_state,
+            control_state=control_state,
+            reason=reason,
+            ts=ts,
+        )
+        return None if done is None else done.command
+
+    async def confirm_command(
+        self,
+        command_id: str,
+        *,
+        state: str,
+        output_state: bool | None,
+        control_state: str | None,
+        reason: str | None = None,
+        ts: datetime | None = None,
+        clear_alarm_types: Iterable[str] = (),
+    ) -> Confirmation | None:
+        """`complete_command`, and in the same transaction clear the meter's standing alarms
+        of `clear_alarm_types` when the command was still active; returns what the meter
+        said before (None when the command does not exist)."""
+        if state not in rules.RELAY_STATES:
+            raise ValueError(f"unknown relay state {state!r}")
         now = self.now()
+        c = _COMMANDS.c
         async with self.db.transaction() as session:
-            row = await session.scalar(
-                select(Command).where(Command.command_id == command_id).with_for_update()
+            meter_id = await session.scalar(
+                select(c.meter_id).where(c.command_id == command_id).with_for_update()
             )
-            if row is None:
+            if meter_id is None:
                 return None
-            await self._relay_state(
-                session,
-                row.meter_id,
-                state,
-                output_state,
-                control_state,
-                ts or now,
-                reason,
-                command_id,
+            before = await self._relay_state_core(
+                session, meter_id, state, output_state, control_state, ts or now, reason, command_id
             )
-            if row.status not in ACTIVE_COMMAND_STATUSES:
-                return None
-            row.status = "confirmed"
-            row.updated_at = now
-            row.next_attempt_at = None
-            row.last_error = None
-            await session.flush()
-            return CommandInfo.of(row)
+            row = (
+                await session.execute(
+                    update(_COMMANDS)
+                    .where(c.command_id == command_id, c.status.in_(_ACTIVE))
+                    .values(
+                        status="confirmed", updated_at=now, next_attempt_at=None, last_error=None
+                    )
+                    .returning(*_COMMANDS.c)
+                )
+            ).first()
+            cleared = 0
+            types = tuple(clear_alarm_types)
+            if row is not None and types:
+                a = _ALARMS.c
+                result = await session.execute(
+                    update(_ALARMS)
+                    .where(a.type.in_(types), a.meter_id == meter_id, a.cleared.is_(False))
+                    .values(cleared=True, cleared_at=now)
+                )
+                cleared = int(result.rowcount)  # type: ignore[attr-defined]
+            return Confirmation(
+                command=None if row is None else _command_info(row),
+                previous_state=before[0],
+                last_balance=before[1],
+                last_balance_currency=before[2],
+                alarms_cleared=cleared,
+            )
 
     async def overdue_commands(self, created_before: datetime) -> list[CommandInfo]:
         """Active commands created before `created_before` with no overdue alarm yet."""
+        c = _COMMANDS.c
         stmt = (
-            select(Command)
+            select(_COMMANDS)
             .where(
-                Command.status.in_(ACTIVE_COMMAND_STATUSES),
-                Command.created_at < created_before,
-                Command.overdue_alarm_raised.is_(False),
+                c.status.in_(_ACTIVE),
+                c.created_at < created_before,
+                c.overdue_alarm_raised.is_(False),
             )
-            .order_by(Command.created_at)
+            .order_by(c.created_at)
         )
         async with self.db.session() as session:
-            return [CommandInfo.of(c) for c in await session.scalars(stmt)]
+            return [_command_info(r) for r in await session.execute(stmt)]
 
     async def escalate_command(
         self, command_id: str, detail: str, *, alarm_type: str = "relay_command_overdue"
@@ -832,8 +960,10 @@ class Repository:
     ) -> None:
         """Store a relay state read back from a meter (history), and make it the meter's
         confirmed state unless a newer read-back is already recorded."""
+        if state not in rules.RELAY_STATES:
+            raise ValueError(f"unknown relay state {state!r}")
         async with self.db.transaction() as session:
-            await self._relay_state(
+            await self._relay_state_core(
                 session,
                 meter_id,
                 state,
@@ -844,7 +974,7 @@ class Repository:
                 command_id,
             )
 
-    async def _relay_state(
+    async def _relay_state_core(
         self,
         session: AsyncSession,
         meter_id: str,
@@ -854,17 +984,27 @@ class Repository:
         ts: datetime,
         reason: str | None,
         command_id: str | None,
-    ) -> None:
-        if state not in rules.RELAY_STATES:
-            raise ValueError(f"unknown relay state {state!r}")
+    ) -> tuple[str | None, Decimal | None, str | None]:
+        """Record a read-back; returns the meter's (confirmed state, balance, currency) as
+        they were before. Raises UnknownMeter."""
         ts = to_utc(ts)
-        meter = await session.scalar(
-            select(Meter).where(Meter.meter_id == meter_id).with_for_update()
-        )
-        if meter is None:
+        m = _METERS.c
+        before = (
+            await session.execute(
+                select(
+                    m.confirmed_relay_state,
+                    m.confirmed_at,
+                    m.last_balance,
+                    m.last_balance_currency,
+                )
+                .where(m.meter_id == meter_id)
+                .with_for_update()
+            )
+        ).first()
+        if before is None:
             raise UnknownMeter(meter_id)
-        session.add(
-            RelayState(
+        await session.execute(
+            insert(_RELAY_STATES).values(
                 meter_id=meter_id,
                 state=state,
                 output_state=output_state,
@@ -874,12 +1014,18 @@ class Repository:
                 command_id=command_id,
             )
         )
-        if meter.confirmed_at is None or meter.confirmed_at <= ts:
-            meter.confirmed_relay_state = state
-            meter.confirmed_output_state = output_state
-            meter.confirmed_at = ts
-            meter.updated_at = self.now()
-        await session.flush()
+        if before.confirmed_at is None or before.confirmed_at <= ts:
+            await session.execute(
+                update(_METERS)
+                .where(m.meter_id == meter_id)
+                .values(
+                    confirmed_relay_state=state,
+                    confirmed_output_state=output_state,
+                    confirmed_at=ts,
+                    updated_at=self.now(),
+                )
+            )
+        return before.confirmed_relay_state, before.last_balance, before.last_balance_currency
 
     async def relay_history(self, meter_id: str, *, limit: int = 100) -> list[RelayStateInfo]:
         stmt = (
@@ -937,11 +1083,12 @@ class Repository:
     async def clear_alarms(self, type: str, meter_id: str | None = None) -> int:
         """Clear the standing alarms of a type (for a meter). Returns how many."""
         now = self.now()
-        meter_match = Alarm.meter_id.is_(None) if meter_id is None else Alarm.meter_id == meter_id
+        a = _ALARMS.c
+        meter_match = a.meter_id.is_(None) if meter_id is None else a.meter_id == meter_id
         async with self.db.transaction() as session:
             result = await session.execute(
-                update(Alarm)
-                .where(Alarm.type == type, meter_match, Alarm.cleared.is_(False))
+                update(_ALARMS)
+                .where(a.type == type, meter_match, a.cleared.is_(False))
                 .values(cleared=True, cleared_at=now)
             )
             return int(result.rowcount)  # type: ignore[attr-defined]
