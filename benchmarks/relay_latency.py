@@ -94,7 +94,8 @@ async def direct_relay_ops(fleet: SimFleet, indices: list[int]) -> list[float]:
 
 # -- the daemon ---------------------------------------------------------------------------------
 def write_config(path: Path, db_url: str, prefix: str, args: Any) -> None:
-    interval = max(args.meters / args.poll_rate, 1.0)
+    # --poll-rate 0: no polling (a year's interval), the relay path alone.
+    interval = max(args.meters / args.poll_rate, 1.0) if args.poll_rate > 0 else 31_536_000
     path.write_text(
         f'[database]\nurl = "{db_url}"\n\n'
         f'[mqtt]\nhost = "{BROKER[0]}"\nport = {BROKER[1]}\nclient_id = "{prefix}-headend"\n'
@@ -154,6 +155,21 @@ async def import_fleet(db_url: str, inventory: Path, master_hex: str) -> int:
 
 
 # -- the events ---------------------------------------------------------------------------------
+def _stages(steps: dict[str, dict[str, float]], confirmed: dict[str, float]) -> dict[str, Any]:
+    """p50 / p99 of publish -> queued (event committed, command created), queued -> sent
+    (a relay session has the meter), sent -> confirmed (ACTION and read-back)."""
+    queued, sent = steps["queued"], steps["sent"]
+    spans = {
+        "publish_to_queued": list(queued.values()),
+        "queued_to_sent": [sent[e] - queued[e] for e in sent if e in queued],
+        "sent_to_confirmed": [confirmed[e] - sent[e] for e in confirmed if e in sent],
+    }
+    return {
+        name: {"p50_s": rounded(percentile(v, 50), 3), "p99_s": rounded(percentile(v, 99), 3)}
+        for name, v in spans.items()
+    }
+
+
 async def send_events(
     prefix: str, meter_ids: list[str], rate: float, settle_timeout: float
 ) -> dict[str, Any]:
@@ -161,6 +177,8 @@ async def send_events(
 
     sent: dict[str, float] = {}
     confirmed: dict[str, float] = {}
+    # When each lifecycle step of an event's command was seen, for where the time goes.
+    steps: dict[str, dict[str, float]] = {"queued": {}, "sent": {}}
     failed: dict[str, str] = {}
     statuses: dict[str, int] = {}
     done = asyncio.Event()
@@ -177,6 +195,8 @@ async def send_events(
             event_id = payload.get("event_id")
             if event_id not in sent or event_id in confirmed:
                 continue
+            if status in steps:
+                steps[status].setdefault(event_id, arrived - sent[event_id])
             if status == "confirmed":
                 confirmed[event_id] = arrived - sent[event_id]
             elif status in ("failed", "escalated"):
@@ -214,6 +234,7 @@ async def send_events(
         "sent": len(sent),
         "publish_s": publish_s,
         "latencies": list(confirmed.values()),
+        "stages": _stages(steps, confirmed),
         "failed": failed,
         "statuses": statuses,
         "window_s": time.perf_counter() - began,
@@ -314,6 +335,7 @@ async def run(args: Any) -> dict[str, Any]:
             "daemon_peak_rss_mb": peak,
             "publish_s": rounded(outcome["publish_s"], 2),
             "command_statuses": outcome["statuses"],
+            "stages": outcome["stages"],
             "failed": dict(list(outcome["failed"].items())[:5]),
             "failures": missing,
             "goal": goal(
@@ -336,7 +358,10 @@ def main(argv: list[str] | None = None) -> int:
     cli.add_argument("--rate", type=float, default=100.0, help="balance events per second")
     cli.add_argument("--latency-ms", type=float, default=100.0, help="simulated answer delay")
     cli.add_argument(
-        "--poll-rate", type=float, default=1000.0, help="polls/s the daemon's interval demands"
+        "--poll-rate",
+        type=float,
+        default=1000.0,
+        help="polls/s the daemon's interval demands (0: no polling)",
     )
     cli.add_argument("--concurrency", type=int, default=1000, help="daemon sessions in flight")
     cli.add_argument("--warmup-s", type=float, default=5.0, help="polling before the events")
