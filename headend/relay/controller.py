@@ -170,16 +170,9 @@ class RelayController:
                 raw, event.reason, meter_id=event.meter_id, event_id=event.event_id
             )
             return
-        if not await self.repository.meter_exists(event.meter_id):
-            await self._bad_event(
-                raw,
-                "unknown meter: not in the inventory",
-                meter_id=event.meter_id,
-                event_id=event.event_id,
-                seq=event.seq,
-            )
-            return
-        outcome = await self.repository.apply_balance_event(
+        # One transaction; a meter not in the inventory is stored as a bad event with its
+        # alarm in the same one (no separate lookup on the bridge's serial path).
+        outcome, alarm = await self.repository.apply_balance_event_checked(
             BalanceEventIn(
                 meter_id=event.meter_id,
                 seq=event.seq,
@@ -189,9 +182,22 @@ class RelayController:
                 ts=event.ts,
                 raw=_raw_text(raw),
                 warning_threshold=event.warning_threshold,
-            )
+            ),
+            unknown_meter_alarm="bad_event",
         )
-        if outcome.outcome == "rejected":  # the meter went away between the two calls
+        if alarm is not None:
+            log.warning("bad balance event for %s: %s", event.meter_id, outcome.detail)
+            self.publisher.publish(
+                self.topics.alarms,
+                bad_event_alarm(
+                    alarm.ts,
+                    reason=outcome.detail,
+                    meter_id=event.meter_id,
+                    event_id=event.event_id,
+                ),
+            )
+            return
+        if outcome.outcome == "rejected":  # e.g. a balance that is not a finite number
             alarm = await self.repository.raise_alarm(
                 "bad_event", event.meter_id, outcome.detail, dedupe=False
             )

@@ -16,7 +16,18 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, case, func, insert, or_, select, update
+from sqlalchemy import (
+    Table,
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -79,6 +90,39 @@ _METERS = _table(Meter)
 _ALARMS = _table(Alarm)
 _RELAY_STATES = _table(RelayState)
 _ACTIVE = tuple(ACTIVE_COMMAND_STATUSES)
+
+
+_EVENTS = _table(BalanceEvent)
+_COMMAND_FIELDS = tuple(col.name for col in _COMMANDS.c)
+
+
+def _balance_read() -> Any:
+    """The meter, its active command (c_ columns) and a stored event with the same event_id
+    (dup_ columns), in one statement; no row when the meter is unknown."""
+    m, c, e = _METERS.c, _COMMANDS.c, _EVENTS.c
+    event_id = bindparam("event_id", type_=e.event_id.type)
+    dup_id = select(e.id).where(e.event_id == event_id).scalar_subquery()
+    dup_outcome = select(e.outcome).where(e.event_id == event_id).scalar_subquery()
+    return (
+        select(
+            m.meter_id.label("m_meter_id"),
+            m.balance_seq.label("m_balance_seq"),
+            m.last_balance.label("m_last_balance"),
+            m.desired_relay_state.label("m_desired_relay_state"),
+            m.confirmed_relay_state.label("m_confirmed_relay_state"),
+            *[col.label(f"c_{col.name}") for col in _COMMANDS.c],
+            dup_id.label("dup_id"),
+            dup_outcome.label("dup_outcome"),
+        )
+        .select_from(
+            _METERS.outerjoin(_COMMANDS, and_(c.meter_id == m.meter_id, c.status.in_(_ACTIVE)))
+        )
+        .where(m.meter_id == bindparam("meter_id", type_=m.meter_id.type))
+        .with_for_update(of=_METERS)
+    )
+
+
+_BALANCE_READ = _balance_read()
 
 
 def _command_info(row: Any) -> CommandInfo:
@@ -380,14 +424,24 @@ class Repository:
         the meter is not known to be in the desired state. Otherwise the event is recorded
         as stale and nothing is executed. An event_id seen before is a duplicate: nothing
         is stored again. Acknowledge the MQTT message only after this returns."""
+        outcome, _alarm = await self.apply_balance_event_checked(event, unknown_meter_alarm=None)
+        return outcome
+
+    async def apply_balance_event_checked(
+        self, event: BalanceEventIn, *, unknown_meter_alarm: str | None = "bad_event"
+    ) -> tuple[BalanceOutcome, AlarmInfo | None]:
+        """`apply_balance_event`, and for a meter not in the inventory what
+        `record_balance_event` does (the event stored as it arrived, rejected, with an alarm
+        of `unknown_meter_alarm`), in the same single transaction: the MQTT bridge's path,
+        one database round trip per event instead of a lookup and then a transaction."""
         try:
-            return await self._apply_balance_event(event)
+            return await self._apply_balance_event(event, unknown_meter_alarm)
         except IntegrityError:
             # A concurrent transaction stored the same event_id first.
             if event.event_id is not None:
                 existing = await self._event_by_id(event.event_id)
                 if existing is not None:
-                    return self._duplicate(event, existing)
+                    return self._duplicate(event, existing.id, existing.outcome), None
             raise
 
     async def _event_by_id(self, event_id: str) -> BalanceEvent | None:
@@ -397,84 +451,101 @@ class Repository:
             )
 
     @staticmethod
-    def _duplicate(event: BalanceEventIn, existing: BalanceEvent) -> BalanceOutcome:
+    def _duplicate(
+        event: BalanceEventIn, existing_id: int, existing_outcome: str
+    ) -> BalanceOutcome:
         return BalanceOutcome(
             outcome="duplicate",
-            detail=f"event_id already received (first outcome: {existing.outcome})",
+            detail=f"event_id already received (first outcome: {existing_outcome})",
             meter_id=event.meter_id,
             seq=event.seq,
             balance=event.balance,
-            event_row_id=existing.id,
+            event_row_id=existing_id,
         )
 
-    async def _apply_balance_event(self, event: BalanceEventIn) -> BalanceOutcome:
+    async def _apply_balance_event(
+        self, event: BalanceEventIn, unknown_meter_alarm: str | None
+    ) -> tuple[BalanceOutcome, AlarmInfo | None]:
+        # Core statements: the meter, its active command and a duplicate event_id in one
+        # SELECT, then only the writes (the ORM's loads, identity map and flushes cost
+        # several times more CPU and round trips on this, the bridge's serial path).
         now = self.now()
+        m, c, e = _METERS.c, _COMMANDS.c, _EVENTS.c
         async with self.db.transaction() as session:
-            meter = await session.scalar(
-                select(Meter).where(Meter.meter_id == event.meter_id).with_for_update()
-            )
-            if event.event_id is not None:
-                existing = await session.scalar(
-                    select(BalanceEvent).where(BalanceEvent.event_id == event.event_id)
+            row = (
+                await session.execute(
+                    _BALANCE_READ, {"meter_id": event.meter_id, "event_id": event.event_id}
                 )
-                if existing is not None:
-                    return self._duplicate(event, existing)
-            row = BalanceEvent(
-                event_id=event.event_id,
-                meter_id=event.meter_id,
-                seq=event.seq,
-                balance=event.balance if event.balance.is_finite() else None,
-                currency=event.currency,
-                warning_threshold=event.warning_threshold,
-                ts=event.ts,
-                raw=event.raw,
-                received_at=now,
-                outcome="rejected",
-                low_balance=False,
-            )
-            session.add(row)
+            ).first()
+            if row is None or row.m_meter_id is None:
+                dup = None
+                if event.event_id is not None:
+                    dup = (
+                        await session.execute(
+                            select(e.id, e.outcome).where(e.event_id == event.event_id)
+                        )
+                    ).first()
+                if unknown_meter_alarm is not None:
+                    return await self._store_unknown_meter_event(
+                        session, event, unknown_meter_alarm, now, dup is not None
+                    )
+                if dup is not None:
+                    return self._duplicate(event, dup.id, dup.outcome), None
+            elif row.dup_id is not None:
+                return self._duplicate(event, row.dup_id, row.dup_outcome), None
+            values: dict[str, Any] = {
+                "event_id": event.event_id,
+                "meter_id": event.meter_id,
+                "seq": event.seq,
+                "balance": event.balance if event.balance.is_finite() else None,
+                "currency": event.currency,
+                "warning_threshold": event.warning_threshold,
+                "ts": event.ts,
+                "raw": event.raw,
+                "received_at": now,
+                "outcome": "rejected",
+                "detail": None,
+                "command_id": None,
+                "low_balance": False,
+            }
             problem = None
-            if meter is None:
+            if row is None or row.m_meter_id is None:
                 problem = "unknown meter: not in the inventory"
             elif not event.balance.is_finite():
                 problem = "balance is not a finite number"
-            if problem is not None:
-                row.detail = problem
-                await session.flush()
+            if problem is not None or row is None:
+                values["detail"] = problem
                 return BalanceOutcome(
                     outcome="rejected",
-                    detail=row.detail,
+                    detail=problem or "",
                     meter_id=event.meter_id,
                     seq=event.seq,
                     balance=event.balance,
-                    event_row_id=row.id,
+                    event_row_id=await self._insert_event(session, values),
+                ), None
+            active: CommandInfo | None = None
+            if row.c_command_id is not None:
+                active = CommandInfo(
+                    **{name: getattr(row, f"c_{name}") for name in _COMMAND_FIELDS}
                 )
-            assert meter is not None
-            active = await session.scalar(
-                select(Command).where(
-                    Command.meter_id == meter.meter_id,
-                    Command.status.in_(ACTIVE_COMMAND_STATUSES),
-                )
-            )
-            previous = meter.last_balance
-            if not rules.is_newer(event.seq, meter.balance_seq):
-                row.outcome = "stale"
-                row.detail = (
-                    f"seq {event.seq} is not newer than the last applied {meter.balance_seq}: "
+            previous = row.m_last_balance
+            if not rules.is_newer(event.seq, row.m_balance_seq):
+                values["outcome"] = "stale"
+                values["detail"] = (
+                    f"seq {event.seq} is not newer than the last applied {row.m_balance_seq}: "
                     "recorded, not executed"
                 )
-                await session.flush()
                 return BalanceOutcome(
                     outcome="stale",
-                    detail=row.detail,
-                    meter_id=meter.meter_id,
+                    detail=values["detail"],
+                    meter_id=event.meter_id,
                     seq=event.seq,
                     balance=event.balance,
-                    event_row_id=row.id,
+                    event_row_id=await self._insert_event(session, values),
                     previous_balance=previous,
-                    desired_state=meter.desired_relay_state,
-                    command=None if active is None else CommandInfo.of(active),
-                )
+                    desired_state=row.m_desired_relay_state,
+                    command=active,
+                ), None
 
             threshold = (
                 event.warning_threshold
@@ -482,40 +553,47 @@ class Repository:
                 else self.warning_threshold
             )
             low_balance = rules.low_balance_crossing(previous, event.balance, threshold)
-            meter.balance_seq = event.seq
-            meter.last_balance = event.balance
-            meter.last_balance_currency = event.currency
-            meter.last_balance_at = event.ts or now
-            meter.warning_active = event.balance < threshold
-            meter.updated_at = now
-            row.low_balance = low_balance
-
+            meter_values: dict[str, Any] = {
+                "balance_seq": event.seq,
+                "last_balance": event.balance,
+                "last_balance_currency": event.currency,
+                "last_balance_at": event.ts or now,
+                "warning_active": event.balance < threshold,
+                "updated_at": now,
+            }
+            values["low_balance"] = low_balance
+            desired_after = row.m_desired_relay_state
             desired = rules.desired_state(event.balance)
             superseded: list[str] = []
             created = False
             if desired is None:
-                row.outcome = "zero_no_change"
-                row.detail = "balance is 0: relay left as it is"
+                values["outcome"] = "zero_no_change"
+                values["detail"] = "balance is 0: relay left as it is"
             else:
-                meter.desired_relay_state = desired
-                meter.desired_seq = event.seq
-                meter.desired_at = now
+                desired_after = desired
+                meter_values.update(desired_relay_state=desired, desired_seq=event.seq)
+                meter_values["desired_at"] = now
                 action = rules.action_for(desired)
-                row.outcome = "applied"
+                values["outcome"] = "applied"
                 if active is not None and active.action != action:
-                    active.status = "superseded"
-                    active.updated_at = now
-                    active.last_error = f"superseded by balance event seq {event.seq}"
+                    await session.execute(
+                        update(_COMMANDS)
+                        .where(c.command_id == active.command_id)
+                        .values(
+                            status="superseded",
+                            updated_at=now,
+                            last_error=f"superseded by balance event seq {event.seq}",
+                        )
+                    )
                     superseded.append(active.command_id)
-                    await session.flush()  # free the one-active-command slot first
                     active = None
                 if active is not None:
-                    row.detail = f"{desired}: {action} command already pending"
-                elif superseded or rules.needs_command(desired, meter.confirmed_relay_state):
+                    values["detail"] = f"{desired}: {action} command already pending"
+                elif superseded or rules.needs_command(desired, row.m_confirmed_relay_state):
                     # After a superseded command the meter may be in either state: operate
                     # it (an operation towards the state it is in is harmless and confirmed).
-                    active = self._new_command(
-                        meter.meter_id,
+                    command = self._new_command_values(
+                        event.meter_id,
                         action,
                         source="balance",
                         now=now,
@@ -523,28 +601,79 @@ class Repository:
                         seq=event.seq,
                         reason=_balance_reason(event),
                     )
-                    session.add(active)
+                    await session.execute(insert(_COMMANDS).values(command))
+                    active = CommandInfo(**command)
                     created = True
-                    row.detail = f"{desired}: {action} command created"
+                    values["command_id"] = active.command_id
+                    values["detail"] = f"{desired}: {action} command created"
                 else:
-                    row.detail = f"{desired}: meter already {meter.confirmed_relay_state}"
-            if active is not None and created:
-                row.command_id = active.command_id
-            await session.flush()
+                    values["detail"] = f"{desired}: meter already {row.m_confirmed_relay_state}"
+            await session.execute(
+                update(_METERS).where(m.meter_id == event.meter_id).values(meter_values)
+            )
             return BalanceOutcome(
-                outcome=row.outcome,
-                detail=row.detail or "",
-                meter_id=meter.meter_id,
+                outcome=values["outcome"],
+                detail=values["detail"] or "",
+                meter_id=event.meter_id,
                 seq=event.seq,
                 balance=event.balance,
-                event_row_id=row.id,
+                event_row_id=await self._insert_event(session, values),
                 previous_balance=previous,
-                desired_state=meter.desired_relay_state,
-                command=None if active is None else CommandInfo.of(active),
+                desired_state=desired_after,
+                command=active,
                 command_created=created,
                 superseded=tuple(superseded),
                 low_balance=low_balance,
+            ), None
+
+    @staticmethod
+    async def _insert_event(session: AsyncSession, values: dict[str, Any]) -> int:
+        result = await session.execute(insert(_EVENTS).values(values).returning(_EVENTS.c.id))
+        return int(result.scalar_one())
+
+    async def _store_unknown_meter_event(
+        self,
+        session: AsyncSession,
+        event: BalanceEventIn,
+        alarm_type: str,
+        now: datetime,
+        duplicate_id: bool,
+    ) -> tuple[BalanceOutcome, AlarmInfo]:
+        """What record_balance_event stores for an event about a meter not in the
+        inventory: the raw event (its event_id dropped when another event has it), rejected,
+        and an alarm."""
+        detail = "unknown meter: not in the inventory"
+        row_id = await self._insert_event(
+            session,
+            {
+                "event_id": None if duplicate_id else event.event_id,
+                "meter_id": event.meter_id,
+                "seq": event.seq,
+                "raw": event.raw,
+                "received_at": now,
+                "outcome": "rejected",
+                "detail": detail,
+                "low_balance": False,
+            },
+        )
+        alarm_id = (
+            await session.execute(
+                insert(_ALARMS)
+                .values(
+                    type=alarm_type, meter_id=event.meter_id, detail=detail, ts=now, cleared=False
+                )
+                .returning(_ALARMS.c.id)
             )
+        ).scalar_one()
+        outcome = BalanceOutcome(
+            outcome="rejected",
+            detail=detail,
+            meter_id=event.meter_id,
+            seq=event.seq,
+            balance=event.balance,
+            event_row_id=row_id,
+        )
+        return outcome, AlarmInfo(int(alarm_id), alarm_type, event.meter_id, detail, now, False)
 
     async def record_balance_event(
         self,
@@ -647,6 +776,39 @@ class Repository:
             next_attempt_at=now,
             overdue_alarm_raised=False,
         )
+
+    @staticmethod
+    def _new_command_values(
+        meter_id: str,
+        action: str,
+        *,
+        source: str,
+        now: datetime,
+        event_id: str | None = None,
+        seq: int | None = None,
+        reason: str | None = None,
+    ) -> dict[str, Any]:
+        """A new command's columns, for a Core INSERT (same values as _new_command)."""
+        if action not in rules.ACTIONS:
+            raise ValueError(f"unknown relay action {action!r}")
+        if source not in models.COMMAND_SOURCES:
+            raise ValueError(f"unknown command source {source!r}")
+        return {
+            "command_id": str(uuid.uuid4()),
+            "meter_id": meter_id,
+            "action": action,
+            "status": "queued",
+            "attempt": 0,
+            "source": source,
+            "event_id": event_id,
+            "seq": seq,
+            "reason": reason,
+            "created_at": now,
+            "updated_at": now,
+            "next_attempt_at": now,
+            "overdue_alarm_raised": False,
+            "last_error": None,
+        }
 
     async def create_command(
         self, meter_id: str, action: str, *, source: str = "operator", reason: str | None = None
@@ -871,15 +1033,53 @@ class Repository:
             raise ValueError(f"unknown relay state {state!r}")
         now = self.now()
         c = _COMMANDS.c
+        types = tuple(clear_alarm_types)
+        m, a = _METERS.c, _ALARMS.c
+        standing = (
+            select(a.id)
+            .where(a.meter_id == m.meter_id, a.type.in_(types), a.cleared.is_(False))
+            .exists()
+            if types
+            else literal(False)
+        )
         async with self.db.transaction() as session:
-            meter_id = await session.scalar(
-                select(c.meter_id).where(c.command_id == command_id).with_for_update()
+            # The command's meter, what it said before and whether an alarm to clear stands,
+            # in one statement (most confirmations have no alarm to clear).
+            found = (
+                await session.execute(
+                    select(
+                        m.meter_id,
+                        m.confirmed_relay_state,
+                        m.confirmed_at,
+                        m.last_balance,
+                        m.last_balance_currency,
+                        standing.label("standing"),
+                    )
+                    .select_from(_COMMANDS.join(_METERS, _METERS.c.meter_id == c.meter_id))
+                    .where(c.command_id == command_id)
+                    .with_for_update()
+                )
+            ).first()
+            if found is None:
+                meter_id = await session.scalar(
+                    select(c.meter_id).where(c.command_id == command_id)
+                )
+                if meter_id is None:
+                    return None
+                raise UnknownMeter(meter_id)
+            meter_id = found.meter_id
+            await self._write_relay_state(
+                session,
+                meter_id,
+                found.confirmed_at,
+                state,
+                output_state,
+                control_state,
+                to_utc(ts or now),
+                reason,
+                command_id,
             )
-            if meter_id is None:
-                return None
-            before = await self._relay_state_core(
-                session, meter_id, state, output_state, control_state, ts or now, reason, command_id
-            )
+            before = (found.confirmed_relay_state, found.last_balance, found.last_balance_currency)
             row = (
                 await session.execute(
                     update(_COMMANDS)
@@ -891,9 +1091,7 @@ class Repository:
                 )
             ).first()
             cleared = 0
-            types = tuple(clear_alarm_types)
-            if row is not None and types:
-                a = _ALARMS.c
+            if row is not None and found.standing:
                 result = await session.execute(
                     update(_ALARMS)
                     .where(a.type.in_(types), a.meter_id == meter_id, a.cleared.is_(False))
@@ -1003,6 +1201,33 @@ class Repository:
         ).first()
         if before is None:
             raise UnknownMeter(meter_id)
+        await self._write_relay_state(
+            session,
+            meter_id,
+            before.confirmed_at,
+            state,
+            output_state,
+            control_state,
+            ts,
+            reason,
+            command_id,
+        )
+        return before.confirmed_relay_state, before.last_balance, before.last_balance_currency
+
+    async def _write_relay_state(
+        self,
+        session: AsyncSession,
+        meter_id: str,
+        confirmed_at: datetime | None,
+        state: str,
+        output_state: bool | None,
+        control_state: str | None,
+        ts: datetime,
+        reason: str | None,
+        command_id: str | None,
+    ) -> None:
+        """The history row, and the meter's confirmed state unless a newer read-back (its
+        `confirmed_at`, read under the row lock) is already recorded."""
         await session.execute(
             insert(_RELAY_STATES).values(
                 meter_id=meter_id,
@@ -1014,10 +1239,10 @@ class Repository:
                 command_id=command_id,
             )
         )
-        if before.confirmed_at is None or before.confirmed_at <= ts:
+        if confirmed_at is None or confirmed_at <= ts:
             await session.execute(
                 update(_METERS)
-                .where(m.meter_id == meter_id)
+                .where(_METERS.c.meter_id == meter_id)
                 .values(
                     confirmed_relay_state=state,
                     confirmed_output_state=output_state,
@@ -1025,7 +1250,6 @@ class Repository:
                     updated_at=self.now(),
                 )
             )
-        return before.confirmed_relay_state, before.last_balance, before.last_balance_currency
 
     async def relay_history(self, meter_id: str, *, limit: int = 100) -> list[RelayStateInfo]:
         stmt = (
