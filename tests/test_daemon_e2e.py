@@ -426,7 +426,11 @@ async def test_unreachable_meter_escalates_then_completes(sim_fleet, tmp_path) -
 
         fleet.go_online(0)
         await h.wait_state(0, "disconnected")
-        done = [c for c in h.out("commands", 0) if c["status"] == "confirmed"]
+        # Published just after the commit: wait for it rather than race it.
+        done = await eventually(
+            lambda: [c for c in h.out("commands", 0) if c["status"] == "confirmed"],
+            what="confirmed command published",
+        )
         assert len(done) == 1 and done[0]["attempt"] == max(attempts) + 1
         assert len(h.remote_ops(0)) == 1
         standing = await h.repository.list_alarms(meter_id=h.ids[0])
