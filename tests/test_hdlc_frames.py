@@ -11,7 +11,7 @@ from vectors import vector_by_id, vector_params
 
 from cosem_objects.errors import DecodeError, ProtocolError
 from drivers.hdlc.addresses import HdlcAddress, decode_address, encode_address
-from drivers.hdlc.crc import crc16_x25, crc16_x25_bytes
+from drivers.hdlc.crc import crc16_x25, crc16_x25_bytes, crc16_x25_reference
 from drivers.hdlc.frames import (
     BadFrame,
     FrameType,
@@ -33,6 +33,12 @@ def test_crc_catalogue_check_value() -> None:
 
 def test_hcs_example_goes_low_byte_first() -> None:
     assert crc16_x25_bytes(bytes.fromhex("033F")) == bytes.fromhex("5BEC")
+
+
+@FUZZ
+@given(st.binary(max_size=600))
+def test_c_backed_crc_matches_the_table_driven_reference(data: bytes) -> None:
+    assert crc16_x25(data) == crc16_x25_reference(data)
 
 
 def test_crc_of_frame_body_plus_its_fcs_is_the_x25_residue() -> None:
