@@ -79,26 +79,3 @@ async def test_rows_waiting_at_stop_are_still_stored(db: Database) -> None:
     await asyncio.gather(writer, return_exceptions=True)
     assert await waiting == 2
     assert await stored(db) == 2
-
-
-async def test_urgent_sqlite_writers_go_first(tmp_path: Path) -> None:
-    """A balance event's transaction overtakes queued ordinary writes on SQLite."""
-    async with temp_database("sqlite", tmp_path) as db:
-        order: list[str] = []
-        release = asyncio.Event()
-
-        async def writer(name: str, urgent: bool) -> None:
-            async with db.transaction(urgent=urgent):
-                order.append(name)
-                if name == "first":
-                    await release.wait()
-
-        first = asyncio.create_task(writer("first", False))
-        await asyncio.sleep(0.05)  # holds the write lock
-        queued = [asyncio.create_task(writer(f"normal-{i}", False)) for i in range(3)]
-        await asyncio.sleep(0.01)
-        urgent = asyncio.create_task(writer("urgent", True))
-        await asyncio.sleep(0.01)
-        release.set()
-        await asyncio.gather(first, urgent, *queued)
-        assert order == ["first", "urgent", "normal-0", "normal-1", "normal-2"]

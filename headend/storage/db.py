@@ -8,7 +8,6 @@ writes can fail with "database is locked" instead of waiting its turn."""
 from __future__ import annotations
 
 import asyncio
-import collections
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -34,43 +33,9 @@ _MIGRATION_LOCK_ID = 0x68656164  # "head"
 # busy handler (1 ms .. 100 ms steps), so many concurrent writers wait far longer than their
 # transactions take. Writers of one process queue here instead, first come first served;
 # the busy timeout still covers other processes (the CLI, a second head-end).
-# Keyed by event loop (asyncio primitives belong to one loop), then by database file.
-_SQLITE_WRITE_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _WriteLock]]
+# Keyed by event loop (an asyncio.Lock belongs to one loop), then by database file.
+_SQLITE_WRITE_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]]
 _SQLITE_WRITE_LOCKS = weakref.WeakKeyDictionary()
-
-
-class _WriteLock:
-    """FIFO per lane, the urgent lane first: a balance event's transaction (the MQTT bridge's
-    serial path, which a paying customer waits on) goes before queued poll and command writes."""
-
-    def __init__(self) -> None:
-        self.held = False
-        self.urgent: collections.deque[asyncio.Future[None]] = collections.deque()
-        self.normal: collections.deque[asyncio.Future[None]] = collections.deque()
-
-    async def acquire(self, urgent: bool) -> None:
-        if not self.held and not self.urgent and not self.normal:
-            self.held = True
-            return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        (self.urgent if urgent else self.normal).append(waiter)
-        try:
-            await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self.release()  # ownership arrived as we were cancelled: pass it on
-            else:
-                waiter.cancel()
-            raise
-
-    def release(self) -> None:
-        for lane in (self.urgent, self.normal):
-            while lane:
-                waiter = lane.popleft()
-                if not waiter.done():
-                    waiter.set_result(None)  # ownership moves on; held stays True
-                    return
-        self.held = False
 
 
 def _sqlite_file_key(url: str) -> str:
@@ -78,11 +43,11 @@ def _sqlite_file_key(url: str) -> str:
     return str(Path(database).expanduser().resolve()) if database not in ("", ":memory:") else url
 
 
-def _sqlite_write_lock(key: str) -> _WriteLock:
+def _sqlite_write_lock(key: str) -> asyncio.Lock:
     locks = _SQLITE_WRITE_LOCKS.setdefault(asyncio.get_running_loop(), {})
     lock = locks.get(key)
     if lock is None:
-        lock = locks[key] = _WriteLock()
+        lock = locks[key] = asyncio.Lock()
     return lock
 
 
@@ -179,20 +144,17 @@ class Database:
         return self.sessions()
 
     @asynccontextmanager
-    async def transaction(self, *, urgent: bool = False) -> AsyncIterator[AsyncSession]:
-        """One write transaction. On SQLite, writers of this process take turns (urgent ones
-        first) instead of sleeping in SQLite's busy handler."""
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
         if self.dialect != "sqlite":
             async with self.write_sessions() as session, session.begin():
                 yield session
             return
-        lock = _sqlite_write_lock(self._file_key)
-        await lock.acquire(urgent)
-        try:
-            async with self.write_sessions() as session, session.begin():
-                yield session
-        finally:
-            lock.release()
+        async with (
+            _sqlite_write_lock(self._file_key),
+            self.write_sessions() as session,
+            session.begin(),
+        ):
+            yield session
 
     async def migrate(self) -> None:
         await migrate(self.engine)

@@ -471,7 +471,7 @@ class Repository:
         # several times more CPU and round trips on this, the bridge's serial path).
         now = self.now()
         m, c, e = _METERS.c, _COMMANDS.c, _EVENTS.c
-        async with self.db.transaction(urgent=True) as session:
+        async with self.db.transaction() as session:
             row = (
                 await session.execute(
                     _BALANCE_READ, {"meter_id": event.meter_id, "event_id": event.event_id}
