@@ -782,3 +782,35 @@ async def test_run_stops_at_start_naming_a_meter_it_cannot_decrypt(sim_fleet, tm
         _, err = await run.communicate()
     assert run.returncode == 2
     assert meter_id in err.decode() and "wrong master key" in err.decode()
+
+
+def test_ctrl_c_stops_the_demo_cleanly(tmp_path: Path) -> None:
+    """Ctrl-C reaches the whole foreground process group, as in a terminal: the demo still
+    stops the head-end, prints its summary, stops its simulator, and shows no traceback."""
+    workdir = tmp_path / "demo"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "headend.cli", "demo", "--workdir", str(workdir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+        env=_cli_env(),
+        start_new_session=True,
+    )
+    assert process.stdout is not None
+    deadline = time.monotonic() + 60
+    seen = ""
+    while "billing ->" not in seen and time.monotonic() < deadline:  # the feed is running
+        line = process.stdout.readline()
+        if not line:
+            break
+        seen += line
+    assert "billing ->" in seen, seen[-3000:]
+    os.killpg(process.pid, signal.SIGINT)
+    out, _ = process.communicate(timeout=90)
+    out = seen + out
+    assert process.returncode == 0, out[-4000:]
+    assert "Traceback" not in out
+    assert "demo summary" in out
+    assert "demo: stopped before the billing script finished" in out or "demo: OK" in out
+    assert workdir.joinpath("simulator.log").exists()
