@@ -21,16 +21,12 @@ from headend.mqtt.payloads import (
     alarm_payload,
     bad_event_alarm,
     command_payload,
-    disconnected_for_arrears_notification,
     encode_payload,
     format_decimal,
     format_ts,
-    low_balance_notification,
     notification_payload,
     parse_balance_event,
     readings_payload,
-    ready_for_reconnection_notification,
-    reconnected_notification,
     relay_payload,
     scrub_text,
     status_payload,
@@ -335,7 +331,8 @@ def test_relay_and_command_payloads() -> None:
 
 def test_notification_payloads() -> None:
     assert decoded(
-        low_balance_notification(
+        notification_payload(
+            "low_balance",
             "MTR1",
             TS,
             balance=Decimal("9.50"),
@@ -353,9 +350,11 @@ def test_notification_payloads() -> None:
         "event_id": "e1",
     }
     built = [
-        disconnected_for_arrears_notification("MTR1", TS, balance=Decimal("-1"), currency="CNY"),
-        reconnected_notification("MTR1", TS, balance=Decimal("5"), currency="CNY"),
-        ready_for_reconnection_notification("MTR1", TS),
+        notification_payload(
+            "disconnected_for_arrears", "MTR1", TS, balance=Decimal("-1"), currency="CNY"
+        ),
+        notification_payload("reconnected", "MTR1", TS, balance=Decimal("5"), currency="CNY"),
+        notification_payload("ready_for_reconnection", "MTR1", TS),
     ]
     assert [p["type"] for p in built] == [
         "disconnected_for_arrears",

@@ -34,16 +34,12 @@ __all__ = [
     "alarm_payload",
     "bad_event_alarm",
     "command_payload",
-    "disconnected_for_arrears_notification",
     "encode_payload",
     "format_decimal",
     "format_ts",
-    "low_balance_notification",
     "notification_payload",
     "parse_balance_event",
     "readings_payload",
-    "ready_for_reconnection_notification",
-    "reconnected_notification",
     "relay_payload",
     "scrub_text",
     "status_payload",
@@ -469,76 +465,6 @@ def notification_payload(
     if event_id is not None:
         payload["event_id"] = event_id
     return payload
-
-
-def low_balance_notification(
-    meter_id: str,
-    ts: datetime,
-    *,
-    balance: Decimal,
-    currency: str,
-    warning_threshold: Decimal,
-    event_id: str | None = None,
-) -> Payload:
-    return notification_payload(
-        "low_balance",
-        meter_id,
-        ts,
-        balance=balance,
-        currency=currency,
-        warning_threshold=warning_threshold,
-        event_id=event_id,
-    )
-
-
-def disconnected_for_arrears_notification(
-    meter_id: str,
-    ts: datetime,
-    *,
-    balance: Decimal | None = None,
-    currency: str | None = None,
-    event_id: str | None = None,
-) -> Payload:
-    return notification_payload(
-        "disconnected_for_arrears",
-        meter_id,
-        ts,
-        balance=balance,
-        currency=currency,
-        event_id=event_id,
-    )
-
-
-def reconnected_notification(
-    meter_id: str,
-    ts: datetime,
-    *,
-    balance: Decimal | None = None,
-    currency: str | None = None,
-    event_id: str | None = None,
-) -> Payload:
-    return notification_payload(
-        "reconnected", meter_id, ts, balance=balance, currency=currency, event_id=event_id
-    )
-
-
-def ready_for_reconnection_notification(
-    meter_id: str,
-    ts: datetime,
-    *,
-    balance: Decimal | None = None,
-    currency: str | None = None,
-    event_id: str | None = None,
-) -> Payload:
-    """The meter allows reconnection but waits for the customer to press its button."""
-    return notification_payload(
-        "ready_for_reconnection",
-        meter_id,
-        ts,
-        balance=balance,
-        currency=currency,
-        event_id=event_id,
-    )
 
 
 def alarm_payload(
