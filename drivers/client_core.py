@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cosem_objects import acse, security
+from cosem_objects import security
 from cosem_objects.acse import (
     AARE,
     AARQ,
@@ -28,6 +28,7 @@ from cosem_objects.acse import (
 )
 from cosem_objects.apdu import decode_apdu
 from cosem_objects.apdu.action import (
+    ActionRequestNextPBlock,
     ActionRequestNormal,
     ActionRequestWithFirstPBlock,
     ActionRequestWithPBlock,
@@ -61,7 +62,7 @@ from cosem_objects.apdu.set import (
     SetResponseLastDataBlock,
     SetResponseNormal,
 )
-from cosem_objects.axdr import Data, decode_data_all, encode_data
+from cosem_objects.axdr import Data, decode_data, decode_data_all, decode_length, encode_data
 from cosem_objects.classes import AssociationLN, Obises
 from cosem_objects.errors import DecodeError, ProtocolError, SecurityError
 from drivers.dlms_errors import (
@@ -548,8 +549,6 @@ class ClientConnection:
             if len(self._blocks) > self.settings.max_response_bytes:
                 raise DecodeError(f"{self._pending_what}: response larger than the limit")
             if not apdu.last_block:
-                from cosem_objects.apdu.action import ActionRequestNextPBlock
-
                 return Continue(
                     ActionRequestNextPBlock(self._pending_iip, apdu.block_number).to_bytes()
                 )
@@ -626,8 +625,6 @@ class ClientConnection:
 
 def _decode_list_results(raw: bytes) -> list[Data | DataAccessResult]:
     """A GET with-list reply reassembled from blocks: count, then (00 Data | 01 result) each."""
-    from cosem_objects.axdr import decode_data, decode_length
-
     count, offset = decode_length(raw, 0)
     if count > len(raw):
         raise DecodeError("with-list result count exceeds the bytes")
@@ -664,4 +661,4 @@ def _aare_detail(aare: AARE) -> str:
     return f"{result}, {aare.diagnostic_source}: {name}"
 
 
-__all__ = ["AttributeResult", "Authentication", "ClientConnection", "ClientSettings", "acse"]
+__all__ = ["AttributeResult", "Authentication", "ClientConnection", "ClientSettings"]

@@ -14,7 +14,12 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol
 
-from cosem_objects.apdu.common import AttributeDescriptor, MethodDescriptor, SelectiveAccess
+from cosem_objects.apdu.common import (
+    AttributeDescriptor,
+    DataAccessResult,
+    MethodDescriptor,
+    SelectiveAccess,
+)
 from cosem_objects.axdr import Data, DataType
 from cosem_objects.classes import (
     SCALER_ATTRIBUTE,
@@ -237,8 +242,6 @@ class DlmsSession:
         try:
             value = await self._exchange(self.core.get([(descriptor, None)]))
         except DataAccessFailed as exc:
-            from cosem_objects.apdu.common import DataAccessResult
-
             return AttributeResult(None, DataAccessResult(exc.result))
         return AttributeResult(value, None)
 
