@@ -447,11 +447,24 @@ async def _run(meters: int, duration: float | None, workdir: Path, console: Cons
                 watcher = tg.create_task(_watch("127.0.0.1", broker_port, view, watching))
                 async with asyncio.timeout(15):
                     await watching.wait()
-                feed = tg.create_task(
-                    _feed(script, meter_ids, simulator, "127.0.0.1", broker_port, view, scale)
-                )
+                fed = asyncio.Event()
+
+                async def feed_billing() -> None:
+                    try:
+                        await _feed(
+                            script, meter_ids, simulator, "127.0.0.1", broker_port, view, scale
+                        )
+                    except aiomqtt.MqttError as exc:
+                        # Ctrl-C can cut the feed's connection mid-publish; the summary says
+                        # the script did not finish (and judges it when nobody stopped it).
+                        view.log(f"billing feed stopped: {exc}")
+                        return
+                    fed.set()
+
+                feed = tg.create_task(feed_billing())
                 await _show(view, console, plain, duration, stop)
-                script_finished = feed.done()
+                # Judge the relays only if the script ran to its end, or nobody cut it short.
+                script_finished = fed.is_set() or not stop.is_set()
                 feed.cancel()
                 daemon.request_stop()
                 await daemon_task
