@@ -1,7 +1,7 @@
 """B5 inventory scale: import 100,000 meters, then the daemon's RSS and CPU while idle.
 
 1. An inventory CSV of `--meters` HLS-GMAC meters (two keys each, so every row is sealed
-   under the master key) goes in with `headend.inventory.import_inventory`. Floor in the same
+   under the master key) goes in with `headend.meters.inventory.import_inventory`. Floor in the same
    run: the same file read with the stdlib csv module and inserted with stdlib sqlite3,
    unchecked and unencrypted.
 2. `headend run` starts on that database (polling interval of a year, so no meter is due)
@@ -56,7 +56,7 @@ COLUMNS = (
     "enc_key",
 )
 _BASELINE_IMPORTS = (
-    "import headend.daemon, headend.cli, headend.inventory, drivers.session, drivers.connect"
+    "import headend.daemon, headend.cli, headend.meters.inventory, drivers.session, drivers.connect"
 )
 
 
@@ -75,8 +75,8 @@ def write_inventory(path: Path, meters: int) -> None:
 
 
 async def import_meters(db_path: Path, csv_path: Path, master_hex: str) -> dict[str, Any]:
-    from headend.inventory import import_inventory
-    from headend.secrets import parse_master_key
+    from headend.meters.inventory import import_inventory
+    from headend.meters.secrets import parse_master_key
     from headend.storage import Database
 
     db = await Database.open(f"sqlite+aiosqlite:///{db_path}")

@@ -142,8 +142,8 @@ async def database(kind: str, root: Path, postgres_url: str) -> Any:
 
 
 async def import_fleet(db_url: str, inventory: Path, master_hex: str) -> int:
-    from headend.inventory import import_inventory
-    from headend.secrets import parse_master_key
+    from headend.meters.inventory import import_inventory
+    from headend.meters.secrets import parse_master_key
     from headend.storage import Database
 
     db = await Database.open(db_url)

@@ -19,7 +19,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from headend.secrets import (
+from headend.meters.secrets import (
     MASTER_KEY_ENV,
     MasterKey,
     Secret,
@@ -157,7 +157,7 @@ class Config:
     def open_master_key(
         self, environ: Mapping[str, str] | None = None, *, generate: bool = True
     ) -> MasterKey:
-        """The master key for meter secrets (see headend.secrets.load_master_key); raises
+        """The master key for meter secrets (see headend.meters.secrets.load_master_key); raises
         SecretsError when there is none."""
         env = dict(os.environ if environ is None else environ)
         if self.security.master_key is not None:

@@ -25,8 +25,8 @@ from headend.collection.poller import Poller, PollSettings
 from headend.collection.scheduler import Scheduler
 from headend.collection.service import CollectionService
 from headend.config import Config, LoggingConfig
-from headend.line_locks import LineLocks, RelayPressure
-from headend.meter_access import MeterAccess
+from headend.meters.access import MeterAccess
+from headend.meters.line_locks import LineLocks, RelayPressure
 from headend.mqtt.bridge import MqttBridge
 from headend.mqtt.broker import EmbeddedBroker
 from headend.mqtt.payloads import BadEvent, BalanceEvent

@@ -33,8 +33,9 @@ from rich.table import Table
 
 from headend.config import Config, LoggingConfig, load_config
 from headend.daemon import Daemon, DaemonTuning, configure_daemon_logging
-from headend.inventory import import_inventory
+from headend.meters.inventory import import_inventory
 from headend.mqtt.broker import free_port
+from headend.status import status_report
 from headend.storage import Database
 
 __all__ = ["DemoScript", "run_demo"]
@@ -511,7 +512,6 @@ async def _summary(
 ) -> bool:
     """The relays at the simulator against what the billing script should have led to. When
     the demo was stopped (Ctrl-C) before the script ended there is nothing to judge yet."""
-    from headend.cli_run import status_report
 
     problems: list[str] = []
     table = Table("meter", "expected", "at the simulator", "control mode", title="demo summary")

@@ -14,8 +14,8 @@ from typing import Any
 
 from db_support import temp_database
 
-from headend.inventory import import_inventory
-from headend.secrets import MasterKey
+from headend.meters.inventory import import_inventory
+from headend.meters.secrets import MasterKey
 from headend.storage import Database
 
 

@@ -17,8 +17,8 @@ from drivers.connect import open_session
 from headend.collection.poller import BILLING_PROFILE, LOAD_PROFILE, Poller, PollSettings
 from headend.collection.scheduler import PollJob, Scheduler, next_slot, slot_offset
 from headend.collection.service import CollectionService
-from headend.line_locks import COMMAND, POLL, LineLocks
-from headend.meter_access import MeterAccess
+from headend.meters.access import MeterAccess
+from headend.meters.line_locks import COMMAND, POLL, LineLocks
 from headend.mqtt.topics import Topics
 from headend.storage import Repository
 
@@ -342,7 +342,7 @@ async def test_meters_sharing_a_serial_line_are_polled_one_at_a_time(sim_fleet, 
 
 
 async def test_inventory_refresh_decrypts_only_what_changed(sim_fleet, tmp_path) -> None:
-    from headend.inventory import import_inventory
+    from headend.meters.inventory import import_inventory
 
     async with (
         sim_fleet(3, security="hls-gmac") as fleet,

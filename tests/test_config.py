@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from headend.config import Config, ConfigError, env_var_name, load_config
-from headend.secrets import SecretsError
+from headend.meters.secrets import SecretsError
 
 REPO = Path(__file__).resolve().parents[1]
 KEY_HEX = "11" * 32

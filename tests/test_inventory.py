@@ -16,8 +16,8 @@ from db_support import DIALECTS, temp_database
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from headend.cli import app
-from headend.inventory import (
+from headend.cli.app import app
+from headend.meters.inventory import (
     InventoryError,
     decrypt_meter,
     import_inventory,
@@ -25,7 +25,7 @@ from headend.inventory import (
     load_meters,
     parse_inventory,
 )
-from headend.secrets import MasterKey, Secret, SecretsError
+from headend.meters.secrets import MasterKey, Secret, SecretsError
 from headend.storage import Database, Repository
 from headend.storage.models import Meter
 

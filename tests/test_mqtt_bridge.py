@@ -506,7 +506,7 @@ async def test_tls_with_the_brokers_ca_connects_and_without_it_does_not(tmp_path
 
 async def test_bridge_takes_headend_config_with_a_secret_password(tmp_path: Path) -> None:
     config = pytest.importorskip("headend.config")
-    secrets = pytest.importorskip("headend.secrets")
+    secrets = pytest.importorskip("headend.meters.secrets")
     async with open_broker("amqtt", tmp_path) as broker:
         mqtt_config = config.MqttConfig(
             host=broker.host,

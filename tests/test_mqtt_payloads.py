@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from headend.domain import check_meter_id, is_valid_meter_id
 from headend.mqtt.outbox import Outbox, OutboxMessage
 from headend.mqtt.payloads import (
     MAX_EVENT_SIZE,
@@ -32,7 +33,7 @@ from headend.mqtt.payloads import (
     status_payload,
 )
 from headend.mqtt.settings import MqttSettings
-from headend.mqtt.topics import Topics, check_meter_id, is_valid_meter_id
+from headend.mqtt.topics import Topics
 
 GOOD: dict[str, Any] = {
     "meter_id": "MTR000042",

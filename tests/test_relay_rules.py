@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from headend.meters.backoff import backoff_delay
 from headend.relay import rules
 
 THRESHOLD = Decimal("20.00")
@@ -135,7 +136,7 @@ def test_notification_for_confirmed_states() -> None:
 @settings(max_examples=300, deadline=None)
 def test_backoff_grows_and_is_capped(attempt: int, seed: int) -> None:
     rng = random.Random(seed)
-    delay = rules.backoff_delay(attempt, 1.0, 300.0, rng)
+    delay = backoff_delay(attempt, 1.0, 300.0, rng)
     step = min(300.0, 2.0 ** (attempt - 1))
     assert step * 0.5 <= delay <= step
     assert delay <= 300.0
@@ -143,5 +144,5 @@ def test_backoff_grows_and_is_capped(attempt: int, seed: int) -> None:
 
 def test_backoff_jitter_spreads_a_fleet() -> None:
     rng = random.Random(7)
-    delays = {round(rules.backoff_delay(3, 10.0, 300.0, rng), 3) for _ in range(50)}
+    delays = {round(backoff_delay(3, 10.0, 300.0, rng), 3) for _ in range(50)}
     assert len(delays) > 40

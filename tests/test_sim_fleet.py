@@ -172,7 +172,7 @@ def test_inventory_row_repr_hides_secrets() -> None:
 
 
 async def test_the_head_end_importer_reads_the_inventory_as_is(tmp_path: Path) -> None:
-    from headend.inventory import parse_inventory
+    from headend.meters.inventory import parse_inventory
 
     path = tmp_path / "inventory.csv"
     spec = load_fleet_file(EXAMPLE)

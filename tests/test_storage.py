@@ -17,6 +17,7 @@ import pytest
 from db_support import DIALECTS, temp_database
 from sqlalchemy import func, select, text
 
+from headend.domain import ACTIVE_COMMAND_STATUSES
 from headend.storage import (
     BalanceEventIn,
     Database,
@@ -26,7 +27,7 @@ from headend.storage import (
     Repository,
     UnknownMeter,
 )
-from headend.storage.models import ACTIVE_COMMAND_STATUSES, BalanceEvent, Command, Meter, Reading
+from headend.storage.models import BalanceEvent, Command, Meter, Reading
 
 T0 = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
 REPO = Path(__file__).resolve().parents[1]

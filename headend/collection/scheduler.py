@@ -12,7 +12,7 @@ import random
 import zlib
 from dataclasses import dataclass, field
 
-from headend.relay.rules import backoff_delay
+from headend.meters.backoff import backoff_delay
 
 
 def slot_offset(meter_id: str, interval_s: float) -> float:

@@ -16,8 +16,8 @@ from cosem_objects.errors import ProtocolError
 from drivers.dlms_errors import DlmsError
 from headend.collection.poller import Poller, PollReport
 from headend.collection.scheduler import PollJob, Scheduler
-from headend.line_locks import POLL, RelayPressure
-from headend.meter_access import MeterAccess
+from headend.meters.access import MeterAccess
+from headend.meters.line_locks import POLL, RelayPressure
 from headend.mqtt.payloads import alarm_payload
 from headend.mqtt.topics import Topics
 from headend.storage import Repository

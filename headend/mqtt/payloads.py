@@ -13,22 +13,29 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, Final, Literal, NoReturn
+from typing import Any, Final, NoReturn
 
-from headend.mqtt.topics import MAX_METER_ID_LEN, is_valid_meter_id
+from headend.domain import (
+    ACTIONS,
+    COMMAND_STATUSES,
+    MAX_METER_ID_LEN,
+    NOTIFICATION_TYPES,
+    RELAY_STATES,
+    Action,
+    CommandStatus,
+    NotificationType,
+    RelayState,
+    is_valid_meter_id,
+)
 
 __all__ = [
-    "ALARM_TYPES",
-    "COMMAND_STATUSES",
     "MAX_ABS_AMOUNT",
     "MAX_EVENT_SIZE",
     "MAX_FRACTION_DIGITS",
-    "NOTIFICATION_TYPES",
-    "RELAY_STATES",
     "BadEvent",
     "BalanceEvent",
     "alarm_payload",
@@ -53,31 +60,6 @@ MAX_FRACTION_DIGITS: Final = 8
 MAX_SEQ: Final = 2**63 - 1
 MAX_EVENT_ID_LEN: Final = 128
 MAX_TEXT_LEN: Final = 500
-
-RelayState = Literal["connected", "disconnected", "ready_for_reconnection"]
-CommandAction = Literal["disconnect", "reconnect"]
-CommandStatus = Literal["queued", "sent", "confirmed", "failed", "escalated"]
-NotificationType = Literal[
-    "low_balance", "disconnected_for_arrears", "reconnected", "ready_for_reconnection"
-]
-
-RELAY_STATES: Final = frozenset({"connected", "disconnected", "ready_for_reconnection"})
-COMMAND_ACTIONS: Final = frozenset({"disconnect", "reconnect"})
-COMMAND_STATUSES: Final = frozenset({"queued", "sent", "confirmed", "failed", "escalated"})
-NOTIFICATION_TYPES: Final = frozenset(
-    {"low_balance", "disconnected_for_arrears", "reconnected", "ready_for_reconnection"}
-)
-ALARM_TYPES: Final = frozenset(
-    {
-        "relay_command_overdue",
-        "meter_unreachable",
-        "bad_event",
-        "relay_stuck",
-        "relay_mismatch",
-        "outbox_overflow",
-    }
-)
-"""Alarm types the head-end raises today; ``alarm_payload`` accepts any snake_case name."""
 
 _ALARM_TYPE_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _CURRENCY_RE = re.compile(r"[A-Z]{3}")
@@ -363,7 +345,7 @@ def _meter(meter_id: str) -> str:
     return meter_id
 
 
-def _one_of(value: str, allowed: frozenset[str], what: str) -> str:
+def _one_of(value: str, allowed: Collection[str], what: str) -> str:
     if value not in allowed:
         raise ValueError(f"unknown {what}: {value!r:.40}")
     return value
@@ -418,7 +400,7 @@ def command_payload(
     *,
     command_id: str | int,
     meter_id: str,
-    action: CommandAction | str,
+    action: Action | str,
     status: CommandStatus | str,
     attempt: int,
     ts: datetime,
@@ -431,7 +413,7 @@ def command_payload(
     return {
         "command_id": command_id,
         "meter_id": _meter(meter_id),
-        "action": _one_of(action, COMMAND_ACTIONS, "command action"),
+        "action": _one_of(action, ACTIONS, "command action"),
         "status": _one_of(status, COMMAND_STATUSES, "command status"),
         "attempt": int(attempt),
         "ts": format_ts(ts),

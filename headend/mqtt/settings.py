@@ -3,7 +3,8 @@
 ``headend.config.MqttConfig`` is the real ``[mqtt]`` section; the bridge takes any object of the
 same shape (``MqttSettingsLike``), so this package does not depend on the config loader.
 ``MqttSettings`` is the plain stand-alone version for tests, the demo and library callers.
-The password may be a plain string or a ``headend.secrets.Secret`` (anything with ``reveal()``).
+The password may be a plain string or a ``headend.meters.secrets.Secret``
+(anything with ``reveal()``).
 """
 
 from __future__ import annotations

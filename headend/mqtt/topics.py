@@ -9,23 +9,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["MAX_METER_ID_LEN", "Topics", "check_meter_id", "is_valid_meter_id"]
+from headend.domain import check_meter_id
 
-MAX_METER_ID_LEN = 64
-# No controls, spaces, topic separators/wildcards or lone surrogates (not encodable as UTF-8).
-_METER_ID_RE = re.compile(rf"[^\x00-\x20/+#\x7f-\x9f\ud800-\udfff]{{1,{MAX_METER_ID_LEN}}}")
+__all__ = ["Topics"]
+
 _PREFIX_RE = re.compile(r"[^\x00-\x1f+#\x7f\ud800-\udfff]+")
-
-
-def is_valid_meter_id(meter_id: object) -> bool:
-    """1-64 printable characters without spaces, '/', '+' or '#'."""
-    return isinstance(meter_id, str) and _METER_ID_RE.fullmatch(meter_id) is not None
-
-
-def check_meter_id(meter_id: str) -> str:
-    if not is_valid_meter_id(meter_id):
-        raise ValueError(f"meter id unusable in an MQTT topic: {meter_id!r:.80}")
-    return meter_id
 
 
 def _check_prefix(prefix: str) -> str:

@@ -28,8 +28,11 @@ from typing import Any, Protocol
 from cosem_objects.errors import ProtocolError
 from drivers.dlms_errors import ActionFailed, DlmsError, ServiceRejected
 from drivers.session import DlmsSession, RelayStatus
-from headend.line_locks import COMMAND, RelayPressure
-from headend.meter_access import MeterAccess
+from headend import domain
+from headend.domain import ACTIONS
+from headend.meters.access import MeterAccess
+from headend.meters.backoff import backoff_delay
+from headend.meters.line_locks import COMMAND, RelayPressure
 from headend.mqtt.payloads import (
     BadEvent,
     BalanceEvent,
@@ -91,7 +94,7 @@ async def create_operator_command(
     Sets the meter's desired state, supersedes its active command and queues this one, in
     one transaction; a running daemon picks it up on its next scan (about a second). Returns
     the command id. Raises UnknownMeter, or ValueError for an unknown action / empty reason."""
-    if action not in rules.ACTIONS:
+    if action not in ACTIONS:
         raise ValueError(f"action must be disconnect or reconnect, got {action!r}")
     if not reason or not reason.strip():
         raise ValueError("an operator command needs a reason")
@@ -236,7 +239,7 @@ class RelayController:
         now = self._clock()
         # A command is superseded only by one for the other action.
         old_action = (
-            rules.DISCONNECT if outcome.desired_state == rules.CONNECTED else rules.RECONNECT
+            domain.DISCONNECT if outcome.desired_state == domain.CONNECTED else domain.RECONNECT
         )
         for command_id in outcome.superseded:
             self._publish_command_raw(
@@ -253,7 +256,7 @@ class RelayController:
             self.publisher.publish(
                 self.topics.notifications(event.meter_id),
                 notification_payload(
-                    rules.LOW_BALANCE,
+                    domain.LOW_BALANCE,
                     event.meter_id,
                     now,
                     balance=event.balance,
@@ -454,7 +457,7 @@ class RelayController:
         if not await self._still_wanted(command):
             raise _Superseded
         try:
-            if command.action == rules.DISCONNECT:
+            if command.action == domain.DISCONNECT:
                 after = await session.disconnect()
             else:
                 after = await session.reconnect()
@@ -548,7 +551,7 @@ class RelayController:
         await self._failed(command, attempt, refused.detail)
 
     async def _failed(self, command: CommandInfo, attempt: int, error: str) -> None:
-        delay = rules.backoff_delay(
+        delay = backoff_delay(
             attempt, self.settings.retry_base_s, self.settings.retry_max_backoff_s, self._rng
         )
         updated = await self.repository.update_command(

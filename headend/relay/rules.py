@@ -6,28 +6,21 @@ Nothing here does I/O or reads a clock; callers pass what they know."""
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Final, Literal
 
-CONNECTED: Final = "connected"
-DISCONNECTED: Final = "disconnected"
-READY_FOR_RECONNECTION = "ready_for_reconnection"
-RELAY_STATES = (CONNECTED, DISCONNECTED, READY_FOR_RECONNECTION)
-
-DISCONNECT = "disconnect"
-RECONNECT = "reconnect"
-ACTIONS = (DISCONNECT, RECONNECT)
-
-Action = Literal["disconnect", "reconnect"]
-DesiredState = Literal["connected", "disconnected"]
-
-# Notification types of the MQTT contract.
-LOW_BALANCE = "low_balance"
-DISCONNECTED_FOR_ARREARS = "disconnected_for_arrears"
-RECONNECTED = "reconnected"
-NOTIFY_READY_FOR_RECONNECTION = "ready_for_reconnection"
+from headend.domain import (
+    CONNECTED,
+    DISCONNECT,
+    DISCONNECTED,
+    DISCONNECTED_FOR_ARREARS,
+    NOTIFY_READY_FOR_RECONNECTION,
+    READY_FOR_RECONNECTION,
+    RECONNECT,
+    RECONNECTED,
+    Action,
+    DesiredState,
+)
 
 # Outcomes of a read-back.
 CONFIRMED = "confirmed"
@@ -152,19 +145,3 @@ def notification_for(action: str, state: str, *, operator: bool = False) -> str 
     if action == RECONNECT and state == READY_FOR_RECONNECTION:
         return NOTIFY_READY_FOR_RECONNECTION
     return None
-
-
-def backoff_delay(
-    attempt: int,
-    base_s: float,
-    cap_s: float,
-    rng: random.Random | None = None,
-) -> float:
-    """Exponential backoff with jitter: attempt 1 waits about base, doubling up to cap.
-
-    The jitter (50..100 % of the step) keeps a fleet that failed together from retrying
-    together."""
-    attempt = max(1, attempt)
-    step = min(cap_s, base_s * (2 ** min(attempt - 1, 32)))
-    rand = (rng or random).random()
-    return step * (0.5 + 0.5 * rand)

@@ -51,7 +51,7 @@ def _sqlite_write_lock(key: str) -> asyncio.Lock:
     return lock
 
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
 def _dialect(url: str) -> str:

@@ -1,4 +1,4 @@
-"""The head-end's tables. Every change here needs an Alembic revision in headend/migrations
+"""The head-end's tables. Every change here needs an Alembic revision in headend/storage/migrations
 (tests/test_storage.py checks that the migrated schema matches these models).
 
 Money is exact decimal text, timestamps are UTC. Rows that record what arrived from outside
@@ -31,11 +31,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from headend.storage.types import DecimalText, UtcDateTime
 
 __all__ = [
-    "ACTIVE_COMMAND_STATUSES",
     "COMMAND_SOURCES",
-    "COMMAND_STATUSES",
     "EVENT_OUTCOMES",
-    "TERMINAL_COMMAND_STATUSES",
     "Alarm",
     "BalanceEvent",
     "Base",
@@ -50,9 +47,6 @@ __all__ = [
 # A command is active (the controller works on it) until it is confirmed or superseded.
 # "failed" means the last attempt failed and the next waits for next_attempt_at; "escalated"
 # means relay_command_overdue was raised and retries go on (DESIGN.md: keep trying).
-COMMAND_STATUSES = ("queued", "sent", "confirmed", "failed", "escalated", "superseded")
-ACTIVE_COMMAND_STATUSES = ("queued", "sent", "failed", "escalated")
-TERMINAL_COMMAND_STATUSES = ("confirmed", "superseded")
 COMMAND_SOURCES = ("balance", "operator", "startup")
 # What was done about a balance event.
 EVENT_OUTCOMES = ("applied", "stale", "zero_no_change", "rejected")

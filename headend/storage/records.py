@@ -12,6 +12,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from headend.domain import ACTIVE_COMMAND_STATUSES
 from headend.storage import models
 
 __all__ = [
@@ -69,7 +70,7 @@ class CommandInfo:
     command_id: str
     meter_id: str
     action: str  # "disconnect" | "reconnect"
-    status: str  # models.COMMAND_STATUSES
+    status: str  # domain.COMMAND_STATUSES
     attempt: int
     source: str  # "balance" | "operator" | "startup"
     event_id: str | None
@@ -83,7 +84,7 @@ class CommandInfo:
 
     @property
     def active(self) -> bool:
-        return self.status in models.ACTIVE_COMMAND_STATUSES
+        return self.status in ACTIVE_COMMAND_STATUSES
 
     @classmethod
     def of(cls, row: models.Command) -> CommandInfo:
@@ -159,7 +160,7 @@ class AlarmInfo:
 
 @dataclass(frozen=True, slots=True)
 class MeterRow:
-    """A meter as stored; secrets stay sealed (see headend.inventory for decrypted ones)."""
+    """A meter as stored; secrets stay sealed (see headend.meters.inventory for decrypted ones)."""
 
     meter_id: str
     host: str | None

@@ -32,11 +32,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from headend import domain
+from headend.domain import ACTIVE_COMMAND_STATUSES
 from headend.relay import rules
 from headend.storage import models
 from headend.storage.db import Database
 from headend.storage.models import (
-    ACTIVE_COMMAND_STATUSES,
     Alarm,
     BalanceEvent,
     Command,
@@ -757,7 +758,7 @@ class Repository:
         seq: int | None = None,
         reason: str | None = None,
     ) -> Command:
-        if action not in rules.ACTIONS:
+        if action not in domain.ACTIONS:
             raise ValueError(f"unknown relay action {action!r}")
         if source not in models.COMMAND_SOURCES:
             raise ValueError(f"unknown command source {source!r}")
@@ -789,7 +790,7 @@ class Repository:
         reason: str | None = None,
     ) -> dict[str, Any]:
         """A new command's columns, for a Core INSERT (same values as _new_command)."""
-        if action not in rules.ACTIONS:
+        if action not in domain.ACTIONS:
             raise ValueError(f"unknown relay action {action!r}")
         if source not in models.COMMAND_SOURCES:
             raise ValueError(f"unknown command source {source!r}")
@@ -964,7 +965,7 @@ class Repository:
         """Change an active command. Returns None (and changes nothing) when the command is
         no longer active (confirmed or superseded meanwhile): the caller must stop.
         With keep_escalated, an escalated command keeps that status (retries go on)."""
-        if status is not None and status not in models.COMMAND_STATUSES:
+        if status is not None and status not in domain.COMMAND_STATUSES:
             raise ValueError(f"unknown command status {status!r}")
         c = _COMMANDS.c
         values: dict[str, Any] = {"updated_at": self.now()}
@@ -1029,7 +1030,7 @@ class Repository:
         """`complete_command`, and in the same transaction clear the meter's standing alarms
         of `clear_alarm_types` when the command was still active; returns what the meter
         said before (None when the command does not exist)."""
-        if state not in rules.RELAY_STATES:
+        if state not in domain.RELAY_STATES:
             raise ValueError(f"unknown relay state {state!r}")
         now = self.now()
         c = _COMMANDS.c
@@ -1158,7 +1159,7 @@ class Repository:
     ) -> None:
         """Store a relay state read back from a meter (history), and make it the meter's
         confirmed state unless a newer read-back is already recorded."""
-        if state not in rules.RELAY_STATES:
+        if state not in domain.RELAY_STATES:
             raise ValueError(f"unknown relay state {state!r}")
         async with self.db.transaction() as session:
             await self._relay_state_core(
@@ -1392,7 +1393,7 @@ class Repository:
                 await session.scalar(
                     select(func.count())
                     .select_from(Meter)
-                    .where(Meter.desired_relay_state == rules.DISCONNECTED)
+                    .where(Meter.desired_relay_state == domain.DISCONNECTED)
                 )
                 or 0
             )

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert, select
 
-from headend.mqtt.topics import is_valid_meter_id
-from headend.secrets import MasterKey, Secret
+from headend.domain import is_valid_meter_id
+from headend.meters.secrets import MasterKey, Secret
 from headend.storage.db import Database
 from headend.storage.models import Meter
 from headend.storage.records import MeterRow

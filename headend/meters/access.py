@@ -12,10 +12,10 @@ from sqlalchemy import select
 
 from drivers.connect import open_session
 from drivers.session import DlmsSession
-from headend.ic_store import invocation_counter_store
-from headend.inventory import MeterRecord, decrypt_meter, load_meter
-from headend.line_locks import COMMAND, POLL, LineLocks
-from headend.secrets import MasterKey
+from headend.meters.counters import invocation_counter_store
+from headend.meters.inventory import MeterRecord, decrypt_meter, load_meter
+from headend.meters.line_locks import COMMAND, POLL, LineLocks
+from headend.meters.secrets import MasterKey
 from headend.storage import Database, Repository
 from headend.storage.models import Meter
 

@@ -17,10 +17,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from headend.cli_common import EXIT_CONFIG, ConfigOpt, JsonOpt, fail, load_cli_config
+from headend.cli.common import EXIT_CONFIG, ConfigOpt, JsonOpt, fail, load_cli_config
 from headend.config import Config
-from headend.inventory import ImportResult, InventoryError, import_inventory
-from headend.secrets import SecretsError
+from headend.meters.inventory import ImportResult, InventoryError, import_inventory
+from headend.meters.secrets import SecretsError
 from headend.storage import Database, Repository
 from headend.storage.records import AlarmInfo, CommandInfo, MeterRow
 

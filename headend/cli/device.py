@@ -74,7 +74,7 @@ def _connection(
     config: Path | None,
 ) -> MeterConnection:
     if meter is not None:
-        from headend.device_lookup import connection_for_meter
+        from headend.cli.lookup import connection_for_meter
 
         return connection_for_meter(meter, config)
     try:
@@ -215,7 +215,7 @@ def relay(
 ) -> None:
     """Read or switch a meter's relay (Disconnect control 0.0.96.3.10.255), read back."""
     if meter is not None and operation is not RelayOperation.status:
-        from headend.device_lookup import operator_override
+        from headend.cli.lookup import operator_override
 
         if not reason:
             raise _fail("an operator override needs --reason", 2)

@@ -6,19 +6,19 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from headend.cli_common import EXIT_CONFIG, ConfigOpt, JsonOpt, fail, load_cli_config
+from headend.cli.common import EXIT_CONFIG, ConfigOpt, JsonOpt, fail, load_cli_config
 from headend.config import ConfigError
-from headend.secrets import SecretsError
+from headend.meters.secrets import SecretsError
+from headend.status import status_report
 
-__all__ = ["demo", "run", "status", "status_report"]
+__all__ = ["demo", "run", "status"]
 
 
 def run(ctx: typer.Context, config: ConfigOpt = None) -> None:
@@ -37,56 +37,6 @@ def run(ctx: typer.Context, config: ConfigOpt = None) -> None:
         raise typer.Exit(130) from None
     except (OSError, RuntimeError) as exc:
         fail(f"head-end: {exc}", 1)
-
-
-async def status_report(url: str, *, limit: int = 50) -> dict[str, Any]:
-    """What `headend status` shows, as plain data (also used by the demo and tests)."""
-    from headend.storage import Database, Repository
-
-    db = await Database.open(url)
-    try:
-        repository = Repository(db)
-        summary = await repository.fleet_summary()
-        pending = await repository.pending_commands()
-        alarms = await repository.list_alarms(limit=limit)
-    finally:
-        await db.dispose()
-    return {
-        "meters": summary.meters,
-        "relay_states": summary.relay_states,
-        "desired_disconnected": summary.desired_disconnected,
-        "active_commands": summary.active_commands,
-        "escalated_commands": summary.escalated_commands,
-        "active_alarms": summary.active_alarms,
-        "last_reading_at": _iso(summary.last_reading_at),
-        "pending_commands": [
-            {
-                "command_id": c.command_id,
-                "meter_id": c.meter_id,
-                "action": c.action,
-                "status": c.status,
-                "attempt": c.attempt,
-                "source": c.source,
-                "created_at": _iso(c.created_at),
-                "next_attempt_at": _iso(c.next_attempt_at),
-                "last_error": c.last_error,
-            }
-            for c in pending[:limit]
-        ],
-        "alarms": [
-            {
-                "type": a.type,
-                "meter_id": a.meter_id,
-                "detail": a.detail,
-                "ts": _iso(a.ts),
-            }
-            for a in alarms
-        ],
-    }
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
 
 
 def status(ctx: typer.Context, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:

@@ -7,9 +7,9 @@ import asyncio
 from pathlib import Path
 
 from drivers.connect import MeterConnection
-from headend.cli_common import fail, load_cli_config
-from headend.inventory import load_meter
-from headend.secrets import SecretsError
+from headend.cli.common import fail, load_cli_config
+from headend.meters.inventory import load_meter
+from headend.meters.secrets import SecretsError
 from headend.storage import Database, Repository, UnknownMeter
 
 

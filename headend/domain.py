@@ -1,0 +1,87 @@
+"""The head-end's shared vocabulary: relay states, command actions and statuses, alarm and
+notification types, and what a meter id may be.
+
+Storage, relay control, collection and the MQTT contract all speak these words; keeping them
+here (importing nothing of ours) lets each of those layers use them without importing another.
+The values are the strings of the MQTT contract (README, "MQTT contract")."""
+
+from __future__ import annotations
+
+import re
+from typing import Final, Literal
+
+# -- relay ----------------------------------------------------------------------------------
+CONNECTED: Final = "connected"
+DISCONNECTED: Final = "disconnected"
+READY_FOR_RECONNECTION: Final = "ready_for_reconnection"
+RelayState = Literal["connected", "disconnected", "ready_for_reconnection"]
+RELAY_STATES: Final = (CONNECTED, DISCONNECTED, READY_FOR_RECONNECTION)
+DesiredState = Literal["connected", "disconnected"]
+
+DISCONNECT: Final = "disconnect"
+RECONNECT: Final = "reconnect"
+Action = Literal["disconnect", "reconnect"]
+ACTIONS: Final = (DISCONNECT, RECONNECT)
+
+# -- relay command lifecycle (the transitions are in relay/lifecycle.py) ---------------------
+QUEUED: Final = "queued"
+SENT: Final = "sent"
+CONFIRMED: Final = "confirmed"
+FAILED: Final = "failed"
+ESCALATED: Final = "escalated"
+SUPERSEDED: Final = "superseded"
+CommandStatus = Literal["queued", "sent", "confirmed", "failed", "escalated", "superseded"]
+COMMAND_STATUSES: Final = (QUEUED, SENT, CONFIRMED, FAILED, ESCALATED, SUPERSEDED)
+ACTIVE_COMMAND_STATUSES: Final = (QUEUED, SENT, FAILED, ESCALATED)
+TERMINAL_COMMAND_STATUSES: Final = (CONFIRMED, SUPERSEDED)
+
+# -- customer notifications (for the SMS gateway) -------------------------------------------
+LOW_BALANCE: Final = "low_balance"
+DISCONNECTED_FOR_ARREARS: Final = "disconnected_for_arrears"
+RECONNECTED: Final = "reconnected"
+NOTIFY_READY_FOR_RECONNECTION: Final = "ready_for_reconnection"
+NotificationType = Literal[
+    "low_balance", "disconnected_for_arrears", "reconnected", "ready_for_reconnection"
+]
+NOTIFICATION_TYPES: Final = (
+    LOW_BALANCE,
+    DISCONNECTED_FOR_ARREARS,
+    RECONNECTED,
+    NOTIFY_READY_FOR_RECONNECTION,
+)
+
+# -- alarms (for a person) ------------------------------------------------------------------
+RELAY_COMMAND_OVERDUE: Final = "relay_command_overdue"
+RELAY_COMMAND_FAILED: Final = "relay_command_failed"
+RELAY_STUCK: Final = "relay_stuck"
+RELAY_MISMATCH: Final = "relay_mismatch"
+METER_UNREACHABLE: Final = "meter_unreachable"
+BAD_EVENT: Final = "bad_event"
+OUTBOX_OVERFLOW: Final = "outbox_overflow"
+ALARM_TYPES: Final = (
+    RELAY_COMMAND_OVERDUE,
+    RELAY_COMMAND_FAILED,
+    RELAY_STUCK,
+    RELAY_MISMATCH,
+    METER_UNREACHABLE,
+    BAD_EVENT,
+    OUTBOX_OVERFLOW,
+)
+"""Alarm types the head-end raises; the MQTT payload accepts any snake_case name."""
+
+# -- meter ids ------------------------------------------------------------------------------
+MAX_METER_ID_LEN: Final = 64
+# Meter ids become MQTT topic levels and CLI arguments: no controls, spaces, topic
+# separators/wildcards or lone surrogates (not encodable as UTF-8).
+_METER_ID_RE = re.compile(rf"[^\x00-\x20/+#\x7f-\x9f\ud800-\udfff]{{1,{MAX_METER_ID_LEN}}}")
+
+
+def is_valid_meter_id(meter_id: object) -> bool:
+    """1-64 printable characters without spaces, '/', '+' or '#'."""
+    return isinstance(meter_id, str) and _METER_ID_RE.fullmatch(meter_id) is not None
+
+
+def check_meter_id(meter_id: str) -> str:
+    if not is_valid_meter_id(meter_id):
+        raise ValueError(f"meter id unusable in an MQTT topic: {meter_id!r:.80}")
+    return meter_id

@@ -1,0 +1,59 @@
+"""What `headend status` reports, as plain data: the CLI prints it, the demo summarises it and
+tests assert on it, so it lives apart from all three."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from headend.storage import Database, Repository
+
+__all__ = ["status_report"]
+
+
+async def status_report(url: str, *, limit: int = 50) -> dict[str, Any]:
+    """What `headend status` shows, as plain data (also used by the demo and tests)."""
+    db = await Database.open(url)
+    try:
+        repository = Repository(db)
+        summary = await repository.fleet_summary()
+        pending = await repository.pending_commands()
+        alarms = await repository.list_alarms(limit=limit)
+    finally:
+        await db.dispose()
+    return {
+        "meters": summary.meters,
+        "relay_states": summary.relay_states,
+        "desired_disconnected": summary.desired_disconnected,
+        "active_commands": summary.active_commands,
+        "escalated_commands": summary.escalated_commands,
+        "active_alarms": summary.active_alarms,
+        "last_reading_at": _iso(summary.last_reading_at),
+        "pending_commands": [
+            {
+                "command_id": c.command_id,
+                "meter_id": c.meter_id,
+                "action": c.action,
+                "status": c.status,
+                "attempt": c.attempt,
+                "source": c.source,
+                "created_at": _iso(c.created_at),
+                "next_attempt_at": _iso(c.next_attempt_at),
+                "last_error": c.last_error,
+            }
+            for c in pending[:limit]
+        ],
+        "alarms": [
+            {
+                "type": a.type,
+                "meter_id": a.meter_id,
+                "detail": a.detail,
+                "ts": _iso(a.ts),
+            }
+            for a in alarms
+        ],
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
