@@ -80,7 +80,7 @@ from cosem_objects.apdu.set import (
     SetResponseNormal,
     SetResponseWithList,
 )
-from cosem_objects.axdr import Data, decode_data_all, encode_data
+from cosem_objects.axdr import Data, decode_data_all, decode_length, encode_data
 from cosem_objects.classes import AssociationLN, Obises
 from cosem_objects.errors import DecodeError, ProtocolError, SecurityError
 from simulators.config import (
@@ -90,6 +90,7 @@ from simulators.config import (
     Security,
 )
 from simulators.meter import SimMeter
+from simulators.objects import services
 from simulators.objects.model import AccessLevel, AssociationContext
 
 # What the meter offers; the association gets the intersection with what the client proposes.
@@ -548,7 +549,8 @@ class ServerSession:
     def _read(
         self, descriptor: AttributeDescriptor, access: SelectiveAccess | None
     ) -> Data | DataAccessResult:
-        return self.meter.get(
+        return services.get_attribute(
+            self.meter,
             descriptor.class_id,
             descriptor.obis,
             descriptor.attribute,
@@ -670,7 +672,8 @@ class ServerSession:
     def _write(
         self, descriptor: AttributeDescriptor, access: SelectiveAccess | None, value: Data
     ) -> DataAccessResult:
-        return self.meter.set(
+        return services.set_attribute(
+            self.meter,
             descriptor.class_id,
             descriptor.obis,
             descriptor.attribute,
@@ -702,7 +705,9 @@ class ServerSession:
             ):
                 return _exception(NOT_ALLOWED, ServiceError.SERVICE_NOT_SUPPORTED)
             outcomes = tuple(
-                self.meter.action(m.class_id, m.obis, m.method, p, context=self.context)
+                services.invoke_method(
+                    self.meter, m.class_id, m.obis, m.method, p, context=self.context
+                )
                 for m, p in zip(request.methods, request.parameters, strict=True)
             )
             return ActionResponseWithList(iip, outcomes).to_bytes()
@@ -747,8 +752,13 @@ class ServerSession:
         return self._invoke(iip, upload.descriptor, parameters)
 
     def _invoke(self, iip: int, method: MethodDescriptor, parameters: Data | None) -> bytes:
-        result, returned = self.meter.action(
-            method.class_id, method.obis, method.method, parameters, context=self.context
+        result, returned = services.invoke_method(
+            self.meter,
+            method.class_id,
+            method.obis,
+            method.method,
+            parameters,
+            context=self.context,
         )
         return ActionResponseNormal(iip, result, returned).to_bytes()
 
@@ -799,8 +809,6 @@ def _aare_refused(application_context: int, diagnostic: int) -> bytes:
 
 def _service_specific_sc(apdu: bytes) -> int:
     """The security control byte of a glo- APDU: tag, A-XDR length, then SC."""
-    from cosem_objects.axdr import decode_length
-
     _length, offset = decode_length(apdu, 1)
     if offset >= len(apdu):
         raise DecodeError("ciphered APDU without a security header")
