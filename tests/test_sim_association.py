@@ -68,7 +68,8 @@ from cosem_objects.axdr import Data, decode_data, decode_data_all, decode_length
 from cosem_objects.classes import ControlState, Obises
 from cosem_objects.dates import CosemDateTime
 from cosem_objects.obis import Obis
-from simulators.association import SERVER_CONFORMANCE, ServerSession, State
+from simulators.acse import SERVER_CONFORMANCE
+from simulators.association import ServerSession, State
 from simulators.config import MeterConfig, Security
 from simulators.meter import SimMeter
 from simulators.objects.services import get_attribute
