@@ -30,6 +30,7 @@ from simulators.fleet_spec import (
 from simulators.inventory import InventoryRow, write_inventory
 from simulators.meter import SimMeter
 from simulators.meter_runtime import MeterRuntime
+from simulators.objects import services
 from simulators.serial_lines import SerialLine, open_lines
 from simulators.servers import DEFAULT_IDLE_TIMEOUT_S, close_servers, start_tcp_servers
 
@@ -237,13 +238,13 @@ class Fleet:
 
     def set_value(self, key: MeterKey, obis: str, value: Any) -> None:
         """Force an object's value (energy registers keep counting from it)."""
-        self.meter(key).set_value(obis, value)
+        services.set_value(self.meter(key), obis, value)
 
     def clear_value(self, key: MeterKey, obis: str | None = None) -> None:
         self.meter(key).clear_value(obis)
 
     def get_value(self, key: MeterKey, obis: str) -> Any:
-        value: Data = self.meter(key).get_value(obis)
+        value: Data = services.get_value(self.meter(key), obis)
         return value.to_python()
 
     def set_faults(self, key: MeterKey | None = None, **changes: Any) -> int:

@@ -1,101 +1,35 @@
-"""One simulated meter: its state and behaviour (energy, clock, relay), and COSEM access to it.
+"""One simulated meter: its state and behaviour (energy, clock, relay, overrides).
 
 State is kept small and lazy so that ten thousand meters idle cheaply: energy is a closed-form
-function of time (simulators/objects/loadcurve.py) minus what the open relay held back, so there
-are no timers, no per-meter tasks and no stored profile rows. The COSEM object catalogue is
-shared by all meters (simulators/objects/catalogue.py); `get`, `set` and `action` check the
-association's rights and dispatch to it."""
+function of time (simulators/loadcurve.py) minus what the open relay held back, so there are no
+timers, no per-meter tasks and no stored profile rows. COSEM access to the meter (the shared
+object catalogue, access rights, GET/SET/ACTION) is simulators/objects/services.py; the meter
+knows nothing of it, so the objects can see the meter without importing it."""
 
 from __future__ import annotations
 
 import datetime as dt
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from enum import StrEnum
-from typing import Any
 
-from cosem_objects.apdu.common import ActionResult, DataAccessResult, SelectiveAccess
-from cosem_objects.axdr import Data, DataType
+from cosem_objects.apdu.common import DataAccessResult
+from cosem_objects.axdr import Data
 from cosem_objects.classes import ControlState, Transition, next_control_state
 from cosem_objects.dates import CosemDateTime
-from cosem_objects.errors import ProtocolError
 from cosem_objects.obis import Obis
 from simulators.config import Faults, MeterConfig
-from simulators.objects.loadcurve import LoadCurve
-from simulators.objects.model import AccessFailure, AccessLevel, AssociationContext
+from simulators.loadcurve import LoadCurve
+from simulators.objects.model import AccessFailure
+from simulators.relay import (
+    DISCONNECTOR_LOG_CAPACITY,
+    SOURCES,
+    EventCode,
+    RelayEvent,
+    RelayOutcome,
+    event_code,
+)
 
 SECONDS_PER_DAY = 86400.0
-DISCONNECTOR_LOG_CAPACITY = 100
-
-
-class RelayOutcome(StrEnum):
-    OK = "ok"  # the relay did what was asked (or was already there)
-    DENIED = "denied"  # the control mode forbids the transition
-    STUCK = "stuck"  # fault: the meter says yes but nothing moves
-    FAILURE = "failure"  # fault: the switch reports a hardware fault
-
-
-class EventCode:
-    """Disconnector control log event codes (IDIS style numbering)."""
-
-    READY_FOR_MANUAL_RECONNECTION = 59
-    MANUAL_DISCONNECTION = 60
-    MANUAL_CONNECTION = 61
-    REMOTE_DISCONNECTION = 62
-    LOCAL_DISCONNECTION = 63
-    DISCONNECT_RECONNECT_FAILURE = 67
-    LOCAL_RECONNECTION = 68
-    REMOTE_CONNECTION = 70
-
-
-_SOURCES = {
-    Transition.REMOTE_DISCONNECT: "remote",
-    Transition.REMOTE_RECONNECT: "remote",
-    Transition.MANUAL_DISCONNECT: "manual",
-    Transition.MANUAL_RECONNECT: "manual",
-    Transition.LOCAL_DISCONNECT: "local",
-    Transition.LOCAL_RECONNECT: "local",
-}
-
-
-def _event_code(transition: Transition, after: ControlState) -> int:
-    if transition is Transition.REMOTE_DISCONNECT:
-        return EventCode.REMOTE_DISCONNECTION
-    if transition is Transition.REMOTE_RECONNECT:
-        if after is ControlState.CONNECTED:
-            return EventCode.REMOTE_CONNECTION
-        return EventCode.READY_FOR_MANUAL_RECONNECTION
-    if transition is Transition.MANUAL_DISCONNECT:
-        return EventCode.MANUAL_DISCONNECTION
-    if transition is Transition.MANUAL_RECONNECT:
-        return EventCode.MANUAL_CONNECTION
-    if transition is Transition.LOCAL_DISCONNECT:
-        return EventCode.LOCAL_DISCONNECTION
-    return EventCode.LOCAL_RECONNECTION
-
-
-@dataclass(frozen=True, slots=True)
-class RelayEvent:
-    """One relay operation as the control API reports it."""
-
-    time: float  # unix seconds (real time, not the meter's drifting clock)
-    source: str  # "remote" | "manual" | "local"
-    transition: Transition
-    before: ControlState
-    after: ControlState
-    outcome: RelayOutcome
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "time": self.time,
-            "source": self.source,
-            "transition": self.transition.name.lower(),
-            "before": self.before.label,
-            "after": self.after.label,
-            "outcome": self.outcome.value,
-        }
-
 
 # Energy registers whose overrides shift the count instead of freezing it.
 ENERGY_REGISTERS = {
@@ -265,7 +199,7 @@ class SimMeter:
     def energy(self, t: float | None = None) -> tuple[float, float, float, float]:
         """(import total, import T1, import T2, export) in Wh at real time t.
 
-        What the relay held back while open is subtracted; set_value offsets are added."""
+        What the relay held back while open is subtracted; set_energy offsets are added."""
         t = self.now() if t is None else t
         total, t1, export = self.curve.energy(self._curve_seconds(t))
         if self._windows:
@@ -366,7 +300,7 @@ class SimMeter:
             return self._record(transition, before, after, RelayOutcome.OK, None)
         self._apply_state(after)
         return self._record(
-            transition, before, after, RelayOutcome.OK, _event_code(transition, after)
+            transition, before, after, RelayOutcome.OK, event_code(transition, after)
         )
 
     def remote_disconnect(self) -> RelayEvent:
@@ -417,7 +351,7 @@ class SimMeter:
         code: int | None,
     ) -> RelayEvent:
         t = self.now()
-        event = RelayEvent(t, _SOURCES[transition], transition, before, after, outcome)
+        event = RelayEvent(t, SOURCES[transition], transition, before, after, outcome)
         self.relay_history.append(event)
         if code is not None:
             if self._log is None:
@@ -441,25 +375,19 @@ class SimMeter:
         return True
 
     # -- overrides (control API) -------------------------------------------------------------
-    def set_value(self, obis: Obis | str, value: Any) -> None:
-        """Force an object's value (attribute 2).
+    def set_energy(self, obis: Obis, wh: float) -> None:
+        """An energy register (ENERGY_REGISTERS) reads `wh` now and keeps counting from it."""
+        position = ENERGY_REGISTERS[obis]
+        offsets = self._energy_offsets or [0.0, 0.0, 0.0, 0.0]
+        base = self.energy()[position] - offsets[position]
+        offsets[position] = wh - base
+        self._energy_offsets = offsets
 
-        Energy registers take a physical value in Wh and keep counting from it (an offset);
-        other objects are frozen at the value. Numbers are physical values (the register's
-        scaler is applied); a Data is used as it is."""
-        code = obis if isinstance(obis, Obis) else Obis.parse(obis)
-        current = self.get_value(code)
-        if code in ENERGY_REGISTERS and not isinstance(value, Data):
-            position = ENERGY_REGISTERS[code]
-            offsets = self._energy_offsets or [0.0, 0.0, 0.0, 0.0]
-            base = self.energy()[position] - offsets[position]
-            offsets[position] = float(value) - base
-            self._energy_offsets = offsets
-            return
-        data = value if isinstance(value, Data) else _coerce(current, value, self._scaler(code))
+    def freeze(self, obis: Obis, data: Data) -> None:
+        """Attribute 2 of `obis` reads `data` until cleared."""
         if self._overrides is None:
             self._overrides = {}
-        self._overrides[code] = data
+        self._overrides[obis] = data
 
     def clear_value(self, obis: Obis | str | None = None) -> None:
         """Drop one override (or all of them, with no argument)."""
@@ -476,147 +404,8 @@ class SimMeter:
     def override(self, obis: Obis) -> Data | None:
         return self._overrides.get(obis) if self._overrides else None
 
-    def get_value(self, obis: Obis | str) -> Data:
-        """Attribute 2 of an object, with full rights (control API and tests)."""
-        from simulators.objects.catalogue import CATALOGUE
-
-        code = obis if isinstance(obis, Obis) else Obis.parse(obis)
-        item = CATALOGUE.get(code)
-        if item is None:
-            raise KeyError(f"no object {code}")
-        result = self.get(item.class_id, code, 2)
-        if not isinstance(result, Data):
-            raise KeyError(f"{code} attribute 2 unreadable: {result.name}")
-        return result
-
-    def _scaler(self, obis: Obis) -> int:
-        from simulators.objects.catalogue import CATALOGUE
-
-        item = CATALOGUE.get(obis)
-        if item is None or 3 not in item.attributes or item.class_id not in (3, 4):
-            return 0
-        scaler_unit = self.get(item.class_id, obis, 3)
-        if isinstance(scaler_unit, Data) and scaler_unit.type is DataType.STRUCTURE:
-            return int(scaler_unit.value[0].value)
-        return 0
-
-    # -- COSEM services ----------------------------------------------------------------------
-    def get(
-        self,
-        class_id: int,
-        obis: Obis,
-        attribute: int,
-        access: SelectiveAccess | None = None,
-        *,
-        context: AssociationContext | None = None,
-    ) -> Data | DataAccessResult:
-        from simulators.objects.catalogue import CATALOGUE
-
-        item = CATALOGUE.get(obis)
-        if item is None:
-            return DataAccessResult.OBJECT_UNDEFINED
-        if item.class_id != class_id:
-            return DataAccessResult.OBJECT_CLASS_INCONSISTENT
-        definition = item.attributes.get(attribute)
-        if definition is None:
-            return DataAccessResult.OBJECT_UNDEFINED
-        level = context.level if context is not None else AccessLevel.MANAGEMENT
-        if definition.read is None or level < definition.read:
-            return DataAccessResult.READ_WRITE_DENIED
-        if access is not None and access.selector not in definition.selectors:
-            return DataAccessResult.OTHER_REASON
-        if attribute == 2 and access is None and self._overrides:
-            forced = self._overrides.get(obis)
-            if forced is not None:
-                return forced
-        try:
-            return definition.get(self, context, access)
-        except AccessFailure as failure:
-            return failure.result
-        except (ProtocolError, ValueError, TypeError, AttributeError, IndexError, OverflowError):
-            return DataAccessResult.TYPE_UNMATCHED
-
-    def set(
-        self,
-        class_id: int,
-        obis: Obis,
-        attribute: int,
-        value: Data,
-        access: SelectiveAccess | None = None,
-        *,
-        context: AssociationContext | None = None,
-    ) -> DataAccessResult:
-        from simulators.objects.catalogue import CATALOGUE
-
-        item = CATALOGUE.get(obis)
-        if item is None:
-            return DataAccessResult.OBJECT_UNDEFINED
-        if item.class_id != class_id:
-            return DataAccessResult.OBJECT_CLASS_INCONSISTENT
-        definition = item.attributes.get(attribute)
-        if definition is None:
-            return DataAccessResult.OBJECT_UNDEFINED
-        level = context.level if context is not None else AccessLevel.MANAGEMENT
-        if definition.set is None or definition.write is None or level < definition.write:
-            return DataAccessResult.READ_WRITE_DENIED
-        if access is not None:
-            return DataAccessResult.OTHER_REASON
-        try:
-            return definition.set(self, context, value)
-        except AccessFailure as failure:
-            return failure.result
-        except (ProtocolError, ValueError, TypeError, AttributeError, IndexError, OverflowError):
-            return DataAccessResult.TYPE_UNMATCHED
-
-    def action(
-        self,
-        class_id: int,
-        obis: Obis,
-        method: int,
-        params: Data | None = None,
-        *,
-        context: AssociationContext | None = None,
-    ) -> tuple[ActionResult, Data | None]:
-        from simulators.objects.catalogue import CATALOGUE
-
-        item = CATALOGUE.get(obis)
-        if item is None:
-            return ActionResult.OBJECT_UNDEFINED, None
-        if item.class_id != class_id:
-            return ActionResult.OBJECT_CLASS_INCONSISTENT, None
-        definition = item.methods.get(method)
-        if definition is None:
-            return ActionResult.OBJECT_UNDEFINED, None
-        level = context.level if context is not None else AccessLevel.MANAGEMENT
-        if definition.level is None or level < definition.level:
-            return ActionResult.READ_WRITE_DENIED, None
-        try:
-            return definition.call(self, context, params)
-        except AccessFailure as failure:
-            return ActionResult(int(failure.result)), None
-        except (ProtocolError, ValueError, TypeError, AttributeError, IndexError, OverflowError):
-            return ActionResult.TYPE_UNMATCHED, None
-
 
 def _days_in_month(year: int, month: int) -> int:
     if month == 12:
         return 31
     return (dt.date(year, month + 1, 1) - dt.timedelta(days=1)).day
-
-
-def _coerce(current: Data, value: Any, scaler: int) -> Data:
-    """A Python value as Data of the same type as the object's current value."""
-    kind = current.type
-    if kind is DataType.BOOLEAN:
-        return Data.boolean(bool(value))
-    if kind in (DataType.OCTET_STRING,):
-        raw = value.encode() if isinstance(value, str) else bytes(value)
-        return Data.octet_string(raw)
-    if kind in (DataType.VISIBLE_STRING, DataType.UTF8_STRING):
-        text = value.decode() if isinstance(value, bytes) else str(value)
-        return Data(kind, text)
-    if kind in (DataType.FLOAT32, DataType.FLOAT64):
-        return Data(kind, float(value))
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"cannot set a {kind.type_name} from {type(value).__name__}")
-    return Data(kind, round(value / 10**scaler))

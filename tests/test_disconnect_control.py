@@ -16,8 +16,10 @@ from cosem_objects.classes import ControlState, DisconnectControl, Obises, Trans
 from cosem_objects.dates import CosemDateTime
 from cosem_objects.obis import Obis
 from simulators.config import MeterConfig
-from simulators.meter import EventCode, RelayOutcome, SimMeter
+from simulators.meter import SimMeter
 from simulators.objects.model import AccessLevel, AssociationContext
+from simulators.objects.services import get_attribute, invoke_method, set_attribute
+from simulators.relay import EventCode, RelayOutcome
 
 DIS, CON, RDY = (
     ControlState.DISCONNECTED,
@@ -92,8 +94,8 @@ def test_every_transition_under_every_mode(
     put_in(meter, state)
     target = expected(mode, state, transition)
     if transition in (T.REMOTE_DISCONNECT, T.REMOTE_RECONNECT):
-        result, returned = meter.action(
-            70, DC, int(transition), Data.integer(0), context=MANAGEMENT
+        result, returned = invoke_method(
+            meter, 70, DC, int(transition), Data.integer(0), context=MANAGEMENT
         )
         assert returned is None
         assert result is (
@@ -105,8 +107,10 @@ def test_every_transition_under_every_mode(
         assert event.source == ("manual" if "MANUAL" in transition.name else "local")
     after = target if target is not None else state
     assert meter.control_state is after
-    assert meter.get(70, DC, DisconnectControl.CONTROL_STATE) == Data.enum(int(after))
-    assert meter.get(70, DC, DisconnectControl.OUTPUT_STATE) == Data.boolean(after is CON)
+    assert get_attribute(meter, 70, DC, DisconnectControl.CONTROL_STATE) == Data.enum(int(after))
+    assert get_attribute(meter, 70, DC, DisconnectControl.OUTPUT_STATE) == Data.boolean(
+        after is CON
+    )
     history = meter.relay_history[-1]
     assert (history.transition, history.before, history.after) == (transition, state, after)
 
@@ -133,16 +137,16 @@ def test_prepaid_cycle_per_mode(mode: int) -> None:
 def test_wire_examples_from_the_notes() -> None:
     """dlms-notes 1.2: remote_disconnect takes integer(0) and answers success without data."""
     meter, _clock = make_meter(1)
-    assert meter.action(70, DC, 1, Data.integer(0), context=MANAGEMENT) == (
+    assert invoke_method(meter, 70, DC, 1, Data.integer(0), context=MANAGEMENT) == (
         ActionResult.SUCCESS,
         None,
     )
-    assert meter.action(70, DC, 2, None, context=MANAGEMENT) == (ActionResult.SUCCESS, None)
+    assert invoke_method(meter, 70, DC, 2, None, context=MANAGEMENT) == (ActionResult.SUCCESS, None)
     assert meter.control_state is RDY
-    assert meter.action(70, DC, 1, Data.octet_string(b"x"), context=MANAGEMENT)[0] is (
+    assert invoke_method(meter, 70, DC, 1, Data.octet_string(b"x"), context=MANAGEMENT)[0] is (
         ActionResult.TYPE_UNMATCHED
     )
-    assert meter.action(70, DC, 3, Data.integer(0), context=MANAGEMENT)[0] is (
+    assert invoke_method(meter, 70, DC, 3, Data.integer(0), context=MANAGEMENT)[0] is (
         ActionResult.OBJECT_UNDEFINED
     )
 
@@ -150,14 +154,20 @@ def test_wire_examples_from_the_notes() -> None:
 # -- control mode ------------------------------------------------------------------------------
 def test_control_mode_is_settable() -> None:
     meter, _clock = make_meter(2)
-    assert meter.get(70, DC, DisconnectControl.CONTROL_MODE) == Data.enum(2)
-    assert meter.set(70, DC, 4, Data.enum(5), context=MANAGEMENT) is DataAccessResult.SUCCESS
+    assert get_attribute(meter, 70, DC, DisconnectControl.CONTROL_MODE) == Data.enum(2)
+    assert (
+        set_attribute(meter, 70, DC, 4, Data.enum(5), context=MANAGEMENT)
+        is DataAccessResult.SUCCESS
+    )
     assert meter.control_mode == 5
-    assert meter.set(70, DC, 4, Data.enum(7), context=MANAGEMENT) is DataAccessResult.OTHER_REASON
-    assert meter.set(70, DC, 4, Data.unsigned(1), context=MANAGEMENT) is (
+    assert (
+        set_attribute(meter, 70, DC, 4, Data.enum(7), context=MANAGEMENT)
+        is DataAccessResult.OTHER_REASON
+    )
+    assert set_attribute(meter, 70, DC, 4, Data.unsigned(1), context=MANAGEMENT) is (
         DataAccessResult.TYPE_UNMATCHED
     )
-    assert meter.set(70, DC, 2, Data.boolean(False), context=MANAGEMENT) is (
+    assert set_attribute(meter, 70, DC, 2, Data.boolean(False), context=MANAGEMENT) is (
         DataAccessResult.READ_WRITE_DENIED
     )
     assert meter.control_mode == 5
@@ -166,7 +176,10 @@ def test_control_mode_is_settable() -> None:
 def test_mode_zero_closes_the_relay() -> None:
     meter, _clock = make_meter(1)
     meter.remote_disconnect()
-    assert meter.set(70, DC, 4, Data.enum(0), context=MANAGEMENT) is DataAccessResult.SUCCESS
+    assert (
+        set_attribute(meter, 70, DC, 4, Data.enum(0), context=MANAGEMENT)
+        is DataAccessResult.SUCCESS
+    )
     assert meter.control_state is CON and meter.output_state is True
     assert meter.disconnector_log[-1][1] == EventCode.LOCAL_RECONNECTION
 
@@ -194,7 +207,7 @@ def test_every_operation_is_logged() -> None:
         clock.t += 60
         assert operation().outcome is RelayOutcome.OK
     assert [code for _t, code in meter.disconnector_log] == [code for _op, code in steps]
-    rows = meter.get(7, Obises.DISCONNECTOR_LOG, 2)
+    rows = get_attribute(meter, 7, Obises.DISCONNECTOR_LOG, 2)
     assert isinstance(rows, Data)
     assert len(rows.value) == len(steps)
     first = rows.value[0].value
@@ -203,15 +216,19 @@ def test_every_operation_is_logged() -> None:
         == (meter.disconnector_log[0][0])
     )
     assert first[1] == Data.unsigned(EventCode.REMOTE_DISCONNECTION)
-    assert meter.get(7, Obises.DISCONNECTOR_LOG, 7) == Data.double_long_unsigned(len(steps))
-    columns = meter.get(7, Obises.DISCONNECTOR_LOG, 3)
+    assert get_attribute(meter, 7, Obises.DISCONNECTOR_LOG, 7) == Data.double_long_unsigned(
+        len(steps)
+    )
+    columns = get_attribute(meter, 7, Obises.DISCONNECTOR_LOG, 3)
     assert isinstance(columns, Data)
     assert [c[1] for c in columns.to_python()] == [
         Obises.CLOCK.to_bytes(),
         bytes([0, 0, 96, 11, 2, 255]),
     ]
     # The event code object holds the latest code.
-    assert meter.get(1, Obis(0, 0, 96, 11, 2), 2) == Data.unsigned(EventCode.LOCAL_DISCONNECTION)
+    assert get_attribute(meter, 1, Obis(0, 0, 96, 11, 2), 2) == Data.unsigned(
+        EventCode.LOCAL_DISCONNECTION
+    )
     assert [e.source for e in meter.relay_history] == [
         "remote",
         "remote",
@@ -248,7 +265,8 @@ def test_log_reset_and_selective_access() -> None:
         meter.remote_disconnect()
         clock.t += 3600
         meter.remote_reconnect()
-    by_entry = meter.get(
+    by_entry = get_attribute(
+        meter,
         7,
         Obises.DISCONNECTOR_LOG,
         2,
@@ -269,11 +287,13 @@ def test_log_reset_and_selective_access() -> None:
         [EventCode.REMOTE_DISCONNECTION],
         [EventCode.REMOTE_CONNECTION],
     ]
-    assert meter.action(7, Obises.DISCONNECTOR_LOG, 1, Data.integer(0), context=MANAGEMENT) == (
+    assert invoke_method(
+        meter, 7, Obises.DISCONNECTOR_LOG, 1, Data.integer(0), context=MANAGEMENT
+    ) == (
         ActionResult.SUCCESS,
         None,
     )
-    assert meter.get(7, Obises.DISCONNECTOR_LOG, 7) == Data.double_long_unsigned(0)
+    assert get_attribute(meter, 7, Obises.DISCONNECTOR_LOG, 7) == Data.double_long_unsigned(0)
 
 
 def test_log_keeps_the_newest_entries() -> None:
@@ -291,7 +311,7 @@ def test_log_keeps_the_newest_entries() -> None:
 def test_relay_stuck_claims_success_but_does_not_move() -> None:
     meter, _clock = make_meter(2)
     meter.faults.relay_stuck = True
-    assert meter.action(70, DC, 1, Data.integer(0), context=MANAGEMENT) == (
+    assert invoke_method(meter, 70, DC, 1, Data.integer(0), context=MANAGEMENT) == (
         ActionResult.SUCCESS,
         None,
     )
@@ -299,14 +319,17 @@ def test_relay_stuck_claims_success_but_does_not_move() -> None:
     assert meter.relay_history[-1].outcome is RelayOutcome.STUCK
     assert meter.disconnector_log == []
     meter.faults.relay_stuck = False
-    assert meter.action(70, DC, 1, Data.integer(0), context=MANAGEMENT)[0] is ActionResult.SUCCESS
+    assert (
+        invoke_method(meter, 70, DC, 1, Data.integer(0), context=MANAGEMENT)[0]
+        is ActionResult.SUCCESS
+    )
     assert meter.control_state is DIS
 
 
 def test_relay_failure_reports_hardware_fault() -> None:
     meter, _clock = make_meter(2)
     meter.faults.relay_failure = True
-    assert meter.action(70, DC, 1, Data.integer(0), context=MANAGEMENT) == (
+    assert invoke_method(meter, 70, DC, 1, Data.integer(0), context=MANAGEMENT) == (
         ActionResult.HARDWARE_FAULT,
         None,
     )
@@ -325,7 +348,7 @@ def test_relay_failure_reports_hardware_fault() -> None:
 def test_forbidden_transitions_win_over_faults() -> None:
     meter, _clock = make_meter(0)
     meter.faults.relay_failure = True
-    assert meter.action(70, DC, 1, Data.integer(0), context=MANAGEMENT)[0] is (
+    assert invoke_method(meter, 70, DC, 1, Data.integer(0), context=MANAGEMENT)[0] is (
         ActionResult.READ_WRITE_DENIED
     )
 

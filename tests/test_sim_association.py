@@ -68,9 +68,11 @@ from cosem_objects.axdr import Data, decode_data, decode_data_all, decode_length
 from cosem_objects.classes import ControlState, Obises
 from cosem_objects.dates import CosemDateTime
 from cosem_objects.obis import Obis
-from simulators.association import SERVER_CONFORMANCE, ServerSession, State
+from simulators.acse import SERVER_CONFORMANCE
+from simulators.association import ServerSession, State
 from simulators.config import MeterConfig, Security
 from simulators.meter import SimMeter
+from simulators.objects.services import get_attribute
 
 IMPORT = Obis(1, 0, 1, 8, 0)
 CLIENT_TITLE = b"HES\x00\x00\x00\x00\x07"
@@ -523,8 +525,8 @@ def test_block_transfer_of_the_object_list() -> None:
     assert len(first) <= 256
     raw, blocks = read_blocks(session, first, 0xC3)
     assert blocks > 3
-    assert decode_data_all(raw) == meter.get(
-        15, Obises.CURRENT_ASSOCIATION, 2, context=session.context
+    assert decode_data_all(raw) == get_attribute(
+        meter, 15, Obises.CURRENT_ASSOCIATION, 2, context=session.context
     )
 
 
@@ -549,7 +551,7 @@ def test_block_transfer_of_a_profile_with_selective_access() -> None:
     raw, _blocks = read_blocks(session, first)
     rows = decode_data_all(raw)
     assert len(rows.value) == 200
-    assert rows == meter.get(7, Obises.LOAD_PROFILE, 2, access)
+    assert rows == get_attribute(meter, 7, Obises.LOAD_PROFILE, 2, access)
 
 
 def test_block_transfer_errors() -> None:
@@ -889,7 +891,7 @@ def test_management_block_transfer_is_ciphered_per_block() -> None:
         if response.last_block:
             break
         wire = reply(client.session, client.protect(GetRequestNext(0xC1, block).to_bytes()))
-    assert decode_data_all(bytes(raw)) == meter.get(15, Obises.CURRENT_ASSOCIATION, 2)
+    assert decode_data_all(bytes(raw)) == get_attribute(meter, 15, Obises.CURRENT_ASSOCIATION, 2)
 
 
 # -- the head-end's own sans-IO client ---------------------------------------------------------
@@ -1007,7 +1009,7 @@ def test_dlms_cosem_apdus_are_understood() -> None:
     raw = reply(session, xdlms.GetRequestNormal(cosem_attribute=attribute).to_bytes())
     response = xdlms.GetResponseFactory.from_bytes(raw)
     assert isinstance(response, xdlms.GetResponseNormal)
-    assert decode_data_all(response.data) == meter.get(3, IMPORT, 2)
+    assert decode_data_all(response.data) == get_attribute(meter, 3, IMPORT, 2)
 
     with_list = xdlms.GetRequestWithList(
         cosem_attributes_with_selection=[

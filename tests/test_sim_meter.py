@@ -28,6 +28,13 @@ from simulators.config import MeterConfig, Security, derive_credentials, meter_i
 from simulators.meter import SimMeter
 from simulators.objects.catalogue import CATALOGUE, object_list
 from simulators.objects.model import AccessLevel, AssociationContext
+from simulators.objects.services import (
+    get_attribute,
+    get_value,
+    invoke_method,
+    set_attribute,
+    set_value,
+)
 
 # 2026-03-10 12:07:30 UTC: a Tuesday, mid-interval.
 T0 = dt.datetime(2026, 3, 10, 12, 7, 30, tzinfo=dt.UTC).timestamp()
@@ -68,7 +75,7 @@ def meter(clock: FakeClock) -> SimMeter:
 
 
 def value(meter: SimMeter, class_id: int, obis: Obis, attribute: int = 2, **kw: object) -> Data:
-    result = meter.get(class_id, obis, attribute, **kw)  # type: ignore[arg-type]
+    result = get_attribute(meter, class_id, obis, attribute, **kw)  # type: ignore[arg-type]
     assert isinstance(result, Data), result
     return result
 
@@ -146,15 +153,15 @@ def test_identity_objects(meter: SimMeter) -> None:
 
 
 def test_unknown_objects_and_attributes(meter: SimMeter) -> None:
-    assert meter.get(3, Obis(1, 0, 99, 99, 0), 2) is DataAccessResult.OBJECT_UNDEFINED
-    assert meter.get(1, IMPORT, 2) is DataAccessResult.OBJECT_CLASS_INCONSISTENT
-    assert meter.get(3, IMPORT, 9) is DataAccessResult.OBJECT_UNDEFINED
-    assert meter.set(3, IMPORT, 2, Data.double_long_unsigned(1)) is (
+    assert get_attribute(meter, 3, Obis(1, 0, 99, 99, 0), 2) is DataAccessResult.OBJECT_UNDEFINED
+    assert get_attribute(meter, 1, IMPORT, 2) is DataAccessResult.OBJECT_CLASS_INCONSISTENT
+    assert get_attribute(meter, 3, IMPORT, 9) is DataAccessResult.OBJECT_UNDEFINED
+    assert set_attribute(meter, 3, IMPORT, 2, Data.double_long_unsigned(1)) is (
         DataAccessResult.READ_WRITE_DENIED
     )
-    assert meter.action(3, IMPORT, 1, Data.integer(0))[0] is ActionResult.OBJECT_UNDEFINED
+    assert invoke_method(meter, 3, IMPORT, 1, Data.integer(0))[0] is ActionResult.OBJECT_UNDEFINED
     # Selective access on an attribute without it.
-    assert meter.get(3, IMPORT, 2, entry_access(1, 1)) is DataAccessResult.OTHER_REASON
+    assert get_attribute(meter, 3, IMPORT, 2, entry_access(1, 1)) is DataAccessResult.OTHER_REASON
 
 
 # -- registers ---------------------------------------------------------------------------------
@@ -268,37 +275,42 @@ def test_clock_set_and_shift(meter: SimMeter, clock: FakeClock) -> None:
     meter.faults.clock_drift_s_per_day = 30.0
     clock.advance(86400)
     target = dt.datetime.fromtimestamp(clock.t, dt.UTC)
-    assert meter.set(8, Obises.CLOCK, 2, stamp(target)) is DataAccessResult.SUCCESS
+    assert set_attribute(meter, 8, Obises.CLOCK, 2, stamp(target)) is DataAccessResult.SUCCESS
     assert meter.meter_time() == pytest.approx(clock.t, abs=0.01)
     clock.advance(86400)  # drift starts over from the setting
     assert meter.meter_time() - clock.t == pytest.approx(30.0, abs=0.01)
     # Set in local time without deviation: taken as the meter's local time.
     naive = dt.datetime(2030, 1, 1, 0, 0, 0)
-    assert meter.set(8, Obises.CLOCK, 2, stamp(naive)) is DataAccessResult.SUCCESS
+    assert set_attribute(meter, 8, Obises.CLOCK, 2, stamp(naive)) is DataAccessResult.SUCCESS
     assert read_clock(meter).year == 2030
     # Shift by 10 s.
     before = meter.meter_time()
-    assert meter.action(8, Obises.CLOCK, 6, Data.long(10)) == (ActionResult.SUCCESS, None)
+    assert invoke_method(meter, 8, Obises.CLOCK, 6, Data.long(10)) == (ActionResult.SUCCESS, None)
     assert meter.meter_time() - before == pytest.approx(10.0)
-    assert meter.action(8, Obises.CLOCK, 6, Data.long(5000))[0] is ActionResult.OTHER_REASON
+    assert invoke_method(meter, 8, Obises.CLOCK, 6, Data.long(5000))[0] is ActionResult.OTHER_REASON
 
 
 def test_clock_set_rejects_bad_values(meter: SimMeter) -> None:
-    assert meter.set(8, Obises.CLOCK, 2, Data.unsigned(1)) is DataAccessResult.TYPE_UNMATCHED
-    assert meter.set(8, Obises.CLOCK, 2, Data.octet_string(b"\x07")) is (
+    assert (
+        set_attribute(meter, 8, Obises.CLOCK, 2, Data.unsigned(1))
+        is DataAccessResult.TYPE_UNMATCHED
+    )
+    assert set_attribute(meter, 8, Obises.CLOCK, 2, Data.octet_string(b"\x07")) is (
         DataAccessResult.TYPE_UNMATCHED
     )
     wildcard = CosemDateTime(None, 1, 1, None, 0, 0, 0, 0, 0, 0)
-    assert meter.set(8, Obises.CLOCK, 2, Data.octet_string(wildcard.to_bytes())) is (
+    assert set_attribute(meter, 8, Obises.CLOCK, 2, Data.octet_string(wildcard.to_bytes())) is (
         DataAccessResult.OTHER_REASON
     )
 
 
 def test_time_zone_is_settable(meter: SimMeter) -> None:
-    assert meter.set(8, Obises.CLOCK, 3, Data.long(-60)) is DataAccessResult.SUCCESS
+    assert set_attribute(meter, 8, Obises.CLOCK, 3, Data.long(-60)) is DataAccessResult.SUCCESS
     assert read_clock(meter).deviation == -60
     assert read_clock(meter).hour == 13
-    assert meter.set(8, Obises.CLOCK, 3, Data.long(5000)) is DataAccessResult.OTHER_REASON
+    assert (
+        set_attribute(meter, 8, Obises.CLOCK, 3, Data.long(5000)) is DataAccessResult.OTHER_REASON
+    )
 
 
 # -- load profile ------------------------------------------------------------------------------
@@ -430,14 +442,17 @@ def test_load_profile_bad_selective_access(meter: SimMeter) -> None:
             ]
         ),
     )
-    assert meter.get(7, Obises.LOAD_PROFILE, 2, wrong_object) is DataAccessResult.OTHER_REASON
-    assert meter.get(7, Obises.LOAD_PROFILE, 2, SelectiveAccess(1, Data.unsigned(1))) is (
-        DataAccessResult.TYPE_UNMATCHED
+    assert (
+        get_attribute(meter, 7, Obises.LOAD_PROFILE, 2, wrong_object)
+        is DataAccessResult.OTHER_REASON
     )
-    assert meter.get(7, Obises.LOAD_PROFILE, 2, SelectiveAccess(3, Data.null())) is (
+    assert get_attribute(
+        meter, 7, Obises.LOAD_PROFILE, 2, SelectiveAccess(1, Data.unsigned(1))
+    ) is (DataAccessResult.TYPE_UNMATCHED)
+    assert get_attribute(meter, 7, Obises.LOAD_PROFILE, 2, SelectiveAccess(3, Data.null())) is (
         DataAccessResult.OTHER_REASON
     )
-    assert meter.get(7, Obises.LOAD_PROFILE, 2, entry_access(1, 2, 5, 0)) is (
+    assert get_attribute(meter, 7, Obises.LOAD_PROFILE, 2, entry_access(1, 2, 5, 0)) is (
         DataAccessResult.OTHER_REASON
     )
 
@@ -505,33 +520,46 @@ def test_public_sees_only_the_public_subset(meter: SimMeter) -> None:
         (Clock.CLASS_ID, Obises.CLOCK),
         (AssociationLN.CLASS_ID, Obises.CURRENT_ASSOCIATION),
     ]:
-        assert isinstance(meter.get(class_id, obis, 2, context=public), Data)
+        assert isinstance(get_attribute(meter, class_id, obis, 2, context=public), Data)
     for class_id, obis in [
         (Register.CLASS_ID, IMPORT),
         (DisconnectControl.CLASS_ID, Obises.DISCONNECT_CONTROL),
         (ProfileGeneric.CLASS_ID, Obises.LOAD_PROFILE),
     ]:
-        assert meter.get(class_id, obis, 2, context=public) is DataAccessResult.READ_WRITE_DENIED
+        assert (
+            get_attribute(meter, class_id, obis, 2, context=public)
+            is DataAccessResult.READ_WRITE_DENIED
+        )
     now = stamp(dt.datetime.now(dt.UTC))
-    assert meter.set(8, Obises.CLOCK, 2, now, context=public) is DataAccessResult.READ_WRITE_DENIED
+    assert (
+        set_attribute(meter, 8, Obises.CLOCK, 2, now, context=public)
+        is DataAccessResult.READ_WRITE_DENIED
+    )
 
 
 def test_reader_reads_everything_but_switches_nothing(meter: SimMeter) -> None:
     reader = context(AccessLevel.READER)
-    assert isinstance(meter.get(3, IMPORT, 2, context=reader), Data)
-    assert isinstance(meter.get(70, Obises.DISCONNECT_CONTROL, 3, context=reader), Data)
-    assert meter.action(70, Obises.DISCONNECT_CONTROL, 1, Data.integer(0), context=reader) == (
+    assert isinstance(get_attribute(meter, 3, IMPORT, 2, context=reader), Data)
+    assert isinstance(get_attribute(meter, 70, Obises.DISCONNECT_CONTROL, 3, context=reader), Data)
+    assert invoke_method(
+        meter, 70, Obises.DISCONNECT_CONTROL, 1, Data.integer(0), context=reader
+    ) == (
         ActionResult.READ_WRITE_DENIED,
         None,
     )
-    assert meter.set(70, Obises.DISCONNECT_CONTROL, 4, Data.enum(1), context=reader) is (
+    assert set_attribute(meter, 70, Obises.DISCONNECT_CONTROL, 4, Data.enum(1), context=reader) is (
         DataAccessResult.READ_WRITE_DENIED
     )
     now = stamp(dt.datetime.now(dt.UTC))
-    assert meter.set(8, Obises.CLOCK, 2, now, context=reader) is DataAccessResult.READ_WRITE_DENIED
+    assert (
+        set_attribute(meter, 8, Obises.CLOCK, 2, now, context=reader)
+        is DataAccessResult.READ_WRITE_DENIED
+    )
     assert meter.output_state is True
     management = context(AccessLevel.MANAGEMENT)
-    assert meter.action(70, Obises.DISCONNECT_CONTROL, 1, Data.integer(0), context=management) == (
+    assert invoke_method(
+        meter, 70, Obises.DISCONNECT_CONTROL, 1, Data.integer(0), context=management
+    ) == (
         ActionResult.SUCCESS,
         None,
     )
@@ -539,7 +567,10 @@ def test_reader_reads_everything_but_switches_nothing(meter: SimMeter) -> None:
 
 
 def test_secret_is_never_readable(meter: SimMeter) -> None:
-    assert meter.get(15, Obises.CURRENT_ASSOCIATION, 7) is DataAccessResult.READ_WRITE_DENIED
+    assert (
+        get_attribute(meter, 15, Obises.CURRENT_ASSOCIATION, 7)
+        is DataAccessResult.READ_WRITE_DENIED
+    )
 
 
 def test_object_list(meter: SimMeter) -> None:
@@ -639,7 +670,7 @@ def test_invocation_counter_object(meter: SimMeter) -> None:
 
 # -- overrides ---------------------------------------------------------------------------------
 def test_set_value_energy_keeps_counting(meter: SimMeter, clock: FakeClock) -> None:
-    meter.set_value("1.0.1.8.0.255", 1_000_000)
+    set_value(meter, "1.0.1.8.0.255", 1_000_000)
     assert wh(meter, IMPORT) == 1_000_000
     clock.advance(3600)
     assert wh(meter, IMPORT) > 1_000_000
@@ -648,19 +679,19 @@ def test_set_value_energy_keeps_counting(meter: SimMeter, clock: FakeClock) -> N
 
 
 def test_set_value_freezes_other_values(meter: SimMeter, clock: FakeClock) -> None:
-    meter.set_value(VOLTAGE_L1, 253.4)
+    set_value(meter, VOLTAGE_L1, 253.4)
     assert value(meter, 3, VOLTAGE_L1).value == 2534
     clock.advance(600)
-    assert meter.get_value(VOLTAGE_L1) == Data.long_unsigned(2534)
-    meter.set_value(Obises.FIRMWARE, "2.0.0")
-    assert meter.get_value(Obises.FIRMWARE) == Data.octet_string(b"2.0.0")
-    meter.set_value(CURRENT_L1, Data.long_unsigned(7))
+    assert get_value(meter, VOLTAGE_L1) == Data.long_unsigned(2534)
+    set_value(meter, Obises.FIRMWARE, "2.0.0")
+    assert get_value(meter, Obises.FIRMWARE) == Data.octet_string(b"2.0.0")
+    set_value(meter, CURRENT_L1, Data.long_unsigned(7))
     assert value(meter, 3, CURRENT_L1).value == 7
     meter.clear_value()
     assert meter.override(VOLTAGE_L1) is None
-    assert meter.get_value(Obises.FIRMWARE) != Data.octet_string(b"2.0.0")
+    assert get_value(meter, Obises.FIRMWARE) != Data.octet_string(b"2.0.0")
     with pytest.raises(KeyError):
-        meter.set_value("1.0.99.99.0.255", 1)
+        set_value(meter, "1.0.99.99.0.255", 1)
 
 
 # -- scale -------------------------------------------------------------------------------------
@@ -724,7 +755,7 @@ _METHODS = [(8, Obises.CLOCK, m) for m in (1, 3, 6)] + [
 )
 def test_selective_access_never_raises(obis: Obis, selector: int, parameters: Data) -> None:
     meter = SimMeter(MeterConfig.create(1), clock=FakeClock())
-    result = meter.get(7, obis, 2, SelectiveAccess(selector, parameters))
+    result = get_attribute(meter, 7, obis, 2, SelectiveAccess(selector, parameters))
     assert isinstance(result, Data | DataAccessResult)
     if isinstance(result, Data):
         encode_data(result)
@@ -736,8 +767,8 @@ def test_set_and_action_never_raise(
     target: tuple[int, Obis, int], method: tuple[int, Obis, int], value: Data
 ) -> None:
     meter = SimMeter(MeterConfig.create(1), clock=FakeClock())
-    assert isinstance(meter.set(*target, value), DataAccessResult)
-    result, returned = meter.action(*method, value)
+    assert isinstance(set_attribute(meter, *target, value), DataAccessResult)
+    result, returned = invoke_method(meter, *method, value)
     assert isinstance(result, ActionResult)
     assert returned is None or isinstance(returned, Data)
-    encode_data(meter.get_value(Obises.CLOCK))
+    encode_data(get_value(meter, Obises.CLOCK))

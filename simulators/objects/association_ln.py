@@ -1,13 +1,14 @@
 """Association LN (class 15) 0.0.40.0.0.255: the current association, seen from inside it.
 
 Most attributes describe the association a request arrives in (AssociationContext); the
-object list is shared, built once per access level (simulators/objects/catalogue.py).
+object list is shared, built once per access level by the catalogue
+(simulators/objects/catalogue.py), which hands its builder in so this module need not import it.
 reply_to_HLS_authentication is answered by the session (simulators/association.py), which holds
 the challenges and keys; reaching this object's method 1 otherwise is refused."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from cosem_objects.apdu.common import ActionResult, SelectiveAccess
 from cosem_objects.axdr import Data
@@ -17,12 +18,10 @@ from simulators.objects.model import (
     AssociationContext,
     AttributeDef,
     CosemObject,
+    Meter,
     MethodDef,
 )
 from simulators.objects.registers import logical_name_attribute
-
-if TYPE_CHECKING:
-    from simulators.meter import SimMeter
 
 _DEFAULT = AssociationContext()
 APPLICATION_CONTEXT_PREFIX = bytes.fromhex("608574050801")
@@ -33,15 +32,7 @@ def _context(ctx: AssociationContext | None) -> AssociationContext:
     return ctx if ctx is not None else _DEFAULT
 
 
-def _object_list(
-    _meter: SimMeter, ctx: AssociationContext | None, _a: SelectiveAccess | None
-) -> Data:
-    from simulators.objects.catalogue import object_list
-
-    return object_list(_context(ctx).level)
-
-
-def _partners(_m: SimMeter, ctx: AssociationContext | None, _a: SelectiveAccess | None) -> Data:
+def _partners(_m: Meter, ctx: AssociationContext | None, _a: SelectiveAccess | None) -> Data:
     context = _context(ctx)
     return Data.structure(
         [Data.integer(context.client_sap), Data.long_unsigned(context.server_sap)]
@@ -49,16 +40,14 @@ def _partners(_m: SimMeter, ctx: AssociationContext | None, _a: SelectiveAccess 
 
 
 def _application_context(
-    _m: SimMeter, ctx: AssociationContext | None, _a: SelectiveAccess | None
+    _m: Meter, ctx: AssociationContext | None, _a: SelectiveAccess | None
 ) -> Data:
     return Data.octet_string(
         APPLICATION_CONTEXT_PREFIX + bytes((_context(ctx).application_context,))
     )
 
 
-def _xdlms_context(
-    _m: SimMeter, ctx: AssociationContext | None, _a: SelectiveAccess | None
-) -> Data:
+def _xdlms_context(_m: Meter, ctx: AssociationContext | None, _a: SelectiveAccess | None) -> Data:
     context = _context(ctx)
     bits = "".join(f"{byte:08b}" for byte in context.conformance)
     return Data.structure(
@@ -73,46 +62,48 @@ def _xdlms_context(
     )
 
 
-def _mechanism(_m: SimMeter, ctx: AssociationContext | None, _a: SelectiveAccess | None) -> Data:
+def _mechanism(_m: Meter, ctx: AssociationContext | None, _a: SelectiveAccess | None) -> Data:
     return Data.octet_string(MECHANISM_PREFIX + bytes((_context(ctx).mechanism,)))
 
 
-def _status(_m: SimMeter, ctx: AssociationContext | None, _a: SelectiveAccess | None) -> Data:
+def _status(_m: Meter, ctx: AssociationContext | None, _a: SelectiveAccess | None) -> Data:
     return Data.enum(_context(ctx).status)
 
 
-def _security_setup(
-    _m: SimMeter, _c: AssociationContext | None, _a: SelectiveAccess | None
-) -> Data:
+def _security_setup(_m: Meter, _c: AssociationContext | None, _a: SelectiveAccess | None) -> Data:
     return Data.octet_string(Obises.SECURITY_SETUP.to_bytes())
 
 
 def _not_here(
-    _m: SimMeter, _ctx: AssociationContext | None, _params: Data | None
+    _m: Meter, _ctx: AssociationContext | None, _params: Data | None
 ) -> tuple[ActionResult, Data | None]:
     # Only meaningful while an HLS association is pending; the session handles that case.
     return ActionResult.READ_WRITE_DENIED, None
 
 
-def _secret(_m: SimMeter, _c: AssociationContext | None, _a: SelectiveAccess | None) -> Data:
+def _secret(_m: Meter, _c: AssociationContext | None, _a: SelectiveAccess | None) -> Data:
     return Data.octet_string(b"")  # never readable: access level None below
 
 
-_P = AccessLevel.PUBLIC
-ASSOCIATION = CosemObject(
-    class_id=AssociationLN.CLASS_ID,
-    version=AssociationLN.VERSION,
-    obis=Obises.CURRENT_ASSOCIATION,
-    attributes={
-        1: logical_name_attribute(Obises.CURRENT_ASSOCIATION, _P),
-        AssociationLN.OBJECT_LIST: AttributeDef(_P, _object_list),
-        AssociationLN.ASSOCIATED_PARTNERS_ID: AttributeDef(_P, _partners),
-        AssociationLN.APPLICATION_CONTEXT_NAME: AttributeDef(_P, _application_context),
-        AssociationLN.XDLMS_CONTEXT_INFO: AttributeDef(_P, _xdlms_context),
-        AssociationLN.AUTHENTICATION_MECHANISM_NAME: AttributeDef(_P, _mechanism),
-        AssociationLN.SECRET: AttributeDef(None, _secret),
-        AssociationLN.ASSOCIATION_STATUS: AttributeDef(_P, _status),
-        AssociationLN.SECURITY_SETUP_REFERENCE: AttributeDef(_P, _security_setup),
-    },
-    methods={AssociationLN.REPLY_TO_HLS_AUTHENTICATION: MethodDef(_P, _not_here)},
-)
+def association_object(object_list: Callable[[AccessLevel], Data]) -> CosemObject:
+    """The current association object; `object_list(level)` gives attribute 2."""
+    p = AccessLevel.PUBLIC
+    return CosemObject(
+        class_id=AssociationLN.CLASS_ID,
+        version=AssociationLN.VERSION,
+        obis=Obises.CURRENT_ASSOCIATION,
+        attributes={
+            1: logical_name_attribute(Obises.CURRENT_ASSOCIATION, p),
+            AssociationLN.OBJECT_LIST: AttributeDef(
+                p, lambda _m, ctx, _a: object_list(_context(ctx).level)
+            ),
+            AssociationLN.ASSOCIATED_PARTNERS_ID: AttributeDef(p, _partners),
+            AssociationLN.APPLICATION_CONTEXT_NAME: AttributeDef(p, _application_context),
+            AssociationLN.XDLMS_CONTEXT_INFO: AttributeDef(p, _xdlms_context),
+            AssociationLN.AUTHENTICATION_MECHANISM_NAME: AttributeDef(p, _mechanism),
+            AssociationLN.SECRET: AttributeDef(None, _secret),
+            AssociationLN.ASSOCIATION_STATUS: AttributeDef(p, _status),
+            AssociationLN.SECURITY_SETUP_REFERENCE: AttributeDef(p, _security_setup),
+        },
+        methods={AssociationLN.REPLY_TO_HLS_AUTHENTICATION: MethodDef(p, _not_here)},
+    )

@@ -7,15 +7,13 @@ treated as management (a lab setting)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from cosem_objects.axdr import Data
 from cosem_objects.classes import Obises, SecuritySetup
 from cosem_objects.obis import Obis
-from simulators.objects.association_ln import ASSOCIATION
+from simulators.objects.association_ln import association_object
 from simulators.objects.clock import CLOCK
 from simulators.objects.disconnect import DISCONNECT_CONTROL
-from simulators.objects.model import AccessLevel, AttributeDef, CosemObject
+from simulators.objects.model import AccessLevel, AttributeDef, CosemObject, Meter
 from simulators.objects.profiles import (
     BILLING_PROFILE,
     DISCONNECTOR_LOG,
@@ -30,24 +28,21 @@ from simulators.objects.registers import (
     register_object,
 )
 
-if TYPE_CHECKING:
-    from simulators.meter import SimMeter
-
 FIRMWARE_VERSION = b"SIM-1.0.0"
 SECURITY_POLICY_AUTHENTICATED_ENCRYPTED = 3
 
 
-def _serial(meter: SimMeter) -> Data:
+def _serial(meter: Meter) -> Data:
     # ASCII in an octet-string, as DSMR/IDIS meters send it (and as dlms-cosem 21.3.2 can
     # decode: it has no visible-string parser).
     return Data.octet_string(meter.meter_id.encode("ascii", "replace"))
 
 
-def _device_name(meter: SimMeter) -> Data:
+def _device_name(meter: Meter) -> Data:
     return Data.octet_string(meter.meter_id.encode("ascii", "replace")[:16])
 
 
-def _invocation_counter(meter: SimMeter) -> Data:
+def _invocation_counter(meter: Meter) -> Data:
     # The meter's frame counter: above every counter it used and every client counter it took,
     # so a client that lost its own counter can resume from it.
     return Data.double_long_unsigned(max(meter.server_ic, meter.client_ic_high, 0))
@@ -57,10 +52,10 @@ def _security_setup() -> CosemObject:
     obis = Obises.SECURITY_SETUP
     p = AccessLevel.PUBLIC
 
-    def client_title(meter: SimMeter) -> Data:
+    def client_title(meter: Meter) -> Data:
         return Data.octet_string(meter.client_system_title or b"")
 
-    def server_title(meter: SimMeter) -> Data:
+    def server_title(meter: Meter) -> Data:
         return Data.octet_string(meter.config.system_title)
 
     return CosemObject(
@@ -84,10 +79,22 @@ def _security_setup() -> CosemObject:
     )
 
 
+_OBJECT_LISTS: dict[AccessLevel, Data] = {}
+
+
+def object_list(level: AccessLevel) -> Data:
+    """Association LN object_list as an association of `level` sees it (built once)."""
+    cached = _OBJECT_LISTS.get(level)
+    if cached is None:
+        cached = Data.array([item.list_entry(level) for item in CATALOGUE.values()])
+        _OBJECT_LISTS[level] = cached
+    return cached
+
+
 def _build() -> dict[Obis, CosemObject]:
     public, reader = AccessLevel.PUBLIC, AccessLevel.READER
     objects: list[CosemObject] = [
-        ASSOCIATION,
+        association_object(object_list),
         CLOCK,
         data_object(Obises.SERIAL_NUMBER, public, _serial),
         data_object(Obises.LOGICAL_DEVICE_NAME, public, _device_name),
@@ -105,14 +112,3 @@ def _build() -> dict[Obis, CosemObject]:
 
 
 CATALOGUE: dict[Obis, CosemObject] = _build()
-
-_OBJECT_LISTS: dict[AccessLevel, Data] = {}
-
-
-def object_list(level: AccessLevel) -> Data:
-    """Association LN object_list as an association of `level` sees it (built once)."""
-    cached = _OBJECT_LISTS.get(level)
-    if cached is None:
-        cached = Data.array([item.list_entry(level) for item in CATALOGUE.values()])
-        _OBJECT_LISTS[level] = cached
-    return cached

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from cosem_objects.apdu.common import ActionResult, DataAccessResult, SelectiveAccess
 from cosem_objects.axdr import Data, DataType
 from cosem_objects.classes import Clock, Obises
@@ -15,12 +13,10 @@ from simulators.objects.model import (
     AssociationContext,
     AttributeDef,
     CosemObject,
+    Meter,
     MethodDef,
 )
 from simulators.objects.registers import logical_name_attribute
-
-if TYPE_CHECKING:
-    from simulators.meter import SimMeter
 
 # DST rules shown for completeness (DST itself is disabled): last Sunday of March 02:00 and
 # of October 03:00, with wildcards for the year and deviation.
@@ -42,12 +38,12 @@ def as_date_time(value: Data) -> CosemDateTime:
     raise AccessFailure(DataAccessResult.TYPE_UNMATCHED)
 
 
-def _time(meter: SimMeter, _ctx: AssociationContext | None, _a: SelectiveAccess | None) -> Data:
+def _time(meter: Meter, _ctx: AssociationContext | None, _a: SelectiveAccess | None) -> Data:
     stamp = meter.date_time(meter.meter_time(), CLOCK_STATUS_OK)
     return Data.octet_string(stamp.to_bytes())
 
 
-def _set_time(meter: SimMeter, _ctx: AssociationContext | None, value: Data) -> DataAccessResult:
+def _set_time(meter: Meter, _ctx: AssociationContext | None, value: Data) -> DataAccessResult:
     stamp = as_date_time(value)
     if None in (stamp.year, stamp.month, stamp.day, stamp.hour, stamp.minute):
         return DataAccessResult.OTHER_REASON
@@ -57,14 +53,12 @@ def _set_time(meter: SimMeter, _ctx: AssociationContext | None, value: Data) -> 
     return DataAccessResult.SUCCESS
 
 
-def _time_zone(meter: SimMeter, _c: AssociationContext | None, _a: SelectiveAccess | None) -> Data:
+def _time_zone(meter: Meter, _c: AssociationContext | None, _a: SelectiveAccess | None) -> Data:
     # Same sign as the date-time deviation (dlms-notes 4.3: deviation +120 with time_zone 120).
     return Data.long(-meter.utc_offset_min)
 
 
-def _set_time_zone(
-    meter: SimMeter, _ctx: AssociationContext | None, value: Data
-) -> DataAccessResult:
+def _set_time_zone(meter: Meter, _ctx: AssociationContext | None, value: Data) -> DataAccessResult:
     if value.type is not DataType.LONG:
         return DataAccessResult.TYPE_UNMATCHED
     if not -720 <= value.value <= 720:
@@ -78,7 +72,7 @@ def _constant(data: Data) -> AttributeDef:
 
 
 def _shift_time(
-    meter: SimMeter, _ctx: AssociationContext | None, params: Data | None
+    meter: Meter, _ctx: AssociationContext | None, params: Data | None
 ) -> tuple[ActionResult, Data | None]:
     if params is None or params.type is not DataType.LONG:
         return ActionResult.TYPE_UNMATCHED, None
@@ -90,7 +84,7 @@ def _shift_time(
 
 def _adjust(step: int) -> MethodDef:
     def call(
-        meter: SimMeter, _ctx: AssociationContext | None, _params: Data | None
+        meter: Meter, _ctx: AssociationContext | None, _params: Data | None
     ) -> tuple[ActionResult, Data | None]:
         now = meter.meter_time()
         meter.shift_time(round(now / step) * step - now)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from cosem_objects.apdu.common import ActionResult, DataAccessResult, SelectiveAccess
 from cosem_objects.axdr import Data, DataType
 from cosem_objects.classes import DisconnectControl, Obises, Transition
@@ -12,12 +10,10 @@ from simulators.objects.model import (
     AssociationContext,
     AttributeDef,
     CosemObject,
+    Meter,
     MethodDef,
 )
 from simulators.objects.registers import logical_name_attribute
-
-if TYPE_CHECKING:
-    from simulators.meter import SimMeter
 
 # How a relay outcome is answered (dlms-notes 1.5: a forbidden transition is refused with
 # read-write-denied; a failing switch reports hardware-fault; a stuck one claims success).
@@ -29,26 +25,20 @@ _ACTION_RESULTS = {
 }
 
 
-def _output_state(
-    meter: SimMeter, _c: AssociationContext | None, _a: SelectiveAccess | None
-) -> Data:
+def _output_state(meter: Meter, _c: AssociationContext | None, _a: SelectiveAccess | None) -> Data:
     return Data.boolean(meter.output_state)
 
 
-def _control_state(
-    meter: SimMeter, _c: AssociationContext | None, _a: SelectiveAccess | None
-) -> Data:
+def _control_state(meter: Meter, _c: AssociationContext | None, _a: SelectiveAccess | None) -> Data:
     return Data.enum(int(meter.control_state))
 
 
-def _control_mode(
-    meter: SimMeter, _c: AssociationContext | None, _a: SelectiveAccess | None
-) -> Data:
+def _control_mode(meter: Meter, _c: AssociationContext | None, _a: SelectiveAccess | None) -> Data:
     return Data.enum(meter.control_mode)
 
 
 def _set_control_mode(
-    meter: SimMeter, _ctx: AssociationContext | None, value: Data
+    meter: Meter, _ctx: AssociationContext | None, value: Data
 ) -> DataAccessResult:
     if value.type is not DataType.ENUM:
         return DataAccessResult.TYPE_UNMATCHED
@@ -60,7 +50,7 @@ def _set_control_mode(
 
 def _remote(transition: Transition) -> MethodDef:
     def call(
-        meter: SimMeter, _ctx: AssociationContext | None, params: Data | None
+        meter: Meter, _ctx: AssociationContext | None, params: Data | None
     ) -> tuple[ActionResult, Data | None]:
         # data ::= integer(0); other integers are tolerated, other types are not.
         if params is not None and params.type not in (DataType.INTEGER, DataType.NULL_DATA):

@@ -2,21 +2,24 @@
 
 Object definitions are built once at import and shared by every meter; only the handlers touch
 per-meter state, so ten thousand meters cost one catalogue. Access rights are given as the
-lowest association level allowed to read, write or invoke."""
+lowest association level allowed to read, write or invoke. Handlers see a meter through the
+`Meter` protocol (simulators/meter.py's SimMeter satisfies it), so the objects never import the
+meter and the meter never imports the objects."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from cosem_objects.apdu.common import ActionResult, DataAccessResult, SelectiveAccess
 from cosem_objects.axdr import Data
+from cosem_objects.classes import ControlState, Transition
+from cosem_objects.dates import CosemDateTime
 from cosem_objects.obis import Obis
-
-if TYPE_CHECKING:
-    from simulators.meter import SimMeter
+from simulators.config import MeterConfig
+from simulators.relay import RelayEvent
 
 
 class AccessLevel(IntEnum):
@@ -44,6 +47,48 @@ class AssociationContext:
     client_system_title: bytes | None = None
 
 
+class Meter(Protocol):
+    """What the object handlers read and change on a meter."""
+
+    config: MeterConfig
+    server_ic: int
+    client_ic_high: int
+    client_system_title: bytes | None
+    last_event_code: int
+    control_state: ControlState
+    control_mode: int
+    utc_offset_min: int
+
+    @property
+    def meter_id(self) -> str: ...
+
+    @property
+    def output_state(self) -> bool: ...
+
+    @property
+    def disconnector_log(self) -> list[tuple[float, int]]: ...
+
+    def now(self) -> float: ...
+
+    def meter_time(self, t: float | None = None) -> float: ...
+
+    def set_meter_time(self, target: float) -> None: ...
+
+    def shift_time(self, seconds: float) -> None: ...
+
+    def date_time(self, unix: float, status: int = 0) -> CosemDateTime: ...
+
+    def parse_date_time(self, stamp: CosemDateTime, upper: bool = False) -> float: ...
+
+    def energy(self, t: float | None = None) -> tuple[float, float, float, float]: ...
+
+    def power(self, t: float | None = None) -> tuple[float, float]: ...
+
+    def phase_values(self, phase: int, t: float | None = None) -> tuple[float, float, float]: ...
+
+    def operate(self, transition: Transition) -> RelayEvent: ...
+
+
 class AccessFailure(Exception):
     """Raised by handlers to answer with a data-access-result instead of a value."""
 
@@ -52,10 +97,10 @@ class AccessFailure(Exception):
         self.result = result
 
 
-Getter = Callable[["SimMeter", AssociationContext | None, SelectiveAccess | None], Data]
-Setter = Callable[["SimMeter", AssociationContext | None, Data], DataAccessResult]
+Getter = Callable[[Meter, AssociationContext | None, SelectiveAccess | None], Data]
+Setter = Callable[[Meter, AssociationContext | None, Data], DataAccessResult]
 MethodHandler = Callable[
-    ["SimMeter", AssociationContext | None, Data | None], tuple[ActionResult, Data | None]
+    [Meter, AssociationContext | None, Data | None], tuple[ActionResult, Data | None]
 ]
 
 

@@ -10,13 +10,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from cosem_objects.apdu.common import ActionResult, DataAccessResult, SelectiveAccess
 from cosem_objects.axdr import Data, DataType
 from cosem_objects.classes import Obises, ProfileGeneric
 from cosem_objects.obis import Obis
-from simulators.meter import DISCONNECTOR_LOG_CAPACITY
 from simulators.objects.clock import as_date_time
 from simulators.objects.model import (
     AccessFailure,
@@ -24,12 +22,11 @@ from simulators.objects.model import (
     AssociationContext,
     AttributeDef,
     CosemObject,
+    Meter,
     MethodDef,
 )
 from simulators.objects.registers import logical_name_attribute
-
-if TYPE_CHECKING:
-    from simulators.meter import SimMeter
+from simulators.relay import DISCONNECTOR_LOG_CAPACITY
 
 SORT_FIFO = 1
 EVENT_CODE_OBJECT = Obis(0, 0, 96, 11, 2)
@@ -71,14 +68,14 @@ class ProfileSource:
     capture_period: int
     capacity: int
 
-    def entries(self, meter: SimMeter) -> int:
+    def entries(self, meter: Meter) -> int:
         raise NotImplementedError
 
-    def locate(self, meter: SimMeter, start: float, end: float) -> tuple[int, int]:
+    def locate(self, meter: Meter, start: float, end: float) -> tuple[int, int]:
         """Positions [lo, hi) of the rows captured from `start` to `end` (unix, inclusive)."""
         raise NotImplementedError
 
-    def rows(self, meter: SimMeter, lo: int, hi: int) -> list[Row]:
+    def rows(self, meter: Meter, lo: int, hi: int) -> list[Row]:
         raise NotImplementedError
 
 
@@ -90,23 +87,23 @@ class PeriodicProfile(ProfileSource):
         columns: Sequence[Column],
         capture_period: int,
         capacity: int,
-        values: Callable[[SimMeter, float], Sequence[Data]],
+        values: Callable[[Meter, float], Sequence[Data]],
     ) -> None:
         self.columns = (CLOCK_COLUMN, *columns)
         self.capture_period = capture_period
         self.capacity = capacity
         self._values = values
 
-    def _offset(self, meter: SimMeter) -> int:
+    def _offset(self, meter: Meter) -> int:
         return meter.config.utc_offset_min * 60
 
-    def _last(self, meter: SimMeter) -> int:
+    def _last(self, meter: Meter) -> int:
         return math.floor((meter.now() + self._offset(meter)) / self.capture_period)
 
-    def entries(self, meter: SimMeter) -> int:
+    def entries(self, meter: Meter) -> int:
         return self.capacity
 
-    def locate(self, meter: SimMeter, start: float, end: float) -> tuple[int, int]:
+    def locate(self, meter: Meter, start: float, end: float) -> tuple[int, int]:
         offset = self._offset(meter)
         last = self._last(meter)
         first = last - self.capacity + 1
@@ -116,7 +113,7 @@ class PeriodicProfile(ProfileSource):
             return 0, 0
         return low - first, high - first + 1
 
-    def rows(self, meter: SimMeter, lo: int, hi: int) -> list[Row]:
+    def rows(self, meter: Meter, lo: int, hi: int) -> list[Row]:
         offset = self._offset(meter)
         first = self._last(meter) - self.capacity + 1
         rows = []
@@ -134,16 +131,16 @@ class EventLog(ProfileSource):
     capture_period = 0
     capacity = DISCONNECTOR_LOG_CAPACITY
 
-    def entries(self, meter: SimMeter) -> int:
+    def entries(self, meter: Meter) -> int:
         return len(meter.disconnector_log)
 
-    def locate(self, meter: SimMeter, start: float, end: float) -> tuple[int, int]:
+    def locate(self, meter: Meter, start: float, end: float) -> tuple[int, int]:
         positions = [i for i, (t, _) in enumerate(meter.disconnector_log) if start <= t <= end]
         if not positions:
             return 0, 0
         return positions[0], positions[-1] + 1
 
-    def rows(self, meter: SimMeter, lo: int, hi: int) -> list[Row]:
+    def rows(self, meter: Meter, lo: int, hi: int) -> list[Row]:
         return [
             (Data.octet_string(meter.date_time(t).to_bytes()), Data.unsigned(code))
             for t, code in meter.disconnector_log[lo:hi]
@@ -154,12 +151,12 @@ def _energy_wh(value: float) -> Data:
     return Data.double_long_unsigned(min(max(round(value), 0), 2**32 - 1))
 
 
-def _load_values(meter: SimMeter, t: float) -> Sequence[Data]:
+def _load_values(meter: Meter, t: float) -> Sequence[Data]:
     total, _t1, _t2, export = meter.energy(t)
     return _energy_wh(total), _energy_wh(export)
 
 
-def _billing_values(meter: SimMeter, t: float) -> Sequence[Data]:
+def _billing_values(meter: Meter, t: float) -> Sequence[Data]:
     return tuple(_energy_wh(value) for value in meter.energy(t))
 
 
@@ -197,7 +194,7 @@ def _integer(value: Data) -> int:
     return int(value.value)
 
 
-def read_buffer(source: ProfileSource, meter: SimMeter, access: SelectiveAccess | None) -> Data:
+def read_buffer(source: ProfileSource, meter: Meter, access: SelectiveAccess | None) -> Data:
     """Attribute 2 (buffer), whole or by range / entry descriptor."""
     columns: Sequence[int] = range(len(source.columns))
     if access is None:
@@ -245,14 +242,14 @@ def _column_index(source: ProfileSource, definition: Data) -> int:
 
 
 def _reset_log(
-    meter: SimMeter, _ctx: AssociationContext | None, _params: Data | None
+    meter: Meter, _ctx: AssociationContext | None, _params: Data | None
 ) -> tuple[ActionResult, Data | None]:
     meter.disconnector_log.clear()
     return ActionResult.SUCCESS, None
 
 
 def _denied(
-    _meter: SimMeter, _ctx: AssociationContext | None, _params: Data | None
+    _meter: Meter, _ctx: AssociationContext | None, _params: Data | None
 ) -> tuple[ActionResult, Data | None]:
     return ActionResult.READ_WRITE_DENIED, None
 

@@ -7,15 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from cosem_objects.axdr import Data, DataType
 from cosem_objects.classes import ScalerUnit
 from cosem_objects.obis import Obis
-from simulators.objects.model import AccessLevel, AttributeDef, CosemObject
-
-if TYPE_CHECKING:
-    from simulators.meter import SimMeter
+from simulators.objects.model import AccessLevel, AttributeDef, CosemObject, Meter
 
 WH, W, V, A = 30, 27, 35, 33
 
@@ -34,15 +30,15 @@ class RegisterSpec:
     scaler: int
     unit: int
     kind: DataType
-    value: Callable[[SimMeter], float]  # the physical value now, in `unit`
+    value: Callable[[Meter], float]  # the physical value now, in `unit`
 
-    def raw(self, meter: SimMeter) -> Data:
+    def raw(self, meter: Meter) -> Data:
         low, high = _RANGES[self.kind]
         number = round(self.value(meter) / 10**self.scaler)
         return Data(self.kind, min(max(number, low), high))
 
 
-def _phase(index: int, part: int) -> Callable[[SimMeter], float]:
+def _phase(index: int, part: int) -> Callable[[Meter], float]:
     return lambda meter: meter.phase_values(index)[part]
 
 
@@ -88,7 +84,7 @@ def register_object(spec: RegisterSpec, read: AccessLevel) -> CosemObject:
     )
 
 
-def data_object(obis: Obis, read: AccessLevel, value: Callable[[SimMeter], Data]) -> CosemObject:
+def data_object(obis: Obis, read: AccessLevel, value: Callable[[Meter], Data]) -> CosemObject:
     return CosemObject(
         class_id=1,
         version=0,
