@@ -39,22 +39,10 @@ from benchmarks._common import (
     rounded,
 )
 from benchmarks._proc import spawn
+from drivers.inventory_columns import REQUIRED_COLUMNS
 
 RSS_GOAL_MB = 1024.0
 YEAR_S = 365 * 86400
-COLUMNS = (
-    "meter_id",
-    "host",
-    "port",
-    "transport",
-    "client_sap",
-    "server_logical",
-    "server_physical",
-    "security",
-    "password",
-    "auth_key",
-    "enc_key",
-)
 _BASELINE_IMPORTS = (
     "import headend.daemon, headend.cli, headend.meters.inventory, drivers.session, drivers.connect"
 )
@@ -62,15 +50,24 @@ _BASELINE_IMPORTS = (
 
 def write_inventory(path: Path, meters: int) -> None:
     """Meter i on 127.x.y.z:4059 (all of 127/8 is loopback: a unique line per meter, and a
-    poll that does start is refused at once instead of hanging)."""
+    poll that does start is refused at once instead of hanging). Only the required columns."""
     with open(path, "w", newline="", encoding="ascii") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(COLUMNS)
+        writer = csv.DictWriter(handle, fieldnames=REQUIRED_COLUMNS)
+        writer.writeheader()
         for i in range(meters):
-            host = f"127.{1 + (i >> 16)}.{(i >> 8) & 0xFF}.{i & 0xFF}"
             key = f"{i:032x}"
             writer.writerow(
-                (f"B5M{i:08d}", host, 4059, "wrapper", 1, 1, "", "hls-gmac", "", key, key[::-1])
+                {
+                    "meter_id": f"B5M{i:08d}",
+                    "host": f"127.{1 + (i >> 16)}.{(i >> 8) & 0xFF}.{i & 0xFF}",
+                    "port": 4059,
+                    "transport": "wrapper",
+                    "client_sap": 1,
+                    "server_logical": 1,
+                    "security": "hls-gmac",
+                    "auth_key": key,
+                    "enc_key": key[::-1],
+                }
             )
 
 

@@ -1,13 +1,16 @@
 """From connection parameters (an inventory row or CLI options) to an open-able DlmsSession.
 
 One place maps `transport` + `security` to a transport object and ClientSettings, so the CLI, the
-daemon and the benchmarks connect to meters the same way."""
+daemon and the benchmarks connect to meters the same way. The per-meter fields of MeterConnection
+are drivers.inventory_columns.CONNECTION_FIELDS, in that order (tests/test_meter_fields.py)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from drivers.client_core import Authentication, ClientSettings
+from drivers.inventory_columns import SECRET_FIELDS
 from drivers.session import DlmsSession, InvocationCounterStore
 
 TRANSPORTS = ("wrapper", "hdlc", "serial")
@@ -117,13 +120,10 @@ async def read_frame_counter(connection: MeterConnection, *, timeout: float = 10
 
     A caller with no stored counter (a one-off CLI session) starts above it, so the meter never
     sees a counter it has already taken (the Gurux `updateFrameCounter` approach)."""
-    from dataclasses import replace
-
     from cosem_objects.classes import DataObject, Obises
 
-    public = replace(
-        connection, client_sap=16, security="none", password=None, auth_key=None, enc_key=None
-    )
+    no_secrets: dict[str, Any] = dict.fromkeys(SECRET_FIELDS)
+    public = replace(connection, client_sap=16, security="none", **no_secrets)
     async with open_session(public, timeout=timeout) as session:
         value = await session.get(DataObject.CLASS_ID, Obises.INVOCATION_COUNTER, DataObject.VALUE)
     if not isinstance(value.value, int) or isinstance(value.value, bool):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cosem_objects.axdr import Data
+from drivers.inventory_columns import SECRET_FIELDS
 from simulators.config import Faults, MeterConfig
 from simulators.faults_runtime import FleetClock
 from simulators.fleet_spec import (
@@ -301,9 +302,7 @@ class Fleet:
     def meter_status(self, key: MeterKey) -> dict[str, Any]:
         runtime = self.runtime(key)
         row = self.row(key)
-        info: dict[str, Any] = {
-            k: v for k, v in row.as_csv().items() if k not in ("password", "auth_key", "enc_key")
-        }
+        info: dict[str, Any] = {k: v for k, v in row.as_csv().items() if k not in SECRET_FIELDS}
         info.update(
             offline=runtime.offline(),
             open_connections=runtime.open_connections,

@@ -2,7 +2,8 @@
 
 One row per meter with the association the fleet hands the head-end: security none -> public
 client 16; lls -> reader client 32 and the password as ASCII text; hls-gmac -> management
-client 1 and the suite 0 keys in hex. Serial meters add their pseudo-terminal and baud rate."""
+client 1 and the suite 0 keys in hex. Serial meters add their pseudo-terminal and baud rate.
+The columns are drivers.inventory_columns.COLUMNS, and so are InventoryRow's fields."""
 
 from __future__ import annotations
 
@@ -12,24 +13,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from drivers.inventory_columns import COLUMNS, CONNECTION_FIELDS
 from simulators.config import MeterConfig, Security
 
-COLUMNS = (
-    "meter_id",
-    "host",
-    "port",
-    "transport",
-    "client_sap",
-    "server_logical",
-    "server_physical",
-    "security",
-    "password",
-    "auth_key",
-    "enc_key",
-    "serial_port",
-    "baud",
-    "system_title",
-)
+_TEXT_BYTES = ("password",)  # the LLS password is ASCII text; keys and titles are hex
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,43 +63,28 @@ class InventoryRow:
         )
 
     def as_csv(self) -> dict[str, str]:
-        def text(value: object) -> str:
-            return "" if value is None else str(value)
-
-        return {
-            "meter_id": self.meter_id,
-            "host": self.host,
-            "port": text(self.port) if self.transport != "serial" else "",
-            "transport": self.transport,
-            "client_sap": str(self.client_sap),
-            "server_logical": str(self.server_logical),
-            "server_physical": text(self.server_physical),
-            "security": self.security,
-            "password": self.password.decode("ascii") if self.password else "",
-            "auth_key": self.auth_key.hex() if self.auth_key else "",
-            "enc_key": self.enc_key.hex() if self.enc_key else "",
-            "serial_port": text(self.serial_port),
-            "baud": text(self.baud),
-            "system_title": self.system_title.hex() if self.system_title else "",
-        }
+        cells = {name: _cell(name, getattr(self, name)) for name in COLUMNS}
+        if self.transport == "serial":
+            cells["port"] = ""  # a serial meter has no TCP port
+        return cells
 
     def connection_kwargs(self) -> dict[str, object]:
         """Keyword arguments for drivers.connect.MeterConnection (tests build clients with it)."""
-        kwargs: dict[str, object] = {
-            "transport": self.transport,
-            "client_sap": self.client_sap,
-            "server_logical": self.server_logical,
-            "server_physical": self.server_physical,
-            "security": self.security,
-            "password": self.password,
-            "auth_key": self.auth_key,
-            "enc_key": self.enc_key,
-        }
+        kwargs: dict[str, object] = {name: getattr(self, name) for name in CONNECTION_FIELDS}
         if self.transport == "serial":
-            kwargs.update(host=None, serial_port=self.serial_port, baud=self.baud or 9600)
+            del kwargs["port"]
+            kwargs.update(host=None, baud=self.baud or 9600)
         else:
-            kwargs.update(host=self.host, port=self.port)
+            del kwargs["serial_port"], kwargs["baud"]
         return kwargs
+
+
+def _cell(name: str, value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return value.decode("ascii") if name in _TEXT_BYTES else value.hex()
+    return str(value)
 
 
 def render_inventory(rows: list[InventoryRow]) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from drivers.connect import open_session
+from drivers.inventory_columns import COLUMNS
 from simulators.config import Faults, derive_credentials, meter_id_for
 from simulators.control import ControlClient, ControlError, ControlServer, execute
 from simulators.fleet import FleetError, raise_fd_limit, run_fleet
@@ -24,7 +25,7 @@ from simulators.fleet_spec import (
     load_fleet_file,
     parse_fleet_document,
 )
-from simulators.inventory import COLUMNS, read_inventory, render_inventory
+from simulators.inventory import read_inventory, render_inventory
 from simulators.servers import ServerStartError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,26 +10,29 @@ from __future__ import annotations
 import csv
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import insert, select
 
+from drivers.connect import SECURITIES, TRANSPORTS, MeterConnection
+from drivers.inventory_columns import (
+    CONNECTION_FIELDS,
+    METER_FIELDS,
+    OPTIONAL_COLUMNS,
+    REQUIRED_COLUMNS,
+    SECRET_FIELDS,
+)
 from headend.domain import is_valid_meter_id
 from headend.meters.secrets import MasterKey, Secret
 from headend.storage.db import Database
-from headend.storage.models import Meter
+from headend.storage.models import Meter, meter_column
 from headend.storage.records import MeterRow
-
-if TYPE_CHECKING:
-    from drivers.connect import MeterConnection
 
 __all__ = [
     "DEFAULT_CLIENT_SAP",
-    "OPTIONAL_COLUMNS",
-    "REQUIRED_COLUMNS",
     "ImportResult",
     "InventoryError",
     "InventoryRow",
@@ -43,26 +46,9 @@ __all__ = [
     "parse_inventory",
 ]
 
-REQUIRED_COLUMNS = (
-    "meter_id",
-    "host",
-    "port",
-    "transport",
-    "client_sap",
-    "server_logical",
-    "server_physical",
-    "security",
-    "password",
-    "auth_key",
-    "enc_key",
-)
-OPTIONAL_COLUMNS = ("serial_port", "baud", "system_title", "line")
-TRANSPORTS = ("wrapper", "hdlc", "serial")
-SECURITIES = ("none", "lls", "hls-gmac")
 DEFAULT_CLIENT_SAP = {"none": 16, "lls": 32, "hls-gmac": 1}
 DEFAULT_WRAPPER_PORT = 4059
 DEFAULT_BAUD = 9600
-SECRET_FIELDS = ("password", "auth_key", "enc_key")
 _HEX_KEY = re.compile(r"[0-9a-fA-F]{32}")
 _HEX_TITLE = re.compile(r"[0-9a-fA-F]{16}")
 _MAX_ERRORS_SHOWN = 20
@@ -84,7 +70,8 @@ class InventoryError(Exception):
 
 @dataclass(frozen=True)
 class InventoryRow:
-    """One validated inventory line. Secrets are plaintext here, hidden from repr."""
+    """One validated inventory line: its meter_id and METER_FIELDS (tests/test_meter_fields.py).
+    Secrets are plaintext here, hidden from repr."""
 
     meter_id: str
     host: str | None
@@ -117,7 +104,8 @@ class ImportResult:
 
 @dataclass(frozen=True)
 class MeterRecord:
-    """A meter's connection parameters with its secrets decrypted, for the driver layer.
+    """A meter's connection parameters with its secrets decrypted, for the driver layer: its
+    meter_id and METER_FIELDS, and what was learnt from the meter (tests/test_meter_fields.py).
     Secrets are `Secret` values: repr/str print '***'."""
 
     meter_id: str
@@ -140,22 +128,14 @@ class MeterRecord:
 
     def connection(self, **overrides: Any) -> MeterConnection:
         """A drivers.connect.MeterConnection for this meter (overrides: e.g. mode_e=True)."""
-        from drivers.connect import MeterConnection
-
-        params: dict[str, Any] = {
-            "host": self.host,
-            "port": self.port if self.port is not None else DEFAULT_WRAPPER_PORT,
-            "transport": self.transport,
-            "client_sap": self.client_sap,
-            "server_logical": self.server_logical,
-            "server_physical": self.server_physical,
-            "security": self.security,
-            "password": None if self.password is None else self.password.reveal(),
-            "auth_key": None if self.auth_key is None else self.auth_key.reveal(),
-            "enc_key": None if self.enc_key is None else self.enc_key.reveal(),
-            "serial_port": self.serial_port,
-            "baud": self.baud if self.baud is not None else DEFAULT_BAUD,
-        }
+        params: dict[str, Any] = {name: getattr(self, name) for name in CONNECTION_FIELDS}
+        for name in SECRET_FIELDS:
+            secret: Secret[bytes] | None = params[name]
+            params[name] = None if secret is None else secret.reveal()
+        if params["port"] is None:
+            params["port"] = DEFAULT_WRAPPER_PORT
+        if params["baud"] is None:
+            params["baud"] = DEFAULT_BAUD
         params.update(overrides)
         return MeterConnection(**params)
 
@@ -376,19 +356,7 @@ def _seal(
     return master_key.encrypt(value.reveal(), context=_context(meter_id, name))
 
 
-_PLAIN_FIELDS = (
-    "host",
-    "port",
-    "transport",
-    "client_sap",
-    "server_logical",
-    "server_physical",
-    "security",
-    "serial_port",
-    "baud",
-    "system_title",
-    "line",
-)
+_PLAIN_FIELDS = tuple(name for name in METER_FIELDS if name not in SECRET_FIELDS)
 
 
 async def import_rows(
@@ -410,7 +378,9 @@ async def import_rows(
                     created_at=now,
                     updated_at=now,
                     **{
-                        f"{name}_enc": _seal(master_key, row.meter_id, name, getattr(row, name))
+                        meter_column(name): _seal(
+                            master_key, row.meter_id, name, getattr(row, name)
+                        )
                         for name in SECRET_FIELDS
                     },
                 )
@@ -423,11 +393,13 @@ async def import_rows(
                     setattr(current, name, getattr(row, name))
                     changed = True
             for name in SECRET_FIELDS:
-                token = getattr(current, f"{name}_enc")
+                token = getattr(current, meter_column(name))
                 stored = _open_secret(master_key, row.meter_id, name, token)
                 wanted: Secret[bytes] | None = getattr(row, name)
                 if stored != wanted:
-                    setattr(current, f"{name}_enc", _seal(master_key, row.meter_id, name, wanted))
+                    setattr(
+                        current, meter_column(name), _seal(master_key, row.meter_id, name, wanted)
+                    )
                     changed = True
             if changed:
                 current.updated_at = now
@@ -449,27 +421,25 @@ async def import_inventory(db: Database, path: Path, master_key: MasterKey) -> I
 # Reading back, decrypted
 
 
+# What a MeterRecord takes from the stored row as it is; system_title is stored as hex.
+_RECORD_AS_STORED = tuple(
+    f.name for f in fields(MeterRecord) if f.name not in SECRET_FIELDS and f.name != "system_title"
+)
+_SEALED_COLUMNS = tuple((name, meter_column(name)) for name in SECRET_FIELDS)
+
+
 def decrypt_meter(row: MeterRow | Meter, master_key: MasterKey) -> MeterRecord:
     """Open a stored meter's secrets. A wrong master key raises SecretsError naming the
     meter (and never showing the secret or the key)."""
+    meter_id = row.meter_id
+    secrets: dict[str, Any] = {
+        name: _open_secret(master_key, meter_id, name, getattr(row, column))
+        for name, column in _SEALED_COLUMNS
+    }
     return MeterRecord(
-        meter_id=row.meter_id,
-        host=row.host,
-        port=row.port,
-        transport=row.transport,
-        client_sap=row.client_sap,
-        server_logical=row.server_logical,
-        server_physical=row.server_physical,
-        security=row.security,
-        serial_port=row.serial_port,
-        baud=row.baud,
-        line=row.line,
+        **{name: getattr(row, name) for name in _RECORD_AS_STORED},
         system_title=None if row.system_title is None else bytes.fromhex(row.system_title),
-        capabilities=row.capabilities,
-        control_mode=row.control_mode,
-        password=_open_secret(master_key, row.meter_id, "password", row.password_enc),
-        auth_key=_open_secret(master_key, row.meter_id, "auth_key", row.auth_key_enc),
-        enc_key=_open_secret(master_key, row.meter_id, "enc_key", row.enc_key_enc),
+        **secrets,
     )
 
 

@@ -28,6 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from drivers.inventory_columns import SECRET_FIELDS
 from headend.storage.types import DecimalText, UtcDateTime
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "ProfileEntry",
     "Reading",
     "RelayState",
+    "meter_column",
 ]
 
 # A command is active (the controller works on it) until it is confirmed or superseded.
@@ -68,6 +70,9 @@ class Base(DeclarativeBase):
 
 
 class Meter(Base):
+    """A meter: its inventory row (drivers.inventory_columns.METER_FIELDS, each in the column
+    `meter_column` names), what was learnt from it, and its prepaid state."""
+
     __tablename__ = "meters"
 
     meter_id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -105,6 +110,12 @@ class Meter(Base):
     last_reading_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+def meter_column(field_name: str) -> str:
+    """The meters column that holds an inventory field: a secret is kept sealed, in
+    `<name>_enc`, so its plaintext has no column at all."""
+    return f"{field_name}_enc" if field_name in SECRET_FIELDS else field_name
 
 
 class Reading(Base):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -160,7 +160,8 @@ class AlarmInfo:
 
 @dataclass(frozen=True, slots=True)
 class MeterRow:
-    """A meter as stored; secrets stay sealed (see headend.meters.inventory for decrypted ones)."""
+    """A meter as stored; secrets stay sealed (see headend.meters.inventory for decrypted ones).
+    Each field is a column of models.Meter (tests/test_meter_fields.py)."""
 
     meter_id: str
     host: str | None
@@ -195,38 +196,10 @@ class MeterRow:
 
     @classmethod
     def of(cls, row: models.Meter) -> MeterRow:
-        return cls(
-            meter_id=row.meter_id,
-            host=row.host,
-            port=row.port,
-            transport=row.transport,
-            client_sap=row.client_sap,
-            server_logical=row.server_logical,
-            server_physical=row.server_physical,
-            security=row.security,
-            serial_port=row.serial_port,
-            baud=row.baud,
-            line=row.line,
-            system_title=row.system_title,
-            capabilities=row.capabilities,
-            capabilities_at=row.capabilities_at,
-            control_mode=row.control_mode,
-            desired_relay_state=row.desired_relay_state,
-            desired_seq=row.desired_seq,
-            confirmed_relay_state=row.confirmed_relay_state,
-            confirmed_output_state=row.confirmed_output_state,
-            confirmed_at=row.confirmed_at,
-            balance_seq=row.balance_seq,
-            last_balance=row.last_balance,
-            last_balance_currency=row.last_balance_currency,
-            warning_active=row.warning_active,
-            last_reading_at=row.last_reading_at,
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-            password_enc=row.password_enc,
-            auth_key_enc=row.auth_key_enc,
-            enc_key_enc=row.enc_key_enc,
-        )
+        return cls(**{name: getattr(row, name) for name in _METER_ROW_FIELDS})
+
+
+_METER_ROW_FIELDS = tuple(f.name for f in fields(MeterRow))
 
 
 @dataclass(frozen=True, slots=True)
