@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "COLUMNS",
     "CONNECTION_FIELDS",
+    "DEFAULT_CLIENT_SAP",
     "METER_FIELDS",
     "OPTIONAL_COLUMNS",
     "REQUIRED_COLUMNS",
@@ -54,3 +55,7 @@ REQUIRED_COLUMNS: tuple[str, ...] = tuple(
     c for c in ("meter_id", *METER_FIELDS) if c not in OPTIONAL_COLUMNS
 )
 """Columns every inventory file must have (empty cells allowed where the meter needs none)."""
+
+DEFAULT_CLIENT_SAP: dict[str, int] = {"none": 16, "lls": 32, "hls-gmac": 1}
+"""The client SAP a meter expects by security (public client, reader, management client) when
+an inventory row or a command line gives none."""

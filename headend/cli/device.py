@@ -22,6 +22,7 @@ from cosem_objects.errors import AuthenticationError, ProtocolError
 from cosem_objects.obis import Obis
 from drivers.connect import MeterConnection, open_session, read_frame_counter
 from drivers.dlms_errors import AssociationRefused, DlmsError
+from drivers.inventory_columns import DEFAULT_CLIENT_SAP
 from drivers.session import DlmsSession, MemoryInvocationCounterStore, RelayStatus
 
 T = TypeVar("T")
@@ -49,7 +50,6 @@ ConfigOpt = Annotated[Path | None, typer.Option(help="Config file (for --meter).
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 TimeoutOpt = Annotated[float, typer.Option(help="Seconds per request.")]
 
-DEFAULT_SAP = {"none": 16, "lls": 32, "hls-gmac": 1}
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -82,7 +82,9 @@ def _connection(
             host=host,
             port=port,
             transport=transport,
-            client_sap=client_sap if client_sap is not None else DEFAULT_SAP.get(security, 16),
+            client_sap=(
+                client_sap if client_sap is not None else DEFAULT_CLIENT_SAP.get(security, 16)
+            ),
             server_logical=server_logical,
             server_physical=server_physical,
             security=security,

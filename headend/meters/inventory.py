@@ -20,6 +20,7 @@ from sqlalchemy import insert, select
 from drivers.connect import SECURITIES, TRANSPORTS, MeterConnection
 from drivers.inventory_columns import (
     CONNECTION_FIELDS,
+    DEFAULT_CLIENT_SAP,
     METER_FIELDS,
     OPTIONAL_COLUMNS,
     REQUIRED_COLUMNS,
@@ -46,7 +47,6 @@ __all__ = [
     "parse_inventory",
 ]
 
-DEFAULT_CLIENT_SAP = {"none": 16, "lls": 32, "hls-gmac": 1}
 DEFAULT_WRAPPER_PORT = 4059
 DEFAULT_BAUD = 9600
 _HEX_KEY = re.compile(r"[0-9a-fA-F]{32}")
