@@ -84,6 +84,9 @@ class TlsConfig:
 
 @dataclass(frozen=True)
 class MqttConfig:
+    """The ``[mqtt]`` section, and the one shape of MQTT settings: ``MqttBridge`` takes it
+    as it is (tests and library callers build it directly)."""
+
     host: str | None = None  # None: run the embedded broker
     port: int = 1883
     client_id: str = "headend-1"

@@ -1,10 +1,13 @@
 """`headend run`: the collection daemon, assembled from its parts.
 
-Config -> database (migrated) -> MQTT bridge (embedded broker when no host is configured) ->
-relay controller + collection, all in one asyncio.TaskGroup. SIGTERM/SIGINT stop it cleanly:
-relay workers and polls are cancelled (each session's exit releases its association), the
-bridge finishes the balance event in hand, flushes the outbox and says `offline`. Nothing is
-lost by stopping at any point: commands are in the database and resume on the next start."""
+The parts are built in dependency order, each handed what it needs: config -> database
+(migrated) and repositories -> outbox -> notifier -> meter access -> relay controller -> MQTT
+bridge (embedded broker when no host is configured; it hands balance events to the controller
+and drains the outbox) -> collection, all run in one asyncio.TaskGroup. SIGTERM/SIGINT stop
+it cleanly: relay workers and polls are cancelled (each session's exit releases its
+association), the bridge finishes the balance event in hand, flushes the outbox and says
+`offline`. Nothing is lost by stopping at any point: commands are in the database and resume
+on the next start."""
 
 from __future__ import annotations
 
@@ -29,7 +32,8 @@ from headend.meters.access import MeterAccess
 from headend.meters.line_locks import LineLocks, RelayPressure
 from headend.mqtt.bridge import MqttBridge
 from headend.mqtt.broker import EmbeddedBroker
-from headend.mqtt.payloads import BadEvent, BalanceEvent
+from headend.mqtt.notifier import Notifier
+from headend.mqtt.outbox import MemoryOutbox
 from headend.mqtt.topics import Topics
 from headend.relay.controller import ControllerSettings, RelayController
 from headend.storage import Database, Repository
@@ -131,35 +135,23 @@ class Daemon:
             relay_db, warning_threshold=config.notifications.warning_threshold
         )
         readings = ReadingBatcher(repository)
+        outbox = MemoryOutbox()
         topics = Topics(config.mqtt.billing_prefix, config.mqtt.headend_prefix)
-        locks = LineLocks()
+        notifier = Notifier(outbox, topics)
         access = MeterAccess(
-            db, repository, master_key, locks=locks, timeout_s=config.polling.timeout_s
+            db,
+            repository,
+            master_key,
+            command_repository=relay_repository,
+            locks=LineLocks(),
+            timeout_s=config.polling.timeout_s,
         )
-        access.command_repository = relay_repository
         await access.refresh()  # every meter's secrets open, or we stop here naming it
-
-        controller: RelayController | None = None
-
-        async def on_balance(event: BalanceEvent | BadEvent, raw: bytes) -> None:
-            assert controller is not None
-            await controller.handle_balance(event, raw)
-
-        bridge = MqttBridge(
-            config.mqtt,
-            on_balance,
-            host=host,
-            port=port,
-            timeout_s=tuning.mqtt_timeout_s,
-            backoff_max_s=tuning.mqtt_backoff_max_s,
-        )
-        self.bridge = bridge
         pressure = RelayPressure()
         controller = RelayController(
             relay_repository,
             access,
-            bridge,
-            topics,
+            notifier,
             ControllerSettings(
                 overdue_after_s=config.relay.overdue_after_s,
                 retry_base_s=config.relay.retry_base_s,
@@ -172,6 +164,17 @@ class Daemon:
             pressure=pressure,
         )
         self.controller = controller
+        bridge = MqttBridge(
+            config.mqtt,
+            topics,
+            outbox,
+            controller.handle_balance,
+            host=host,
+            port=port,
+            timeout_s=tuning.mqtt_timeout_s,
+            backoff_max_s=tuning.mqtt_backoff_max_s,
+        )
+        self.bridge = bridge
         polling = config.polling
         scheduler = Scheduler(
             interval_s=polling.interval_s,
@@ -184,8 +187,7 @@ class Daemon:
         )
         poller = Poller(
             repository,
-            bridge,
-            topics,
+            notifier,
             PollSettings(
                 obis=polling.obis,
                 load_profile=polling.load_profile,
@@ -199,8 +201,7 @@ class Daemon:
             poller,
             scheduler,
             repository,
-            bridge,
-            topics,
+            notifier,
             concurrency=polling.concurrency,
             session_budget_s=max(60.0, polling.timeout_s * 30),
             refresh_s=tuning.inventory_refresh_s,

@@ -1,5 +1,5 @@
 """Helpers for the head-end's collection and end-to-end tests: a real database with a
-simulator fleet's inventory imported, a publisher that keeps what it is given, and waiting for
+simulator fleet's inventory imported, an outbox that keeps what it is given, and waiting for
 a condition with a deadline (never a fixed sleep)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from db_support import temp_database
 
 from headend.meters.inventory import import_inventory
 from headend.meters.secrets import MasterKey
+from headend.mqtt.outbox import OutboxMessage
 from headend.storage import Database
 
 
@@ -32,22 +33,15 @@ async def fleet_database(
         yield db, key
 
 
-class KeepingPublisher:
-    """Keeps every message it is asked to publish (stands where the MQTT bridge would)."""
+class KeepingOutbox:
+    """Keeps every message the Notifier leaves, payloads decoded (stands where the MQTT
+    outbox would; only ``put``, the side the Notifier uses)."""
 
     def __init__(self) -> None:
         self.messages: list[tuple[str, Any, bool]] = []
 
-    def publish(
-        self,
-        topic: str,
-        payload: Mapping[str, Any] | str | bytes,
-        qos: int = 1,
-        retain: bool = False,
-    ) -> None:
-        if isinstance(payload, bytes):
-            payload = json.loads(payload)
-        self.messages.append((topic, payload, retain))
+    def put(self, message: OutboxMessage) -> None:
+        self.messages.append((message.topic, json.loads(message.payload), message.retain))
 
     def on(self, topic: str) -> list[Any]:
         return [p for t, p, _ in self.messages if t == topic]

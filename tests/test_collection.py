@@ -11,7 +11,7 @@ import random
 
 import pytest
 from db_support import DIALECTS
-from e2e_support import KeepingPublisher, eventually, fleet_database
+from e2e_support import KeepingOutbox, eventually, fleet_database
 
 from drivers.connect import open_session
 from headend.collection.poller import BILLING_PROFILE, LOAD_PROFILE, Poller, PollSettings
@@ -19,6 +19,7 @@ from headend.collection.scheduler import PollJob, Scheduler, next_slot, slot_off
 from headend.collection.service import CollectionService
 from headend.meters.access import MeterAccess
 from headend.meters.line_locks import COMMAND, POLL, LineLocks
+from headend.mqtt.notifier import Notifier
 from headend.mqtt.topics import Topics
 from headend.storage import Repository
 
@@ -201,11 +202,11 @@ async def test_poll_reads_registers_catches_up_profiles_and_sets_the_clock(
             await session.set_clock(dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5))
 
         repository = Repository(db)
-        publisher = KeepingPublisher()
+        outbox = KeepingOutbox()
         settings = PollSettings(
             obis=OBIS, load_profile_backfill_s=3 * 3600, billing_backfill_s=5 * 86400
         )
-        poller = Poller(repository, publisher, TOPICS, settings)
+        poller = Poller(repository, Notifier(outbox, TOPICS), settings)
         access = MeterAccess(db, repository, key, timeout_s=5)
         record = await access.record(meter_id)
         assert record is not None
@@ -218,7 +219,7 @@ async def test_poll_reads_registers_catches_up_profiles_and_sets_the_clock(
         stored = await repository.latest_readings(meter_id)
         assert set(stored) == set(OBIS)
         assert stored["1.0.32.7.0.255"].unit == "V"
-        (published,) = publisher.on(TOPICS.readings(meter_id))
+        (published,) = outbox.on(TOPICS.readings(meter_id))
         assert set(published["values"]) == set(OBIS)
         assert published["values"]["0.0.96.3.10.255"]["value"] is True
 
@@ -257,16 +258,16 @@ async def test_collection_polls_every_meter_and_alarms_an_unreachable_one(
         ids = [fleet.config(i).meter_id for i in range(4)]
         fleet.go_offline(ids[1])
         repository = Repository(db)
-        publisher = KeepingPublisher()
+        outbox = KeepingOutbox()
+        notifier = Notifier(outbox, TOPICS)
         access = MeterAccess(db, repository, key, timeout_s=3)
         scheduler = Scheduler(interval_s=1.5, retry_base_s=0.2, unreachable_after=2)
         service = CollectionService(
             access,
-            Poller(repository, publisher, TOPICS, PollSettings(obis=OBIS)),
+            Poller(repository, notifier, PollSettings(obis=OBIS)),
             scheduler,
             repository,
-            publisher,
-            TOPICS,
+            notifier,
             concurrency=2,
         )
         task = asyncio.create_task(service.run())
@@ -284,7 +285,7 @@ async def test_collection_polls_every_meter_and_alarms_an_unreachable_one(
 
             (alarm,) = await eventually(unreachable_alarm, what="meter_unreachable alarm")
             assert "failed in a row" in (alarm.detail or "")
-            published = [p for p in publisher.on(TOPICS.alarms) if p["meter_id"] == ids[1]]
+            published = [p for p in outbox.on(TOPICS.alarms) if p["meter_id"] == ids[1]]
             assert [p["type"] for p in published] == ["meter_unreachable"]  # once per outage
             assert not await polled(ids[1])
 
@@ -319,11 +320,10 @@ async def test_meters_sharing_a_serial_line_are_polled_one_at_a_time(sim_fleet, 
         scheduler = Scheduler(interval_s=0.5, retry_base_s=0.2)
         service = CollectionService(
             access,
-            Poller(repository, None, TOPICS, PollSettings(obis=OBIS[:2])),
+            Poller(repository, None, PollSettings(obis=OBIS[:2])),
             scheduler,
             repository,
             None,
-            TOPICS,
             concurrency=3,  # the line lock, not the bound, keeps them apart
         )
         task = asyncio.create_task(service.run())
@@ -383,7 +383,8 @@ async def test_capabilities_are_discovered_once_and_steer_the_poll(
         meter_id = fleet.config(0).meter_id
         repository = Repository(db)
         absent = "1.0.99.99.99.255"  # no such object in the simulated meter
-        poller = Poller(repository, KeepingPublisher(), TOPICS, PollSettings(obis=[*OBIS, absent]))
+        notifier = Notifier(KeepingOutbox(), TOPICS)
+        poller = Poller(repository, notifier, PollSettings(obis=[*OBIS, absent]))
         access = MeterAccess(db, repository, key, timeout_s=5)
         record = await access.record(meter_id)
         assert record is not None
@@ -399,7 +400,7 @@ async def test_capabilities_are_discovered_once_and_steer_the_poll(
         assert row.capabilities is not None and "0.0.96.3.10.255" in row.capabilities["objects"]
 
         # A new poller (say, after a restart) takes them from the database, not the meter.
-        again = Poller(repository, KeepingPublisher(), TOPICS, PollSettings(obis=OBIS))
+        again = Poller(repository, notifier, PollSettings(obis=OBIS))
         async with access.session(record) as session:
             second = await again.poll(session, meter_id, job)
         assert second.readings == 4 and again.capabilities.discoveries == 0

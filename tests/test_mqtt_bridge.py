@@ -32,16 +32,13 @@ from mqtt_support import (
     publish_once,
 )
 
+from headend.config import MqttConfig, TlsConfig
+from headend.meters.secrets import Secret
 from headend.mqtt.bridge import MqttBridge
-from headend.mqtt.payloads import (
-    BadEvent,
-    BalanceEvent,
-    alarm_payload,
-    command_payload,
-    readings_payload,
-    relay_payload,
-)
-from headend.mqtt.settings import MqttSettings, MqttTls
+from headend.mqtt.notifier import Notifier
+from headend.mqtt.outbox import MemoryOutbox, OutboxMessage
+from headend.mqtt.payloads import BadEvent, BalanceEvent, encode_payload
+from headend.mqtt.topics import Topics
 
 REPO = Path(__file__).resolve().parents[1]
 Event = BalanceEvent | BadEvent
@@ -62,7 +59,7 @@ async def restartable(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIt
         yield opened
 
 
-def settings_for(broker: Broker, **changes: Any) -> MqttSettings:
+def settings_for(broker: Broker, **changes: Any) -> MqttConfig:
     base: dict[str, Any] = {
         "host": broker.host,
         "port": broker.port,
@@ -71,7 +68,20 @@ def settings_for(broker: Broker, **changes: Any) -> MqttSettings:
         "headend_prefix": f"{broker.prefix}/headend",
         "keepalive": 10,
     }
-    return MqttSettings(**{**base, **changes})
+    return MqttConfig(**{**base, **changes})
+
+
+def make_bridge(
+    settings: MqttConfig, handler: Handler, *, outbox_size: int = 10_000, **options: Any
+) -> MqttBridge:
+    """A bridge with its own topics (from the settings' prefixes) and in-memory outbox."""
+    topics = Topics(settings.billing_prefix, settings.headend_prefix)
+    return MqttBridge(settings, topics, MemoryOutbox(outbox_size), handler, **options)
+
+
+def notifier_of(bridge: MqttBridge) -> Notifier:
+    """What the daemon's parts would use to put messages in the bridge's outbox."""
+    return Notifier(bridge.outbox, bridge.topics)
 
 
 class Recorder:
@@ -114,7 +124,7 @@ async def running_bridge(
         "stop_grace_s": 2.0,
         **options,
     }
-    bridge = MqttBridge(settings, handler, **options)
+    bridge = make_bridge(settings, handler, **options)
     task = asyncio.create_task(bridge.run())
     try:
         async with asyncio.timeout(10):
@@ -245,16 +255,19 @@ async def test_status_online_while_connected_offline_after_stop(broker: Broker) 
 
 CHILD = """
 import asyncio, sys
+from headend.config import MqttConfig
 from headend.mqtt.bridge import MqttBridge
-from headend.mqtt.settings import MqttSettings, MqttTls
+from headend.mqtt.outbox import MemoryOutbox
+from headend.mqtt.topics import Topics
 
 async def main():
     host, port, prefix = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    settings = MqttSettings(host=host, port=port, client_id=prefix + "-child",
-                            billing_prefix=prefix + "/billing", headend_prefix=prefix + "/headend")
+    settings = MqttConfig(host=host, port=port, client_id=prefix + "-child",
+                          billing_prefix=prefix + "/billing", headend_prefix=prefix + "/headend")
     async def on_balance(event, raw):
         pass
-    bridge = MqttBridge(settings, on_balance, timeout_s=3)
+    topics = Topics(settings.billing_prefix, settings.headend_prefix)
+    bridge = MqttBridge(settings, topics, MemoryOutbox(), on_balance, timeout_s=3)
     task = asyncio.create_task(bridge.run())
     async with asyncio.timeout(10):
         await bridge.wait_connected()
@@ -306,16 +319,12 @@ async def test_outbox_keeps_messages_while_the_broker_is_away(restartable: Broke
     recorder = Recorder()
     async with running_bridge(broker, recorder) as bridge:
         topics = bridge.topics
+        notifier = notifier_of(bridge)
         await broker.stop()
         await until(lambda: not bridge.connected)
         ts = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
         for i in range(5):
-            meter = f"MTR{i}"
-            bridge.publish(
-                topics.relay(meter),
-                relay_payload(meter, "disconnected", False, ts, "arrears"),
-                retain=True,
-            )
+            notifier.relay_state(f"MTR{i}", "disconnected", False, ts, "arrears")
         assert len(bridge.outbox) == 5
         await asyncio.sleep(0.3)  # a few reconnect attempts fail meanwhile
         assert len(bridge.outbox) == 5 and bridge.stats.connect_failures >= 1
@@ -341,24 +350,24 @@ async def test_outbox_delivers_in_order_to_a_persistent_subscriber(tmp_path: Pat
         async with Collector(broker, f"{broker.prefix}/headend/meters/#", identifier="sms"):
             pass  # subscribed; its session lives on in the broker (and its persistence file)
         async with running_bridge(broker, Recorder()) as bridge:
+            notifier = notifier_of(bridge)
+            assert (notifier.topics.commands("MTR1"), notifier.topics.readings("MTR1")) == (
+                commands_topic,
+                readings_topic,
+            )
             await broker.stop()
             await until(lambda: not bridge.connected)
             ts = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
             for attempt in range(1, 4):
-                bridge.publish(
-                    commands_topic,
-                    command_payload(
-                        command_id="c1",
-                        meter_id="MTR1",
-                        action="disconnect",
-                        status="sent",
-                        attempt=attempt,
-                        ts=ts,
-                    ),
+                notifier.command(
+                    command_id="c1",
+                    meter_id="MTR1",
+                    action="disconnect",
+                    status="sent",
+                    attempt=attempt,
+                    ts=ts,
                 )
-                bridge.publish(
-                    readings_topic, readings_payload("MTR1", ts, {"1.0.1.8.0.255": (attempt, "Wh")})
-                )
+                notifier.readings("MTR1", ts, {"1.0.1.8.0.255": (attempt, "Wh")})
             await broker.start()
             async with asyncio.timeout(15):
                 await bridge.flush()
@@ -376,14 +385,13 @@ async def test_outbox_delivers_in_order_to_a_persistent_subscriber(tmp_path: Pat
 async def test_full_outbox_sheds_readings_first(restartable: Broker) -> None:
     broker = restartable
     async with running_bridge(broker, Recorder(), outbox_size=4) as bridge:
+        notifier = notifier_of(bridge)
         await broker.stop()
         await until(lambda: not bridge.connected)
         ts = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
         for i in range(3):
-            bridge.publish(bridge.topics.readings("MTR1"), readings_payload("MTR1", ts, {}))
-            bridge.publish(
-                bridge.topics.alarms, alarm_payload("meter_unreachable", ts, meter_id=f"M{i}")
-            )
+            notifier.readings("MTR1", ts, {})
+            notifier.alarm("meter_unreachable", ts, meter_id=f"M{i}")
         assert len(bridge.outbox) == 4
         assert (bridge.outbox.dropped_readings, bridge.outbox.dropped_other) == (2, 0)
         await broker.start()
@@ -394,10 +402,10 @@ async def test_full_outbox_sheds_readings_first(restartable: Broker) -> None:
 async def test_stop_without_a_broker_returns(tmp_path: Path) -> None:
     async with open_broker("amqtt", tmp_path) as broker:
         await broker.stop()
-        bridge = MqttBridge(settings_for(broker), Recorder(), backoff_initial_s=0.05)
+        bridge = make_bridge(settings_for(broker), Recorder(), backoff_initial_s=0.05)
         task = asyncio.create_task(bridge.run())
         await until(lambda: bridge.stats.connect_failures >= 2)
-        bridge.publish("x/y", {"kept": True})
+        bridge.outbox.put(OutboxMessage("x/y", encode_payload({"kept": True})))
         await bridge.stop()
         async with asyncio.timeout(5):
             await task
@@ -409,11 +417,11 @@ def test_bridge_needs_a_host() -> None:
         pass
 
     with pytest.raises(ValueError, match="embedded broker"):
-        asyncio.run(_make(MqttSettings(host=None), handler))
+        asyncio.run(_make(MqttConfig(host=None), handler))
 
 
-async def _make(settings: MqttSettings, handler: Handler) -> MqttBridge:
-    return MqttBridge(settings, handler)
+async def _make(settings: MqttConfig, handler: Handler) -> MqttBridge:
+    return make_bridge(settings, handler)
 
 
 # -- nothing secret on the wire ------------------------------------------------------------------
@@ -426,30 +434,22 @@ async def test_no_secret_in_anything_the_bridge_publishes(broker: Broker) -> Non
     everything = f"{broker.prefix}/#"
     async with Collector(broker, everything) as seen:
         async with running_bridge(
-            broker, Recorder(), settings={"username": "hes", "password": password}
+            broker, Recorder(), settings={"username": "hes", "password": Secret(password)}
         ) as bridge:
             assert password not in repr(bridge)
             error = f"association refused (auth_key={key}, password={password})"
-            topics = bridge.topics
-            bridge.publish(
-                topics.commands("MTR1"),
-                command_payload(
-                    command_id=1,
-                    meter_id="MTR1",
-                    action="disconnect",
-                    status="failed",
-                    attempt=1,
-                    ts=ts,
-                    error=error,
-                ),
+            notifier = notifier_of(bridge)
+            notifier.command(
+                command_id=1,
+                meter_id="MTR1",
+                action="disconnect",
+                status="failed",
+                attempt=1,
+                ts=ts,
+                error=error,
             )
-            bridge.publish(
-                topics.alarms,
-                alarm_payload("meter_unreachable", ts, meter_id="MTR1", detail={"error": error}),
-            )
-            bridge.publish(
-                topics.relay("MTR1"), relay_payload("MTR1", "connected", True, ts, error)
-            )
+            notifier.alarm("meter_unreachable", ts, meter_id="MTR1", detail={"error": error})
+            notifier.relay_state("MTR1", "connected", True, ts, error)
             async with asyncio.timeout(10):
                 await bridge.flush()
         await seen.wait_for(f"{broker.prefix}/headend/status", b"offline")
@@ -479,16 +479,16 @@ async def test_tls_with_the_brokers_ca_connects_and_without_it_does_not(tmp_path
     await process.start()
     try:
         broker = Broker("mosquitto-tls", process.host, process.port, True, _process=process)
-        trusted = settings_for(broker, tls=MqttTls(ca_file=ca))
-        async with running_bridge(broker, Recorder(), settings={"tls": MqttTls(ca_file=ca)}) as b:
-            b.publish(b.topics.alarms, alarm_payload("relay_stuck", datetime.now(UTC)))
+        trusted = settings_for(broker, tls=TlsConfig(ca_file=ca))
+        async with running_bridge(broker, Recorder(), settings={"tls": TlsConfig(ca_file=ca)}) as b:
+            notifier_of(b).alarm("relay_stuck", datetime.now(UTC))
             async with asyncio.timeout(10):
                 await b.flush()
             assert b.stats.published == 1
         assert trusted.tls.active
 
-        untrusting = MqttBridge(
-            settings_for(broker, tls=MqttTls(enabled=True)),  # system CAs: not ours
+        untrusting = make_bridge(
+            settings_for(broker, tls=TlsConfig(enabled=True)),  # system CAs: not ours
             Recorder(),
             timeout_s=2,
             backoff_initial_s=0.05,
@@ -505,20 +505,18 @@ async def test_tls_with_the_brokers_ca_connects_and_without_it_does_not(tmp_path
 
 
 async def test_bridge_takes_headend_config_with_a_secret_password(tmp_path: Path) -> None:
-    config = pytest.importorskip("headend.config")
-    secrets = pytest.importorskip("headend.meters.secrets")
     async with open_broker("amqtt", tmp_path) as broker:
-        mqtt_config = config.MqttConfig(
+        mqtt_config = MqttConfig(
             host=broker.host,
             port=broker.port,
             client_id=f"{broker.prefix}-cfg",
             billing_prefix=f"{broker.prefix}/billing",
             headend_prefix=f"{broker.prefix}/headend",
             username="hes",
-            password=secrets.Secret("cfg-Pa55"),
+            password=Secret("cfg-Pa55"),
         )
         recorder = Recorder()
-        bridge = MqttBridge(mqtt_config, recorder, timeout_s=3)
+        bridge = make_bridge(mqtt_config, recorder, timeout_s=3)
         assert "cfg-Pa55" not in repr(bridge)
         task = asyncio.create_task(bridge.run())
         try:
@@ -539,7 +537,7 @@ async def test_cancelled_bridge_still_says_offline(broker: Broker) -> None:
     settings = settings_for(broker)
     status = f"{broker.prefix}/headend/status"
     async with Collector(broker, status) as seen:
-        bridge = MqttBridge(settings, Recorder(), timeout_s=3)
+        bridge = make_bridge(settings, Recorder(), timeout_s=3)
         task = asyncio.create_task(bridge.run())
         async with asyncio.timeout(10):
             await bridge.wait_connected()
@@ -550,16 +548,3 @@ async def test_cancelled_bridge_still_says_offline(broker: Broker) -> None:
         await seen.wait_for(status, b"offline")
     if not broker.restartable:
         await forget_session(broker, settings.client_id, status)
-
-
-def test_publish_refuses_what_no_broker_would_take() -> None:
-    async def make_and_publish() -> None:
-        bridge = MqttBridge(MqttSettings(), Recorder())
-        for topic in ("", "headend/+/x", "headend/#", "a\x00b", "\ud800"):
-            with pytest.raises(ValueError):
-                bridge.publish(topic, {"x": 1})
-        with pytest.raises(ValueError):
-            bridge.publish("headend/alarms", {"x": 1}, qos=3)
-        assert len(bridge.outbox) == 0
-
-    asyncio.run(make_and_publish())

@@ -1,5 +1,6 @@
 """MQTT payloads and topics: balance events are parsed like hostile input; outgoing payloads
-follow the contract, carry decimals as strings and never a secret. Also the outbox's rules."""
+follow the contract, carry decimals as strings and never a secret. Also the outbox's rules and
+the notifier that fills it."""
 
 from __future__ import annotations
 
@@ -13,8 +14,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from headend.config import MqttConfig
 from headend.domain import check_meter_id, is_valid_meter_id
-from headend.mqtt.outbox import Outbox, OutboxMessage
+from headend.meters.secrets import Secret
+from headend.mqtt.notifier import Notifier
+from headend.mqtt.outbox import MemoryOutbox, OutboxMessage
 from headend.mqtt.payloads import (
     MAX_EVENT_SIZE,
     BadEvent,
@@ -32,7 +36,6 @@ from headend.mqtt.payloads import (
     scrub_text,
     status_payload,
 )
-from headend.mqtt.settings import MqttSettings
 from headend.mqtt.topics import Topics
 
 GOOD: dict[str, Any] = {
@@ -444,7 +447,7 @@ def test_no_secret_reaches_any_payload() -> None:
 
 
 def test_settings_repr_hides_the_password() -> None:
-    settings_ = MqttSettings(username="hes", password=PASSWORD)
+    settings_ = MqttConfig(username="hes", password=Secret(PASSWORD))
     assert PASSWORD not in repr(settings_)
 
 
@@ -465,8 +468,6 @@ def test_topics_follow_the_contract() -> None:
     assert topics.balance_meter_id("billing/balance/") == ""
     assert topics.balance_meter_id("billing/balance/a/b") is None
     assert topics.balance_meter_id("headend/status") is None
-    assert topics.is_readings("headend/meters/MTR1/readings")
-    assert not topics.is_readings("headend/meters/MTR1/relay")
     custom = Topics("site7/billing", "site7/hes")
     assert custom.balance_filter == "site7/billing/balance/+"
     assert custom.status == "site7/hes/status"
@@ -495,13 +496,13 @@ def msg(topic: str, droppable: bool = False, retain: bool = False) -> OutboxMess
     return OutboxMessage(topic, topic.encode(), 1, retain, droppable)
 
 
-def shed(outbox: Outbox, message: OutboxMessage) -> str | None:
+def shed(outbox: MemoryOutbox, message: OutboxMessage) -> str | None:
     """Put ``message``; the topic of whatever was shed to make room."""
     dropped = outbox.put(message)
     return None if dropped is None else dropped.topic
 
 
-def drain(outbox: Outbox) -> list[str]:
+def drain(outbox: MemoryOutbox) -> list[str]:
     topics = []
     while (head := outbox.peek()) is not None:
         topics.append(head.topic)
@@ -510,14 +511,14 @@ def drain(outbox: Outbox) -> list[str]:
 
 
 def test_outbox_keeps_put_order_across_classes() -> None:
-    outbox = Outbox(10)
+    outbox = MemoryOutbox(10)
     for topic, droppable in [("r1", True), ("c1", False), ("r2", True), ("c2", False)]:
         assert outbox.put(msg(topic, droppable)) is None
     assert drain(outbox) == ["r1", "c1", "r2", "c2"]
 
 
 def test_outbox_sheds_oldest_readings_first_and_counts() -> None:
-    outbox = Outbox(3)
+    outbox = MemoryOutbox(3)
     outbox.put(msg("c1"))
     outbox.put(msg("r1", True))
     outbox.put(msg("r2", True))
@@ -529,7 +530,7 @@ def test_outbox_sheds_oldest_readings_first_and_counts() -> None:
 
 
 async def test_outbox_never_sheds_the_message_in_flight() -> None:
-    outbox = Outbox(1)
+    outbox = MemoryOutbox(1)
     outbox.put(msg("c1"))
     in_flight = await outbox.next()
     assert shed(outbox, msg("c2")) == "c2"
@@ -538,12 +539,10 @@ async def test_outbox_never_sheds_the_message_in_flight() -> None:
 
 
 async def test_outbox_newer_retained_replaces_queued_older() -> None:
-    outbox = Outbox(10)
+    outbox = MemoryOutbox(10)
     outbox.put(msg("relay/A", retain=True))
     outbox.put(msg("c1"))
-    newer = msg("relay/A", retain=True)
-    newer.payload = b"newer"
-    outbox.put(newer)
+    outbox.put(OutboxMessage("relay/A", b"newer", retain=True))
     assert outbox.superseded == 1
     head = await outbox.next()
     assert head.topic == "c1"
@@ -557,7 +556,7 @@ async def test_outbox_newer_retained_replaces_queued_older() -> None:
 
 
 async def test_outbox_wait_empty_and_next() -> None:
-    outbox = Outbox(5)
+    outbox = MemoryOutbox(5)
     async with asyncio.timeout(1):
         await outbox.wait_empty()
     waiter = asyncio.create_task(outbox.next())
@@ -573,4 +572,73 @@ async def test_outbox_wait_empty_and_next() -> None:
     async with asyncio.timeout(1):
         await empty
     with pytest.raises(ValueError):
-        Outbox(0)
+        MemoryOutbox(0)
+
+
+def test_outbox_message_refuses_what_no_broker_would_take() -> None:
+    for topic in ("", "headend/+/x", "headend/#", "a\x00b", "\ud800", "t" * 65536):
+        with pytest.raises(ValueError):
+            OutboxMessage(topic, b"{}")
+    with pytest.raises(ValueError):
+        OutboxMessage("headend/alarms", b"{}", qos=3)
+    assert OutboxMessage("headend/alarms", b"{}", qos=0).qos == 0
+
+
+# -- notifier ------------------------------------------------------------------------------------
+
+
+def test_notifier_builds_each_kind_of_message_on_its_topic() -> None:
+    outbox = MemoryOutbox()
+    notifier = Notifier(outbox, Topics("b", "site7/hes"))
+    ts = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
+    notifier.readings("MTR1", ts, {"1.0.1.8.0.255": (Decimal("1.5"), "Wh")})
+    notifier.relay_state("MTR1", "disconnected", False, ts, "arrears")
+    notifier.command(
+        command_id="c1",
+        meter_id="MTR1",
+        action="disconnect",
+        status="confirmed",
+        attempt=2,
+        ts=ts,
+        source="balance",
+        state="disconnected",
+    )
+    notifier.notification("low_balance", "MTR1", ts, balance=Decimal("3"), currency="CNY")
+    notifier.alarm("relay_stuck", ts, meter_id="MTR1", detail="still connected")
+    notifier.bad_event(ts, reason="payload is not JSON", meter_id="a/b", event_id="e1")
+    sent = []
+    while (message := outbox.peek()) is not None:
+        sent.append(message)
+        outbox.done(message)
+    assert [(m.topic, m.qos, m.retain, m.droppable) for m in sent] == [
+        ("site7/hes/meters/MTR1/readings", 1, False, True),
+        ("site7/hes/meters/MTR1/relay", 1, True, False),
+        ("site7/hes/meters/MTR1/commands", 1, False, False),
+        ("site7/hes/meters/MTR1/notifications", 1, False, False),
+        ("site7/hes/alarms", 1, False, False),
+        ("site7/hes/alarms", 1, False, False),
+    ]
+    payloads = [json.loads(m.payload) for m in sent]
+    assert payloads[0]["values"] == {"1.0.1.8.0.255": {"value": "1.5", "unit": "Wh"}}
+    assert payloads[1]["state"] == "disconnected" and payloads[1]["reason"] == "arrears"
+    assert list(payloads[2])[-2:] == ["source", "state"]  # extras after the contract's fields
+    assert (payloads[2]["source"], payloads[2]["state"]) == ("balance", "disconnected")
+    assert "detail" not in payloads[2]
+    assert payloads[3] == {
+        "type": "low_balance",
+        "meter_id": "MTR1",
+        "ts": "2026-11-26T08:00:00Z",
+        "balance": "3",
+        "currency": "CNY",
+    }
+    assert payloads[4]["type"] == "relay_stuck" and payloads[4]["detail"] == "still connected"
+    assert payloads[5]["type"] == "bad_event" and payloads[5]["meter_id"] is None
+    assert payloads[5]["detail"] == {"reason": "payload is not JSON", "event_id": "e1"}
+
+
+def test_notifier_refuses_a_meter_id_that_would_reshape_the_topic() -> None:
+    outbox = MemoryOutbox()
+    notifier = Notifier(outbox, Topics())
+    with pytest.raises(ValueError):
+        notifier.relay_state("a/b", "connected", True, datetime.now(UTC))
+    assert len(outbox) == 0

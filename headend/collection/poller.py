@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
@@ -21,8 +21,7 @@ from drivers.dlms_errors import DataAccessFailed, DlmsError
 from drivers.session import DlmsSession, Reading
 from headend.collection.capabilities import Capabilities, CapabilityCache
 from headend.collection.scheduler import PollJob
-from headend.mqtt.payloads import readings_payload
-from headend.mqtt.topics import Topics
+from headend.mqtt.notifier import Notifier
 from headend.storage import ProfileRow, ReadingRow, Repository
 
 __all__ = ["PollReport", "PollSettings", "Poller"]
@@ -31,16 +30,6 @@ log = logging.getLogger(__name__)
 
 LOAD_PROFILE = str(Obises.LOAD_PROFILE)
 BILLING_PROFILE = str(Obises.BILLING_PROFILE)
-
-
-class Publisher(Protocol):
-    def publish(
-        self,
-        topic: str,
-        payload: Mapping[str, Any] | str | bytes,
-        qos: int = 1,
-        retain: bool = False,
-    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -93,8 +82,7 @@ class Poller:
     def __init__(
         self,
         repository: Repository,
-        publisher: Publisher | None,
-        topics: Topics,
+        notifier: Notifier | None,
         settings: PollSettings | None = None,
         *,
         clock: Callable[[], dt.datetime] = _now,
@@ -103,8 +91,7 @@ class Poller:
         self.repository = repository
         # Where register readings go: the repository, or a batcher shared by all polls.
         self.readings_sink: ReadingsSink = readings_sink or repository
-        self.publisher = publisher
-        self.topics = topics
+        self.notifier = notifier
         self.settings = settings or PollSettings()
         self._clock = clock
         self.capabilities = CapabilityCache(repository)
@@ -168,14 +155,11 @@ class Poller:
         if not rows:
             return 0
         await self.readings_sink.store_readings(rows)
-        if self.publisher is not None:
-            self.publisher.publish(
-                self.topics.readings(meter_id),
-                readings_payload(
-                    meter_id,
-                    ts,
-                    {r.obis: (_publishable(r.value), r.unit) for r in readings.values()},
-                ),
+        if self.notifier is not None:
+            self.notifier.readings(
+                meter_id,
+                ts,
+                {r.obis: (_publishable(r.value), r.unit) for r in readings.values()},
             )
         return len(rows)
 

@@ -9,8 +9,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from collections.abc import Callable
 
 from cosem_objects.errors import ProtocolError
 from drivers.dlms_errors import DlmsError
@@ -18,23 +17,12 @@ from headend.collection.poller import Poller, PollReport
 from headend.collection.scheduler import PollJob, Scheduler
 from headend.meters.access import MeterAccess
 from headend.meters.line_locks import POLL, RelayPressure
-from headend.mqtt.payloads import alarm_payload
-from headend.mqtt.topics import Topics
+from headend.mqtt.notifier import Notifier
 from headend.storage import Repository
 
 __all__ = ["CollectionService"]
 
 log = logging.getLogger(__name__)
-
-
-class Publisher(Protocol):
-    def publish(
-        self,
-        topic: str,
-        payload: Mapping[str, Any] | str | bytes,
-        qos: int = 1,
-        retain: bool = False,
-    ) -> None: ...
 
 
 # Poll concurrency is divided by this while relay work is in progress.
@@ -48,8 +36,7 @@ class CollectionService:
         poller: Poller,
         scheduler: Scheduler,
         repository: Repository,
-        publisher: Publisher | None,
-        topics: Topics,
+        notifier: Notifier | None,
         *,
         concurrency: int = 1000,
         session_budget_s: float = 300.0,
@@ -62,8 +49,7 @@ class CollectionService:
         self.poller = poller
         self.scheduler = scheduler
         self.repository = repository
-        self.publisher = publisher
-        self.topics = topics
+        self.notifier = notifier
         self.concurrency = max(1, concurrency)
         self.session_budget_s = session_budget_s
         self.refresh_s = refresh_s
@@ -169,12 +155,9 @@ class CollectionService:
                     job.meter_id,
                     f"{failures} polls failed in a row; last: {error}",
                 )
-                if alarm is not None and self.publisher is not None:
-                    self.publisher.publish(
-                        self.topics.alarms,
-                        alarm_payload(
-                            alarm.type, alarm.ts, meter_id=alarm.meter_id, detail=alarm.detail
-                        ),
+                if alarm is not None and self.notifier is not None:
+                    self.notifier.alarm(
+                        alarm.type, alarm.ts, meter_id=alarm.meter_id, detail=alarm.detail
                     )
         except Exception:
             log.exception("recording the poll outcome of %s failed", job.meter_id)

@@ -33,6 +33,7 @@ class MeterAccess:
         repository: Repository,
         master_key: MasterKey,
         *,
+        command_repository: Repository | None = None,
         locks: LineLocks | None = None,
         timeout_s: float = 10.0,
     ) -> None:
@@ -40,7 +41,7 @@ class MeterAccess:
         self.repository = repository
         # Relay commands reserve invocation counters through their own repository (its own
         # connection pool), so they never queue behind polls for a database connection.
-        self.command_repository = repository
+        self.command_repository = repository if command_repository is None else command_repository
         self.master_key = master_key
         self.locks = locks or LineLocks()
         self.timeout_s = timeout_s

@@ -9,9 +9,14 @@ Why it is shaped this way:
   order the messages came (MQTT-4.6.0-2) because events are handled one at a time, in order.
   An acknowledgement is never sent on a later connection than the one the message came on:
   packet ids are per connection, and a stale PUBACK could confirm some other event.
-- Never lose an outgoing message while the broker is away: ``publish`` only queues (it never
-  blocks the caller, e.g. the relay controller); a sender drains the outbox while connected and
-  removes a message only once the broker has it. See ``outbox.py`` for what is shed when full.
+- Never lose an outgoing message while the broker is away: the ``Notifier`` only queues in the
+  outbox (it never blocks the caller, e.g. the relay controller); a sender drains the outbox
+  while connected and removes a message only once the broker has it. See ``outbox.py`` for what
+  is shed when full.
+- One ``async with aiomqtt.Client(...)`` per connection attempt. aiomqtt's message iterator is
+  its one public sign of a lost connection, so a reader moves messages from it to the handler's
+  queue: the connection's end is seen at once even while the handler is busy with an event.
+  What aiomqtt cannot do publicly (manual ack) is in ``paho_access.py``.
 - ``headend/status`` is ``online`` (retained) from each connection on; a clean ``stop()`` sets it
   ``offline``, and the will does the same if the process dies or the network goes.
 - Every network await has a timeout; a broker that goes quiet ends the connection and the bridge
@@ -26,23 +31,23 @@ import enum
 import logging
 import random
 import ssl
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import aiomqtt
-import paho.mqtt.client as paho
 
-from headend.mqtt.outbox import Outbox, OutboxMessage
+from headend.config import MqttConfig
+from headend.mqtt.outbox import Outbox
+from headend.mqtt.paho_access import ack, drop_connection, enable_manual_ack, queue_publish
 from headend.mqtt.payloads import (
     MAX_EVENT_SIZE,
     BadEvent,
     BalanceEvent,
-    encode_payload,
     parse_balance_event,
     status_payload,
 )
-from headend.mqtt.settings import MqttSettingsLike, reveal_password, tls_context_for
+from headend.mqtt.tls import tls_context_for
 from headend.mqtt.topics import Topics
 
 __all__ = ["BalanceHandler", "BridgeStats", "MqttBridge"]
@@ -64,21 +69,6 @@ class _HandlerFailedError(Exception):
     pass
 
 
-def _check_publishable(topic: str, qos: int) -> None:
-    """Refuse at once what the broker or paho would refuse later: such a message at the head of
-    the outbox would otherwise be retried forever."""
-    if qos not in (0, 1, 2):
-        raise ValueError(f"bad QoS {qos}")
-    if not isinstance(topic, str) or not topic or "+" in topic or "#" in topic or "\x00" in topic:
-        raise ValueError(f"not a topic to publish to: {topic!r:.100}")
-    try:
-        encoded = topic.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("topic is not encodable as UTF-8") from None
-    if len(encoded) > 65535:
-        raise ValueError("topic too long")
-
-
 @dataclass(slots=True)
 class BridgeStats:
     connects: int = 0
@@ -96,13 +86,14 @@ class BridgeStats:
 class MqttBridge:
     def __init__(
         self,
-        settings: MqttSettingsLike,
+        settings: MqttConfig,
+        topics: Topics,
+        outbox: Outbox,
         on_balance: BalanceHandler,
         *,
         host: str | None = None,
         port: int | None = None,
         tls_context: ssl.SSLContext | None = None,
-        outbox_size: int = 10_000,
         max_event_size: int = MAX_EVENT_SIZE,
         timeout_s: float = 10.0,
         handler_timeout_s: float | None = 60.0,
@@ -121,9 +112,11 @@ class MqttBridge:
         self._username = settings.username
         self._password = settings.password  # revealed only when a client is made
         self._keepalive = settings.keepalive
-        self._tls_context = tls_context if tls_context is not None else tls_context_for(settings)
-        self.topics = Topics(settings.billing_prefix, settings.headend_prefix)
-        self.outbox = Outbox(outbox_size)
+        if tls_context is None:
+            tls_context = tls_context_for(settings.tls)
+        self._tls_context = tls_context
+        self.topics = topics
+        self.outbox = outbox
         self.stats = BridgeStats()
         self._on_balance = on_balance
         self._max_event_size = max_event_size
@@ -156,34 +149,6 @@ class MqttBridge:
     async def wait_connected(self) -> None:
         """Wait until subscribed and ``online`` is published (wrap it in ``asyncio.timeout``)."""
         await self._connected.wait()
-
-    def publish(
-        self,
-        topic: str,
-        payload: Mapping[str, Any] | str | bytes,
-        qos: int = 1,
-        retain: bool = False,
-        *,
-        droppable: bool | None = None,
-    ) -> None:
-        """Queue a message for the broker; returns at once, connected or not.
-
-        ``droppable`` (default: true for readings topics) marks what may be shed first when the
-        outbox is full.
-        """
-        _check_publishable(topic, qos)
-        data = payload if isinstance(payload, bytes) else encode_payload(payload)
-        if droppable is None:
-            droppable = self.topics.is_readings(topic)
-        shed = self.outbox.put(OutboxMessage(topic, data, qos, retain, droppable))
-        if shed is not None:
-            log.warning(
-                "mqtt outbox full (%d): dropped a message for %s (%d readings, %d others so far)",
-                self.outbox.maxsize,
-                shed.topic,
-                self.outbox.dropped_readings,
-                self.outbox.dropped_other,
-            )
 
     async def flush(self) -> None:
         """Wait until every queued message reached the broker (wrap it in ``asyncio.timeout``)."""
@@ -239,35 +204,56 @@ class MqttBridge:
             identifier=self._client_id,
             clean_session=False,
             username=self._username,
-            password=reveal_password(self._password),
+            password=None if self._password is None else self._password.reveal(),
             keepalive=self._keepalive,
             timeout=self._timeout,
             tls_context=self._tls_context,
             will=aiomqtt.Will(self.topics.status, status_payload(online=False), qos=1, retain=True),
         )
-        # aiomqtt 2.5 has no manual-ack option of its own; paho's is the documented way.
-        client._client.manual_ack_set(True)
+        enable_manual_ack(client)
         return client
 
     async def _session(self) -> _Outcome:
+        """One connection attempt, served until it ends."""
         client = self._make_client()
+        loop = asyncio.get_running_loop()
+        connected = False
+        outcome = _Outcome.CONNECT_FAILED
         try:
-            # aiomqtt bounds the TCP connect (paho, 5 s) and the CONNACK wait (timeout_s);
-            # this outer bound only guards against either of those not holding.
-            async with asyncio.timeout(self._timeout * 2 + 5):
-                await client.__aenter__()
+            # aiomqtt bounds the TCP connect (paho, 5 s) and the CONNACK wait (timeout_s); this
+            # outer bound only guards against either of those not holding. It is lifted once
+            # connected, and set again to bound the clean DISCONNECT on the way out.
+            async with asyncio.timeout(self._timeout * 2 + 5) as deadline:
+                async with client:
+                    connected = True
+                    deadline.reschedule(None)
+                    try:
+                        outcome = await self._serve(client)
+                    finally:
+                        deadline.reschedule(loop.time() + self._timeout)
         except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
-            self.stats.connect_failures += 1
-            log.info("mqtt connect to %s:%s failed: %s", self._host, self._port, exc)
             with contextlib.suppress(Exception):
-                client._client.disconnect()
-            return _Outcome.CONNECT_FAILED
+                drop_connection(client)
+            if not connected:
+                self.stats.connect_failures += 1
+                log.info("mqtt connect to %s:%s failed: %s", self._host, self._port, exc)
+                return _Outcome.CONNECT_FAILED
+            log.debug("mqtt disconnect was not clean: %s", exc)
+        finally:
+            if connected:
+                self.stats.disconnects += 1
+        return outcome
 
+    async def _serve(self, client: aiomqtt.Client) -> _Outcome:
+        """Say ``online``, subscribe, then receive and send until the connection or we stop."""
         self._generation += 1
         generation = self._generation
         self.stats.connects += 1
         outcome = _Outcome.CONNECT_FAILED  # until subscribed: a failure here does not reset backoff
-        tasks: list[asyncio.Task[Any]] = []
+        inbox: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
+        # Started first, so that a connection lost at any point from here on is noticed.
+        reader = asyncio.create_task(self._read(client, inbox))
+        tasks: list[asyncio.Task[Any]] = [reader]
         offline_sent = False
         try:
             await client.publish(
@@ -281,12 +267,10 @@ class MqttBridge:
             self._connected.set()
             outcome = _Outcome.LOST
             log.info("mqtt connected to %s:%s as %s", self._host, self._port, self._client_id)
-            receiver = asyncio.create_task(self._receive(client, generation))
+            receiver = asyncio.create_task(self._receive(client, generation, inbox))
             sender = asyncio.create_task(self._send(client))
             stopper = asyncio.create_task(self._stop_requested.wait())
-            # The receiver may be deep in a handler and the sender idle: watch the socket too.
-            watcher = asyncio.create_task(self._watch_disconnect(client))
-            tasks = [receiver, sender, stopper, watcher]
+            tasks += [receiver, sender, stopper]
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             if stopper.done():
                 outcome = _Outcome.STOPPED
@@ -294,7 +278,7 @@ class MqttBridge:
                 offline_sent = await self._say_offline(client)
             elif receiver.done() and isinstance(receiver.exception(), _HandlerFailedError):
                 outcome = _Outcome.HANDLER_FAILED
-            for task in (receiver, sender):
+            for task in (reader, receiver, sender):
                 failure = task.exception() if task.done() and not task.cancelled() else None
                 if failure is not None and not isinstance(
                     failure, aiomqtt.MqttError | _HandlerFailedError
@@ -309,24 +293,25 @@ class MqttBridge:
             self._generation += 1  # no acknowledgement may leave on this connection any more
             current = asyncio.current_task()
             cancelled = current is not None and current.cancelling() > 0
-            await self._let_handler_finish(shutting_down=cancelled or self._stop_requested.is_set())
+            shutting_down = cancelled or self._stop_requested.is_set()
+            await self._let_handler_finish(shutting_down=shutting_down)
             for task in tasks:
                 task.cancel()
             for task in tasks:
                 with contextlib.suppress(BaseException):
                     await task
-            await self._close(
-                client,
-                say_offline=not offline_sent and (cancelled or self._stop_requested.is_set()),
-            )
-            self.stats.disconnects += 1
+            if shutting_down and not offline_sent:
+                # Cancelled while connected: no time for a confirmed publish, queue it before
+                # the DISCONNECT so it still goes out first on the same socket.
+                with contextlib.suppress(Exception):
+                    queue_publish(client, self.topics.status, status_payload(online=False), 1, True)
         return outcome
 
     @staticmethod
-    async def _watch_disconnect(client: aiomqtt.Client) -> None:
-        # aiomqtt has no public "disconnected" signal; its future is shielded from our cancel.
-        with contextlib.suppress(Exception):
-            await asyncio.shield(client._disconnected)
+    async def _read(client: aiomqtt.Client, inbox: asyncio.Queue[aiomqtt.Message]) -> None:
+        """Ends (MqttError) when the connection does, whatever the handler is doing."""
+        async for message in client.messages:
+            inbox.put_nowait(message)
 
     async def _let_handler_finish(self, *, shutting_down: bool) -> None:
         """Never cancel a handler half-way through its commit just because the socket went."""
@@ -364,28 +349,11 @@ class MqttBridge:
             return False
         return True
 
-    async def _close(self, client: aiomqtt.Client, *, say_offline: bool) -> None:
-        """Disconnect cleanly (DISCONNECT, so the broker keeps the will to itself)."""
-        if say_offline:
-            # Cancelled while connected: no time for a confirmed publish, queue it before the
-            # DISCONNECT so it still goes out first on the same socket.
-            with contextlib.suppress(Exception):
-                client._client.publish(self.topics.status, status_payload(online=False), 1, True)
-        try:
-            async with asyncio.timeout(self._timeout):
-                await client.__aexit__(None, None, None)
-        except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
-            log.debug("mqtt disconnect was not clean: %s", exc)
-            with contextlib.suppress(Exception):
-                client._client.disconnect()
-        # aiomqtt leaves the cause of an unexpected disconnection in a future nobody reads;
-        # read it, or asyncio reports "Future exception was never retrieved" at exit.
-        disconnected = client._disconnected
-        if disconnected.done() and not disconnected.cancelled():
-            disconnected.exception()
-
-    async def _receive(self, client: aiomqtt.Client, generation: int) -> None:
-        async for message in client.messages:
+    async def _receive(
+        self, client: aiomqtt.Client, generation: int, inbox: asyncio.Queue[aiomqtt.Message]
+    ) -> None:
+        while True:
+            message = await inbox.get()
             if self._stop_requested.is_set():
                 return  # left unacknowledged: the broker offers it again next time
             topic = message.topic.value
@@ -426,11 +394,11 @@ class MqttBridge:
             return
         if generation != self._generation:
             return  # that connection is gone; the broker will offer the message again
-        rc = client._client.ack(message.mid, message.qos)
-        if rc == paho.MQTT_ERR_SUCCESS:
+        failure = ack(client, message)
+        if failure is None:
             self.stats.acked += 1
         else:
-            log.info("mqtt ack of message %d failed: %s", message.mid, paho.error_string(rc))
+            log.info("mqtt ack of message %d failed: %s", message.mid, failure)
 
     async def _send(self, client: aiomqtt.Client) -> None:
         while True:
@@ -445,8 +413,7 @@ class MqttBridge:
                 )
             except ValueError:  # paho refuses it outright: retrying would loop forever
                 log.error("mqtt message for %s refused by the client; dropped", message.topic)
-                self.outbox.done(message)
-                self.outbox.dropped_other += 1
+                self.outbox.refuse(message)
                 continue
             except BaseException:
                 self.outbox.release(message)

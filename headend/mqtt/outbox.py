@@ -1,40 +1,92 @@
-"""The bounded queue of outgoing MQTT messages that waits out a missing broker.
+"""Outgoing MQTT messages between whoever has something to say and the bridge that says it.
 
-A message leaves the outbox only once the broker has taken it (PUBACK for QoS 1), so a broker
-restart in the middle of a publish means the message goes again, never that it is lost. Memory is
-bounded: when full, the oldest readings go first (the next poll brings fresh ones); commands,
-relay states, notifications and alarms are shed only when nothing else is left. A retained message
-replaces a queued older one on the same topic, since subscribers only ever see the latest.
-Order of publication is the order of ``put`` (across both classes).
+The ``Outbox`` protocol is the one seam: the ``Notifier`` puts finished messages in, the bridge
+takes them out while the broker is there and removes each only once the broker has taken it
+(PUBACK for QoS 1), so a broker restart in the middle of a publish means the message goes again,
+never that it is lost. An outbox that writes its messages in the same database transaction as
+the state change they report can stand in for the in-memory one without either side changing.
+
+``MemoryOutbox`` is bounded: when full, the oldest droppable messages (readings: the next poll
+brings fresh ones) go first; commands, relay states, notifications and alarms are shed only when
+nothing else is left. A retained message replaces a queued older one on the same topic, since
+subscribers only ever see the latest. Order of publication is the order of ``put`` (across both
+classes).
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Protocol
 
-__all__ = ["Outbox", "OutboxMessage"]
+__all__ = ["MemoryOutbox", "Outbox", "OutboxMessage"]
+
+log = logging.getLogger(__name__)
 
 
-@dataclass(slots=True, eq=False)
+def _check_publishable(topic: str, qos: int) -> None:
+    """Refuse at once what the broker or paho would refuse later: such a message at the head of
+    the outbox would otherwise be retried forever."""
+    if qos not in (0, 1, 2):
+        raise ValueError(f"bad QoS {qos}")
+    if not isinstance(topic, str) or not topic or "+" in topic or "#" in topic or "\x00" in topic:
+        raise ValueError(f"not a topic to publish to: {topic!r:.100}")
+    try:
+        encoded = topic.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("topic is not encodable as UTF-8") from None
+    if len(encoded) > 65535:
+        raise ValueError("topic too long")
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class OutboxMessage:
+    """One finished message; compared by identity (the same text may be queued twice)."""
+
     topic: str
     payload: bytes = field(repr=False)
     qos: int = 1
     retain: bool = False
     droppable: bool = False
-    seq: int = 0
+    """May be shed first when an outbox is full (readings)."""
+
+    def __post_init__(self) -> None:
+        _check_publishable(self.topic, self.qos)
 
 
-class Outbox:
+class Outbox(Protocol):
+    def put(self, message: OutboxMessage) -> OutboxMessage | None:
+        """Queue ``message``, never blocking; returns the message shed to make room, if any."""
+
+    async def next(self) -> OutboxMessage:
+        """Wait for the oldest message and mark it in flight; ``done`` removes it."""
+
+    def done(self, message: OutboxMessage) -> None:
+        """The broker has taken ``message``: forget it."""
+
+    def release(self, message: OutboxMessage) -> None:
+        """Sending ``message`` failed; it stays queued, first in line."""
+
+    def refuse(self, message: OutboxMessage) -> None:
+        """The client refused ``message`` outright: drop it (retrying would loop forever)."""
+
+    async def wait_empty(self) -> None:
+        """Wait until every queued message has been ``done``."""
+
+
+class MemoryOutbox:
+    """The in-memory ``Outbox``: what is queued is lost with the process."""
+
     def __init__(self, maxsize: int = 10_000) -> None:
         if maxsize < 1:
             raise ValueError("outbox size must be at least 1")
         self.maxsize = maxsize
         self._low: deque[OutboxMessage] = deque()
         self._high: deque[OutboxMessage] = deque()
+        self._order: dict[OutboxMessage, int] = {}
         self._retained: dict[str, OutboxMessage] = {}
         self._in_flight: OutboxMessage | None = None
         self._seq = itertools.count()
@@ -48,13 +100,15 @@ class Outbox:
     def __len__(self) -> int:
         return len(self._low) + len(self._high)
 
+    def __repr__(self) -> str:
+        return f"MemoryOutbox(queued={len(self)}, maxsize={self.maxsize})"
+
     @property
     def dropped(self) -> int:
         return self.dropped_readings + self.dropped_other
 
     def put(self, message: OutboxMessage) -> OutboxMessage | None:
         """Queue ``message``; returns the message shed to make room, if any."""
-        message.seq = next(self._seq)
         if message.retain:
             older = self._retained.get(message.topic)
             if older is not None and older is not self._in_flight:
@@ -67,22 +121,25 @@ class Outbox:
             if evicted is None:  # only the message being sent is queued: shed the newcomer
                 self._forget_retained(message)
                 self._count_drop(message)
+                self._warn_shed(message)
                 return message
+        self._order[message] = next(self._seq)
         (self._low if message.droppable else self._high).append(message)
         self._nonempty.set()
         self._empty.clear()
+        if evicted is not None:
+            self._warn_shed(evicted)
         return evicted
 
     def peek(self) -> OutboxMessage | None:
         """The oldest queued message, without removing it."""
         low = self._low[0] if self._low else None
         high = self._high[0] if self._high else None
-        if low is None or (high is not None and high.seq < low.seq):
+        if low is None or (high is not None and self._order[high] < self._order[low]):
             return high
         return low
 
     async def next(self) -> OutboxMessage:
-        """Wait for the oldest message and mark it in flight; ``done`` removes it."""
         while True:
             message = self.peek()
             if message is not None:
@@ -92,19 +149,20 @@ class Outbox:
             await self._nonempty.wait()
 
     async def wait_empty(self) -> None:
-        """Wait until every queued message has been ``done``."""
         await self._empty.wait()
 
     def done(self, message: OutboxMessage) -> None:
-        """The broker has taken ``message``: forget it."""
         if self._in_flight is message:
             self._in_flight = None
         self._discard(message)
 
     def release(self, message: OutboxMessage) -> None:
-        """Sending ``message`` failed; it stays queued, first in line."""
         if self._in_flight is message:
             self._in_flight = None
+
+    def refuse(self, message: OutboxMessage) -> None:
+        self.done(message)
+        self.dropped_other += 1
 
     def _discard(self, message: OutboxMessage) -> None:
         queue = self._low if message.droppable else self._high
@@ -115,6 +173,7 @@ class Outbox:
                 queue.remove(message)
             except ValueError:
                 pass
+        self._order.pop(message, None)
         self._forget_retained(message)
         if not self._low and not self._high:
             self._empty.set()
@@ -130,6 +189,7 @@ class Outbox:
                 if victim is self._in_flight:
                     continue
                 del queue[index]  # never empties the outbox: a newcomer follows at once
+                self._order.pop(victim, None)
                 self._forget_retained(victim)
                 self._count_drop(victim)
                 return victim
@@ -140,3 +200,12 @@ class Outbox:
             self.dropped_readings += 1
         else:
             self.dropped_other += 1
+
+    def _warn_shed(self, message: OutboxMessage) -> None:
+        log.warning(
+            "mqtt outbox full (%d): dropped a message for %s (%d readings, %d others so far)",
+            self.maxsize,
+            message.topic,
+            self.dropped_readings,
+            self.dropped_other,
+        )

@@ -406,11 +406,15 @@ def command_payload(
     ts: datetime,
     event_id: str | None = None,
     error: str | None = None,
+    source: str | None = None,
+    state: str | None = None,
+    detail: str | None = None,
 ) -> Payload:
-    """One step of a relay command's lifecycle."""
+    """One step of a relay command's lifecycle; ``source``, ``state`` (read back) and
+    ``detail`` go beyond the contract's fields and are left out unless given."""
     if isinstance(command_id, bool) or not isinstance(command_id, str | int):
         raise TypeError("command_id must be a string or an integer")
-    return {
+    payload: Payload = {
         "command_id": command_id,
         "meter_id": _meter(meter_id),
         "action": _one_of(action, ACTIONS, "command action"),
@@ -420,6 +424,10 @@ def command_payload(
         "event_id": event_id,
         "error": None if error is None else scrub_text(error),
     }
+    for name, value in (("source", source), ("state", state), ("detail", detail)):
+        if value is not None:
+            payload[name] = value
+    return payload
 
 
 def notification_payload(

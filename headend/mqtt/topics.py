@@ -83,7 +83,3 @@ class Topics:
     @property
     def status(self) -> str:
         return f"{self.headend_prefix}/status"
-
-    def is_readings(self, topic: str) -> bool:
-        """Readings are the only messages the outbox may shed under pressure."""
-        return topic.startswith(f"{self.headend_prefix}/meters/") and topic.endswith("/readings")

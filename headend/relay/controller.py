@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 
 from cosem_objects.errors import ProtocolError
 from drivers.dlms_errors import ActionFailed, DlmsError, ServiceRejected
@@ -33,23 +33,14 @@ from headend.domain import ACTIONS
 from headend.meters.access import MeterAccess
 from headend.meters.backoff import backoff_delay
 from headend.meters.line_locks import COMMAND, RelayPressure
-from headend.mqtt.payloads import (
-    BadEvent,
-    BalanceEvent,
-    alarm_payload,
-    bad_event_alarm,
-    command_payload,
-    notification_payload,
-    relay_payload,
-)
-from headend.mqtt.topics import Topics
+from headend.mqtt.notifier import Notifier
+from headend.mqtt.payloads import BadEvent, BalanceEvent
 from headend.relay import rules
 from headend.storage import BalanceEventIn, BalanceOutcome, CommandInfo, Repository
 from headend.storage.records import AlarmInfo
 
 __all__ = [
     "ControllerSettings",
-    "Publisher",
     "RelayController",
     "create_operator_command",
 ]
@@ -58,18 +49,6 @@ log = logging.getLogger(__name__)
 
 RAW_KEEP = 4096  # bytes of a bad payload kept with its record
 _CLEARED_ON_CONFIRM = ("relay_stuck", "relay_command_failed", "relay_command_overdue")
-
-
-class Publisher(Protocol):
-    """What the controller needs from the MQTT bridge: queue a message, never block."""
-
-    def publish(
-        self,
-        topic: str,
-        payload: Mapping[str, Any] | str | bytes,
-        qos: int = 1,
-        retain: bool = False,
-    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -131,8 +110,7 @@ class RelayController:
         self,
         repository: Repository,
         access: MeterAccess,
-        publisher: Publisher,
-        topics: Topics,
+        notifier: Notifier,
         settings: ControllerSettings | None = None,
         *,
         rng: random.Random | None = None,
@@ -142,8 +120,7 @@ class RelayController:
         self.repository = repository
         self.pressure = pressure or RelayPressure()
         self.access = access
-        self.publisher = publisher
-        self.topics = topics
+        self.notifier = notifier
         self.settings = settings or ControllerSettings()
         self._rng = rng or random.Random()
         self._clock = clock
@@ -190,14 +167,8 @@ class RelayController:
         )
         if alarm is not None:
             log.warning("bad balance event for %s: %s", event.meter_id, outcome.detail)
-            self.publisher.publish(
-                self.topics.alarms,
-                bad_event_alarm(
-                    alarm.ts,
-                    reason=outcome.detail,
-                    meter_id=event.meter_id,
-                    event_id=event.event_id,
-                ),
+            self.notifier.bad_event(
+                alarm.ts, reason=outcome.detail, meter_id=event.meter_id, event_id=event.event_id
             )
             return
         if outcome.outcome == "rejected":  # e.g. a balance that is not a finite number
@@ -225,14 +196,11 @@ class RelayController:
             seq=seq,
         )
         log.warning("bad balance event for %s: %s", meter_id, reason)
-        self.publisher.publish(
-            self.topics.alarms,
-            bad_event_alarm(
-                alarm.ts if alarm else self._clock(),
-                reason=reason,
-                meter_id=meter_id,
-                event_id=event_id,
-            ),
+        self.notifier.bad_event(
+            alarm.ts if alarm else self._clock(),
+            reason=reason,
+            meter_id=meter_id,
+            event_id=event_id,
         )
 
     def _after_balance(self, event: BalanceEvent, outcome: BalanceOutcome) -> None:
@@ -242,28 +210,26 @@ class RelayController:
             domain.DISCONNECT if outcome.desired_state == domain.CONNECTED else domain.RECONNECT
         )
         for command_id in outcome.superseded:
-            self._publish_command_raw(
-                command_id,
-                event.meter_id,
-                old_action,
-                "failed",
-                0,
+            self.notifier.command(
+                command_id=command_id,
+                meter_id=event.meter_id,
+                action=old_action,
+                status="failed",
+                attempt=0,
+                ts=self._clock(),
                 event_id=event.event_id,
                 error=f"superseded by balance event seq {event.seq}",
             )
         if outcome.low_balance:
             threshold = event.warning_threshold or self.settings.warning_threshold
-            self.publisher.publish(
-                self.topics.notifications(event.meter_id),
-                notification_payload(
-                    domain.LOW_BALANCE,
-                    event.meter_id,
-                    now,
-                    balance=event.balance,
-                    currency=event.currency,
-                    warning_threshold=threshold,
-                    event_id=event.event_id,
-                ),
+            self.notifier.notification(
+                domain.LOW_BALANCE,
+                event.meter_id,
+                now,
+                balance=event.balance,
+                currency=event.currency,
+                warning_threshold=threshold,
+                event_id=event.event_id,
             )
         if outcome.command_created and outcome.command is not None:
             self._publish_command(outcome.command, "queued")
@@ -513,16 +479,13 @@ class RelayController:
             command.action, status.state, operator=command.source == "operator"
         )
         if kind is not None and changed:
-            self.publisher.publish(
-                self.topics.notifications(command.meter_id),
-                notification_payload(
-                    kind,
-                    command.meter_id,
-                    now,
-                    balance=confirmation.last_balance,
-                    currency=confirmation.last_balance_currency,
-                    event_id=command.event_id,
-                ),
+            self.notifier.notification(
+                kind,
+                command.meter_id,
+                now,
+                balance=confirmation.last_balance,
+                currency=confirmation.last_balance_currency,
+                event_id=command.event_id,
             )
         log.info(
             "relay %s confirmed for %s: %s (attempt %d)",
@@ -582,56 +545,26 @@ class RelayController:
         error: str | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> None:
-        self._publish_command_raw(
-            command.command_id,
-            command.meter_id,
-            command.action,
-            status,
-            command.attempt if attempt is None else attempt,
+        self.notifier.command(
+            command_id=command.command_id,
+            meter_id=command.meter_id,
+            action=command.action,
+            status=status,
+            attempt=command.attempt if attempt is None else attempt,
+            ts=self._clock(),
             event_id=command.event_id,
             error=error,
-            extra={"source": command.source, **(extra or {})},
+            source=command.source,
+            **(extra or {}),
         )
-
-    def _publish_command_raw(
-        self,
-        command_id: str,
-        meter_id: str,
-        action: str,
-        status: str,
-        attempt: int,
-        *,
-        event_id: str | None,
-        error: str | None,
-        extra: Mapping[str, Any] | None = None,
-    ) -> None:
-        payload = command_payload(
-            command_id=command_id,
-            meter_id=meter_id,
-            action=action,
-            status=status,
-            attempt=attempt,
-            ts=self._clock(),
-            event_id=event_id,
-            error=error,
-        )
-        payload.update(extra or {})
-        self.publisher.publish(self.topics.commands(meter_id), payload)
 
     def _publish_relay(self, meter_id: str, status: RelayStatus, ts: datetime, reason: str) -> None:
-        self.publisher.publish(
-            self.topics.relay(meter_id),
-            relay_payload(meter_id, status.state, status.output_state, ts, reason),
-            retain=True,
-        )
+        self.notifier.relay_state(meter_id, status.state, status.output_state, ts, reason)
 
     def _publish_alarm(self, alarm: AlarmInfo | None) -> None:
         if alarm is None:
             return  # an identical alarm is already standing
-        self.publisher.publish(
-            self.topics.alarms,
-            alarm_payload(alarm.type, alarm.ts, meter_id=alarm.meter_id, detail=alarm.detail),
-        )
+        self.notifier.alarm(alarm.type, alarm.ts, meter_id=alarm.meter_id, detail=alarm.detail)
 
 
 async def _status_or_none(session: DlmsSession) -> RelayStatus | None:
