@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from drivers.client_core import Authentication, ClientSettings
+from drivers.client_settings import Authentication, ClientSettings
 from drivers.session import DlmsSession, InvocationCounterStore
 
 TRANSPORTS = ("wrapper", "hdlc", "serial")
