@@ -24,7 +24,9 @@ from cosem_objects.apdu import (
     SetRequestNormal,
     decode_apdu,
 )
-from drivers.client_core import ClientConnection, ClientSettings, Continue, Done
+from drivers.client_core import ClientConnection
+from drivers.client_events import Done
+from drivers.client_settings import ClientSettings
 from drivers.connect import MeterConnection
 from drivers.hdlc.addresses import HdlcAddress
 from drivers.hdlc.connection import HdlcClientConnection, HdlcServerConnection
@@ -279,7 +281,7 @@ class CoreReplay:
 
         def exchange(request: bytes) -> Any:
             while True:
-                if ciphered and request[0] != 0xE0:
+                if core.needs_protection(request):
                     request = core.protect(request, next(counter))
                 link.send(request)
                 reply = link.receive()
@@ -299,8 +301,7 @@ class CoreReplay:
                     # Only the challenge the recorded meter answered verifies its f(CtoS).
                     core._ctos = step.ctos
                 link.send(request)
-                if isinstance(core.receive_aare(link.receive()), Continue):
-                    pass  # the next step is the HLS reply
+                core.receive_aare(link.receive())  # HlsChallenged: the next step is the HLS reply
             elif kind == "hls":
                 exchange(core.hls_reply(next(counter)))
             elif kind == "get":

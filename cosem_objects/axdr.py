@@ -314,12 +314,6 @@ def _encode_into(out: bytearray, data: Data, tagged: bool) -> None:
         raise ValueError(f"cannot encode {kind!r}")
 
 
-def encode_type_description(description: TypeDescription) -> bytes:
-    out = bytearray()
-    _encode_description(out, description)
-    return bytes(out)
-
-
 def _encode_description(out: bytearray, description: TypeDescription) -> None:
     kind = description[0]
     out.append(kind)

@@ -306,11 +306,6 @@ def next_control_state(
     return table.get((transition, state))
 
 
-def relay_connected(state: ControlState) -> bool:
-    """output_state follows control_state: closed only when connected."""
-    return state is ControlState.CONNECTED
-
-
 def guess_class_id(obis: Obis) -> int:
     """The interface class an OBIS code usually names, for reads given only an OBIS code.
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from drivers.client_core import Authentication, ClientSettings
+from drivers.client_settings import Authentication, ClientSettings
 from drivers.inventory_columns import SECRET_FIELDS
 from drivers.session import DlmsSession, InvocationCounterStore
 

@@ -38,14 +38,10 @@ from cosem_objects.dates import CosemDateTime
 from cosem_objects.errors import DecodeError
 from cosem_objects.obis import Obis
 from cosem_objects.units import unit_name
-from drivers.client_core import (
-    AttributeResult,
-    ClientConnection,
-    ClientSettings,
-    Continue,
-    Done,
-    State,
-)
+from drivers.client_core import ClientConnection
+from drivers.client_events import AttributeResult, Continue, Done, HlsChallenged, Outcome
+from drivers.client_settings import ClientSettings
+from drivers.client_state import AssociationState
 from drivers.dlms_errors import DataAccessFailed
 from drivers.profiles import (
     CaptureObject,
@@ -162,9 +158,9 @@ class DlmsSession:
     async def close(self) -> None:
         """Release the association (best effort, bounded in time) and close the transport."""
         try:
-            if self.core.state is State.ASSOCIATED:
+            if self.core.state is AssociationState.ASSOCIATED:
                 async with self._lock:
-                    await self._send_raw(self.core.release(), cipher=False)
+                    await self._send(self.core.release())
                     reply = await self.transport.receive(min(self.timeout, 5.0))
                     self.core.receive_rlre(reply)
         except (OSError, TimeoutError, DecodeError):
@@ -176,10 +172,10 @@ class DlmsSession:
 
     async def _associate(self) -> None:
         ic = await self._reserve_ic() if self.settings.ciphered else None
-        await self._send_raw(self.core.associate(ic), cipher=False)
+        await self._send(self.core.associate(ic))
         reply = await self.transport.receive(self.timeout)
         outcome = self.core.receive_aare(reply)
-        if isinstance(outcome, Continue):
+        if isinstance(outcome, HlsChallenged):
             reply_ic = await self._reserve_ic()
             request = self.core.hls_reply(reply_ic)
             await self._exchange(request)
@@ -193,24 +189,20 @@ class DlmsSession:
         self._ic_next += 1
         return ic
 
-    async def _send_raw(self, apdu: bytes, cipher: bool) -> None:
-        if cipher and self.settings.ciphered:
+    async def _send(self, apdu: bytes) -> None:
+        if self.core.needs_protection(apdu):
             apdu = self.core.protect(apdu, await self._reserve_ic())
         async with asyncio.timeout(self.timeout):  # no task per send, unlike wait_for
             await self.transport.send(apdu)
 
     async def _exchange(self, request: bytes) -> Any:
-        while True:
-            if request:
-                # GBT acks travel in clear; everything else is ciphered in a ciphered session.
-                await self._send_raw(request, cipher=request[0] != 0xE0)
+        outcome: Outcome = Continue(request)
+        while not isinstance(outcome, Done):
+            if isinstance(outcome, Continue):
+                await self._send(outcome.apdu)
             reply = await self.transport.receive(self.timeout)
-            if self.settings.ciphered:
-                reply = self.core.unprotect(reply)
-            outcome = self.core.receive(reply)
-            if isinstance(outcome, Done):
-                return outcome.value
-            request = outcome.apdu
+            outcome = self.core.receive(self.core.unprotect(reply))
+        return outcome.value
 
     # -- generic services ----------------------------------------------------------------
     async def get(

@@ -18,7 +18,8 @@ class Security(StrEnum):
     HLS_GMAC = "hls-gmac"
 
 
-# Client SAPs the simulated meter knows (dlms-notes / DESIGN.md).
+# Client SAPs the simulated meter knows: 16 is the public client of the Green Book (DLMS UA
+# 1000-2); 32 (reader, LLS) and 1 (management, HLS-GMAC) as README.md's dlms-sim section says.
 PUBLIC_CLIENT_SAP = 16
 READER_CLIENT_SAP = 32
 MANAGEMENT_CLIENT_SAP = 1

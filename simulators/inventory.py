@@ -1,4 +1,4 @@
-"""The inventory file the simulator writes and `headend meters import` reads (DESIGN.md).
+"""The inventory CSV `dlms-sim --inventory` writes and `headend meters import` reads (README.md).
 
 One row per meter with the association the fleet hands the head-end: security none -> public
 client 16; lls -> reader client 32 and the password as ASCII text; hls-gmac -> management

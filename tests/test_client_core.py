@@ -20,7 +20,9 @@ from cosem_objects.apdu.get import GetResponseNormal, GetResponseWithBlock, GetR
 from cosem_objects.axdr import Data, encode_data
 from cosem_objects.errors import ProtocolError
 from cosem_objects.obis import Obis
-from drivers.client_core import ClientConnection, ClientSettings, Continue, Done
+from drivers.client_core import ClientConnection
+from drivers.client_events import Continue, Done
+from drivers.client_settings import ClientSettings
 from drivers.dlms_errors import (
     AssociationRefused,
     AuthenticationFailed,

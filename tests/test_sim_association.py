@@ -896,7 +896,8 @@ def test_management_block_transfer_is_ciphered_per_block() -> None:
 
 # -- the head-end's own sans-IO client ---------------------------------------------------------
 def run_headend(session: ServerSession, settings: Any, steps: Callable[[Any, Any], Any]) -> Any:
-    from drivers.client_core import ClientConnection, Continue, Done
+    from drivers.client_core import ClientConnection
+    from drivers.client_events import Continue, Done, HlsChallenged
 
     client = ClientConnection(settings)
     counter = iter(range(1000, 10_000))
@@ -904,19 +905,16 @@ def run_headend(session: ServerSession, settings: Any, steps: Callable[[Any, Any
     def exchange(request: bytes) -> Any:
         while True:
             wire = request
-            if settings.ciphered and request[:1] != b"\xe0":
+            if client.needs_protection(request):
                 wire = client.protect(request, next(counter))
-            raw = reply(session, wire)
-            if settings.ciphered:
-                raw = client.unprotect(raw)
-            outcome = client.receive(raw)
+            outcome = client.receive(client.unprotect(reply(session, wire)))
             if isinstance(outcome, Done):
                 return outcome.value
             assert isinstance(outcome, Continue)
             request = outcome.apdu
 
     outcome = client.receive_aare(reply(session, client.associate(next(counter))))
-    if isinstance(outcome, Continue):
+    if isinstance(outcome, HlsChallenged):
         exchange(client.hls_reply(next(counter)))
     result = steps(client, exchange)
     client.receive_rlre(reply(session, client.release()))
@@ -926,7 +924,7 @@ def run_headend(session: ServerSession, settings: Any, steps: Callable[[Any, Any
 @pytest.mark.parametrize("mode", ["none", "lls", "hls-gmac"])
 def test_headend_client(mode: str) -> None:
     pytest.importorskip("drivers.client_core")
-    from drivers.client_core import Authentication, ClientSettings
+    from drivers.client_settings import Authentication, ClientSettings
 
     meter = make_meter(Security(mode))
     config = meter.config

@@ -278,10 +278,6 @@ def read_count(buf: bytes, offset: int, what: str, min_item_size: int = 1) -> tu
     return count, offset
 
 
-def encode_octet_string(raw: bytes) -> bytes:
-    return encode_length(len(raw)) + raw
-
-
 def encode_block(last_block: bool, block_number: int, raw_data: bytes) -> bytes:
     """DataBlock-SA / DataBlock-G raw-data part: last-block, block-number, octet string."""
     return (
@@ -329,8 +325,3 @@ def decode_get_data_result(buf: bytes, offset: int) -> tuple[Data | DataAccessRe
             raise DecodeError("truncated: data-access-result expected")
         return data_access_result(buf[offset + 1]), offset + 2
     raise DecodeError(f"Get-Data-Result choice must be 00 or 01, got {choice:02X}")
-
-
-def check_u32(value: int, what: str) -> None:
-    if not 0 <= value <= 0xFFFFFFFF:
-        raise ValueError(f"{what} must fit in 32 bits, got {value}")
