@@ -22,8 +22,8 @@ from cosem_objects.apdu import (
     GetRequestNormal,
     GetRequestWithList,
     SetRequestNormal,
-    decode_apdu,
 )
+from cosem_objects.decode import decode_apdu
 from drivers.client_core import ClientConnection
 from drivers.client_events import Done
 from drivers.client_settings import ClientSettings

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from cosem_objects.acse import Conformance
-from cosem_objects.apdu import decode_apdu
 from cosem_objects.apdu.action import (
     ActionRequestNextPBlock,
     ActionRequestNormal,
@@ -50,6 +49,7 @@ from cosem_objects.apdu.set import (
 )
 from cosem_objects.axdr import Data, decode_data, decode_data_all, decode_length, encode_data
 from cosem_objects.classes import AssociationLN, Obises
+from cosem_objects.decode import decode_apdu
 from cosem_objects.errors import DecodeError
 from drivers.client_association import ClientAssociation
 from drivers.client_events import AttributeResult, Continue, Done, KeepReading, Outcome

@@ -24,8 +24,8 @@ from cosem_objects.apdu import (
     GetRequestNormal,
     GetResponseNormal,
     SetRequestNormal,
-    decode_apdu,
 )
+from cosem_objects.decode import decode_apdu
 from cosem_objects.errors import DecodeError, ProtocolError
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

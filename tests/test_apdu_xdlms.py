@@ -65,11 +65,11 @@ from cosem_objects.apdu import (
     SetResponseLastDataBlockWithList,
     SetResponseNormal,
     SetResponseWithList,
-    decode_apdu,
     invoke_id_and_priority,
 )
 from cosem_objects.axdr import Data, DataType, encode_data
 from cosem_objects.dates import CosemDateTime
+from cosem_objects.decode import decode_apdu
 from cosem_objects.errors import DecodeError
 from cosem_objects.obis import Obis
 

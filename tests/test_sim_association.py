@@ -27,7 +27,6 @@ from cosem_objects.acse import (
     InitiateResponse,
     MechanismName,
 )
-from cosem_objects.apdu import decode_apdu
 from cosem_objects.apdu.action import (
     ActionRequestNextPBlock,
     ActionRequestNormal,
@@ -67,6 +66,7 @@ from cosem_objects.apdu.set import (
 from cosem_objects.axdr import Data, decode_data, decode_data_all, decode_length, encode_data
 from cosem_objects.classes import ControlState, Obises
 from cosem_objects.dates import CosemDateTime
+from cosem_objects.decode import decode_apdu
 from cosem_objects.obis import Obis
 from simulators.acse import SERVER_CONFORMANCE
 from simulators.association import ServerSession, State

@@ -51,7 +51,6 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 TimeoutOpt = Annotated[float, typer.Option(help="Seconds per request.")]
 
 
-
 def _fail(message: str, code: int = 1) -> typer.Exit:
     Console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False, markup=True)
     return typer.Exit(code)
