@@ -1,4 +1,4 @@
-"""The prepaid relay rules of DESIGN.md, checked as pure functions (no I/O)."""
+"""The prepaid relay rules (README, "MQTT contract"), checked as pure functions (no I/O)."""
 
 from __future__ import annotations
 

@@ -17,9 +17,11 @@ import pytest
 from db_support import DIALECTS, temp_database
 from sqlalchemy import func, select, text
 
+from headend.balance_event import BalanceEvent as Event
 from headend.domain import ACTIVE_COMMAND_STATUSES
+from headend.meters.counters import invocation_counter_store
+from headend.relay.lifecycle import FAIL, SEND
 from headend.storage import (
-    BalanceEventIn,
     Database,
     InvocationCounterExhausted,
     ProfileRow,
@@ -64,15 +66,21 @@ async def add_meters(db: Database, *meter_ids: str) -> None:
             )
 
 
-def event(meter_id: str, seq: int, balance: str, event_id: str | None = None) -> BalanceEventIn:
-    return BalanceEventIn(
+def event(
+    meter_id: str,
+    seq: int,
+    balance: str,
+    event_id: str | None = None,
+    warning_threshold: str | None = None,
+) -> Event:
+    return Event(
         meter_id=meter_id,
         seq=seq,
         balance=Decimal(balance),
         currency="CNY",
         event_id=event_id or f"{meter_id}-{seq}-{balance}",
         ts=T0 + timedelta(seconds=seq),
-        raw=f'{{"balance": "{balance}", "seq": {seq}}}',
+        warning_threshold=None if warning_threshold is None else Decimal(warning_threshold),
     )
 
 
@@ -215,9 +223,9 @@ async def test_profile_entries_are_stored_once_and_resume_point(repo: Repository
 
 async def test_newer_seq_sets_desired_state_and_creates_a_command(repo: Repository) -> None:
     outcome = await repo.apply_balance_event(event("M1", 5, "-3.20"))
-    assert outcome.outcome == "applied"
-    assert outcome.desired_state == "disconnected"
-    assert outcome.command_created and outcome.command is not None
+    assert outcome.decision.outcome == "applied"
+    assert outcome.decision.desired_state == "disconnected"
+    assert outcome.decision.command is not None and outcome.command is not None
     assert outcome.command.action == "disconnect" and outcome.command.status == "queued"
     assert outcome.command.source == "balance" and outcome.command.event_id == "M1-5--3.20"
     meter = await repo.get_meter("M1")
@@ -238,8 +246,8 @@ async def test_older_or_equal_seq_is_recorded_as_stale_and_executes_nothing(
     assert first.command is not None
     for seq, balance in ((10, "50.00"), (9, "50.00"), (1, "0")):
         outcome = await repo.apply_balance_event(event("M1", seq, balance))
-        assert outcome.outcome == "stale", (seq, balance)
-        assert not outcome.command_created and outcome.superseded == ()
+        assert outcome.decision.outcome == "stale", (seq, balance)
+        assert outcome.decision.command is None and outcome.decision.superseded == ()
     meter = await repo.get_meter("M1")
     assert meter is not None
     assert meter.desired_relay_state == "disconnected" and meter.balance_seq == 10
@@ -255,17 +263,17 @@ async def test_older_or_equal_seq_is_recorded_as_stale_and_executes_nothing(
 async def test_zero_balance_changes_nothing_but_is_the_newest(repo: Repository) -> None:
     await repo.apply_balance_event(event("M1", 1, "-5"))
     zero = await repo.apply_balance_event(event("M1", 2, "0.00"))
-    assert zero.outcome == "zero_no_change" and not zero.command_created
-    assert zero.desired_state == "disconnected"
+    assert zero.decision.outcome == "zero_no_change" and zero.decision.command is None
+    assert zero.decision.desired_state == "disconnected"
     meter = await repo.get_meter("M1")
     assert meter is not None and meter.balance_seq == 2 and meter.desired_seq == 1
     assert len(await repo.pending_commands()) == 1
     # An older positive event arriving late stays stale: the newest balance (0) decides.
     late = await repo.apply_balance_event(event("M1", 1, "30"))
-    assert late.outcome == "stale"
+    assert late.decision.outcome == "stale"
     # A zero first balance on a fresh meter: no desired state at all, no command.
     fresh = await repo.apply_balance_event(event("M2", 1, "0"))
-    assert fresh.outcome == "zero_no_change" and fresh.desired_state is None
+    assert fresh.decision.outcome == "zero_no_change" and fresh.decision.desired_state is None
     assert await repo.pending_commands(meter_id="M2") == []
 
 
@@ -273,14 +281,15 @@ async def test_duplicate_event_id_is_ignored(repo: Repository, db: Database) -> 
     first = await repo.apply_balance_event(event("M1", 3, "-2", event_id="evt-1"))
     again = await repo.apply_balance_event(event("M1", 3, "-2", event_id="evt-1"))
     later_copy = await repo.apply_balance_event(event("M1", 4, "-2", event_id="evt-1"))
-    assert first.outcome == "applied"
+    assert first.decision.outcome == "applied"
     assert again.duplicate and later_copy.duplicate
     assert again.event_row_id == first.event_row_id
     assert await count(db, BalanceEvent) == 1
     assert await count(db, Command) == 1
-    # Events without an event_id are each stored.
-    await repo.apply_balance_event(BalanceEventIn("M2", 1, Decimal("5")))
-    await repo.apply_balance_event(BalanceEventIn("M2", 1, Decimal("5")))
+    # Copies are told apart by event_id alone: another id with the same content is stored.
+    await repo.apply_balance_event(event("M2", 1, "5", event_id="evt-2"))
+    other = await repo.apply_balance_event(event("M2", 1, "5", event_id="evt-3"))
+    assert not other.duplicate and other.decision.outcome == "stale"
     assert await count(db, BalanceEvent, BalanceEvent.meter_id == "M2") == 2
 
 
@@ -290,7 +299,7 @@ async def test_concurrent_copies_of_one_event_are_applied_once(
     outcomes = await asyncio.gather(
         *(repo.apply_balance_event(event("M1", 7, "-9", event_id="same")) for _ in range(8))
     )
-    assert sorted(o.outcome for o in outcomes) == ["applied"] + ["duplicate"] * 7
+    assert sorted(o.decision.outcome for o in outcomes) == ["applied"] + ["duplicate"] * 7
     assert await count(db, BalanceEvent) == 1
     assert await count(db, Command) == 1
 
@@ -298,18 +307,22 @@ async def test_concurrent_copies_of_one_event_are_applied_once(
 async def test_direction_change_supersedes_the_active_command(repo: Repository) -> None:
     off = await repo.apply_balance_event(event("M1", 1, "-1"))
     assert off.command is not None
-    sent = await repo.update_command(off.command.command_id, status="sent", attempt=1)
+    sent = await repo.update_command(off.command.command_id, SEND, attempt=1)
     assert sent is not None and sent.status == "sent"
     on = await repo.apply_balance_event(event("M1", 2, "25"))
-    assert on.superseded == (off.command.command_id,)
-    assert on.command_created and on.command is not None and on.command.action == "reconnect"
+    assert [(s.command_id, s.action, s.status) for s in on.decision.superseded] == [
+        (off.command.command_id, "disconnect", "superseded")
+    ]
+    assert on.decision.command is not None
+    assert on.command is not None and on.command.action == "reconnect"
     old = await repo.get_command(off.command.command_id)
     assert old is not None and old.status == "superseded"
+    assert old.last_error == on.decision.superseded[0].reason == "superseded by balance event seq 2"
     # The controller's late update of the superseded command is refused.
-    assert await repo.update_command(off.command.command_id, status="failed") is None
+    assert await repo.update_command(off.command.command_id, FAIL) is None
     # Same direction again: the pending command stands, no new one.
     more = await repo.apply_balance_event(event("M1", 3, "40"))
-    assert more.outcome == "applied" and not more.command_created
+    assert more.decision.outcome == "applied" and more.decision.command is None
     assert more.command is not None and more.command.command_id == on.command.command_id
     assert [c.command_id for c in await repo.pending_commands()] == [on.command.command_id]
 
@@ -319,35 +332,54 @@ async def test_no_command_when_the_meter_already_reads_back_the_desired_state(
 ) -> None:
     await repo.record_relay_state("M1", "connected", True, "connected", ts=T0)
     outcome = await repo.apply_balance_event(event("M1", 1, "100"))
-    assert outcome.outcome == "applied" and outcome.desired_state == "connected"
-    assert not outcome.command_created and outcome.command is None
+    assert outcome.decision.outcome == "applied"
+    assert outcome.decision.desired_state == "connected"
+    assert outcome.decision.command is None and outcome.command is None
     # ready_for_reconnection also satisfies "connected": the customer must press the button.
     await repo.record_relay_state("M2", "ready_for_reconnection", False, "ready_for_reconnection")
-    assert not (await repo.apply_balance_event(event("M2", 1, "5"))).command_created
+    assert (await repo.apply_balance_event(event("M2", 1, "5"))).decision.command is None
 
 
 async def test_low_balance_notification_once_per_downward_crossing(repo: Repository) -> None:
     flags = []
     for seq, balance in enumerate(["50", "19.99", "10", "25", "5", "-1", "3"], start=1):
-        flags.append((await repo.apply_balance_event(event("M1", seq, balance))).low_balance)
+        flags.append(
+            (await repo.apply_balance_event(event("M1", seq, balance))).decision.low_balance
+        )
     assert flags == [False, True, False, False, True, False, False]
     meter = await repo.get_meter("M1")
     assert meter is not None and meter.warning_active
     # A per-event threshold overrides the configured one.
-    custom = BalanceEventIn(
-        "M2", 1, Decimal("40"), event_id="t", warning_threshold=Decimal("50.00")
-    )
-    assert (await repo.apply_balance_event(custom)).low_balance
+    custom = await repo.apply_balance_event(event("M2", 1, "40", warning_threshold="50.00"))
+    assert custom.decision.low_balance and custom.decision.threshold == Decimal("50.00")
+    # ... even a threshold of 0, which warns of nothing (not "fall back to the configured").
+    zero = await repo.apply_balance_event(event("M3", 1, "5", warning_threshold="0"))
+    assert not zero.decision.low_balance and zero.decision.threshold == Decimal("0")
+    meter = await repo.get_meter("M3")
+    assert meter is not None and not meter.warning_active
 
 
 async def test_unknown_meter_event_is_recorded_as_rejected(repo: Repository) -> None:
-    outcome = await repo.apply_balance_event(event("GHOST", 1, "-5"))
-    assert outcome.outcome == "rejected" and "unknown meter" in outcome.detail
+    outcome = await repo.apply_balance_event(event("GHOST", 1, "-5"), raw='{"balance": "-5"}')
+    assert outcome.decision.outcome == "rejected" and "unknown meter" in outcome.decision.detail
     assert outcome.command is None
+    # ... with its alarm, in the same transaction.
+    assert outcome.alarm is not None and outcome.alarm.type == "bad_event"
+    assert outcome.alarm.meter_id == "GHOST" and outcome.alarm.detail == outcome.decision.detail
+    assert [a.id for a in await repo.list_alarms(meter_id="GHOST")] == [outcome.alarm.id]
     rows = await repo.balance_events("GHOST")
-    assert rows[0]["outcome"] == "rejected" and rows[0]["raw"]
-    nan = await repo.apply_balance_event(BalanceEventIn("M1", 1, Decimal("NaN"), event_id="n"))
-    assert nan.outcome == "rejected" and "finite" in nan.detail
+    assert rows[0]["outcome"] == "rejected" and rows[0]["raw"] == '{"balance": "-5"}'
+    # A second copy of it is stored too (the raw record), without the event_id it repeats.
+    again = await repo.apply_balance_event(event("GHOST", 1, "-5"), raw="copy")
+    assert again.decision.outcome == "rejected" and again.alarm is not None
+    rows = await repo.balance_events("GHOST")
+    assert [(r["raw"], r["event_id"]) for r in rows] == [
+        ("copy", None),
+        ('{"balance": "-5"}', "GHOST-1--5"),
+    ]
+    nan = await repo.apply_balance_event(event("M1", 1, "NaN", event_id="n"))
+    assert nan.decision.outcome == "rejected" and "finite" in nan.decision.detail
+    assert nan.alarm is None
     meter = await repo.get_meter("M1")
     assert meter is not None and meter.balance_seq is None and meter.desired_relay_state is None
 
@@ -370,18 +402,20 @@ async def test_command_lifecycle_to_confirmation(repo: Repository) -> None:
     command_id = outcome.command.command_id
     retry_at = T0 + timedelta(minutes=5)
     failed = await repo.update_command(
-        command_id, status="failed", attempt=1, next_attempt_at=retry_at, last_error="timeout"
+        command_id, FAIL, attempt=1, next_attempt_at=retry_at, last_error="timeout"
     )
     assert failed is not None and failed.active and failed.last_error == "timeout"
     assert await repo.pending_commands(due_before=T0) == []
     assert len(await repo.pending_commands(due_before=retry_at)) == 1
-    done = await repo.complete_command(
+    confirmation = await repo.confirm_command(
         command_id,
         state="disconnected",
         output_state=False,
         control_state="disconnected",
         reason="read back",
     )
+    assert confirmation is not None and confirmation.previous_state is None
+    done = confirmation.command
     assert done is not None and done.status == "confirmed" and not done.active
     meter = await repo.get_meter("M1")
     assert meter is not None and meter.confirmed_relay_state == "disconnected"
@@ -389,9 +423,15 @@ async def test_command_lifecycle_to_confirmation(repo: Repository) -> None:
     history = await repo.relay_history("M1")
     assert history[0].command_id == command_id and history[0].state == "disconnected"
     assert await repo.pending_commands() == []
+    again = await repo.confirm_command(
+        command_id, state="disconnected", output_state=False, control_state="disconnected"
+    )
+    assert again is not None and again.command is None  # no longer active: not confirmed twice
+    assert again.previous_state == "disconnected"
+    assert len(await repo.relay_history("M1")) == 2  # what the meter said is kept all the same
     assert (
-        await repo.complete_command(
-            command_id, state="disconnected", output_state=False, control_state="disconnected"
+        await repo.confirm_command(
+            "no-such-command", state="disconnected", output_state=False, control_state=None
         )
         is None
     )
@@ -423,6 +463,15 @@ async def test_overdue_escalation_happens_once_and_retries_go_on(repo: Repositor
     assert await repo.escalate_command(outcome.command.command_id, "again") is None
     assert await repo.overdue_commands(later) == []
     assert [c.status for c in await repo.pending_commands()] == ["escalated"]
+    # Retries go on and the escalation stands (the lifecycle's CASE, applied in one UPDATE).
+    for step, attempt in ((SEND, 1), (FAIL, None), (SEND, 2)):
+        moved = await repo.update_command(outcome.command.command_id, step, attempt=attempt)
+        assert moved is not None and moved.status == "escalated" and moved.active
+    assert moved.attempt == 2
+    done = await repo.confirm_command(
+        outcome.command.command_id, state="disconnected", output_state=False, control_state=None
+    )
+    assert done is not None and done.command is not None and done.command.status == "confirmed"
 
 
 async def test_operator_command_and_startup_reconcile(repo: Repository) -> None:
@@ -441,7 +490,7 @@ async def test_operator_command_and_startup_reconcile(repo: Repository) -> None:
     # Start-up: M2 wants to be disconnected but has no command (and read back connected).
     await repo.apply_balance_event(event("M2", 1, "-1"))
     pending = await repo.pending_commands(meter_id="M2")
-    await repo.update_command(pending[0].command_id, status="failed")
+    await repo.update_command(pending[0].command_id, FAIL)
     async with repo.db.transaction() as session:  # simulate a lost command
         await session.execute(
             text("UPDATE commands SET status = 'superseded' WHERE meter_id = 'M2'")
@@ -537,7 +586,7 @@ async def test_invocation_counters_are_never_reused_under_concurrency(repo: Repo
 async def test_invocation_counter_floor_and_exhaustion(repo: Repository) -> None:
     assert await repo.reserve_invocation_counter("M1", 10, at_least=1000) == 1000
     assert await repo.reserve_invocation_counter("M1", 1, at_least=5) == 1010
-    store = repo.invocation_counter_store("M2")
+    store = invocation_counter_store(repo, "M2")
     assert await store.reserve(100) == 1 and await store.reserve(1) == 101
     await repo.reserve_invocation_counter("M3", 1, at_least=0xFFFFFFFF)
     with pytest.raises(InvocationCounterExhausted):
@@ -560,7 +609,8 @@ _WRITER = textwrap.dedent(
     """
     import asyncio, sys
     from decimal import Decimal
-    from headend.storage import BalanceEventIn, Database, ReadingRow, Repository
+    from headend.balance_event import BalanceEvent
+    from headend.storage import Database, ReadingRow, Repository
     from datetime import datetime, timedelta, UTC
 
     async def main():
@@ -573,7 +623,10 @@ _WRITER = textwrap.dedent(
             seq += 1
             for m in ("M1", "M2", "M3"):
                 balance = Decimal(seq % 7 - 3)
-                event = BalanceEventIn(m, seq, balance, event_id=f"{m}-{seq}")
+                event = BalanceEvent(
+                    meter_id=m, balance=balance, currency="CNY", seq=seq,
+                    event_id=f"{m}-{seq}", ts=t0,
+                )
                 await repo.apply_balance_event(event)
                 await repo.reserve_invocation_counter(m, 5)
             await repo.store_readings(

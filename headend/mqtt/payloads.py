@@ -14,11 +14,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final, NoReturn
 
+from headend.balance_event import BalanceEvent
 from headend.domain import (
     ACTIONS,
     COMMAND_STATUSES,
@@ -90,18 +90,6 @@ class BadEvent(Exception):
 
     def __repr__(self) -> str:
         return f"BadEvent({self.reason!r}, meter_id={self.meter_id!r}, event_id={self.event_id!r})"
-
-
-@dataclass(frozen=True, slots=True)
-class BalanceEvent:
-    meter_id: str
-    balance: Decimal
-    currency: str
-    seq: int
-    event_id: str
-    ts: datetime
-    """Aware, in UTC."""
-    warning_threshold: Decimal | None = None
 
 
 class _Reject(Exception):

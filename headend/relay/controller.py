@@ -1,9 +1,11 @@
 """The durable relay command executor.
 
 Balance events arrive from the MQTT bridge (`handle_balance`), are committed together with
-the command they create (Repository.apply_balance_event), and only then acknowledged. Commands
-live in the database, so a restart resumes every unfinished one, and an operator's command
-created by another process (`create_operator_command`) is picked up by the scan.
+what they mean (relay/decision.py, applied by Repository.apply_balance_event), published from
+that same decision, and only then acknowledged. Commands live in the database, so a restart
+resumes every unfinished one, and an operator's command created by another process
+(`create_operator_command`) is picked up by the scan. Their statuses move only as
+relay/lifecycle.py allows.
 
 Never the wrong way: right before a relay is operated the controller re-reads the command and
 the meter's desired state in the database; a command that was superseded, or whose action no
@@ -29,14 +31,15 @@ from cosem_objects.errors import ProtocolError
 from drivers.dlms_errors import ActionFailed, DlmsError, ServiceRejected
 from drivers.session import DlmsSession, RelayStatus
 from headend import domain
+from headend.balance_event import BalanceEvent
 from headend.domain import ACTIONS
 from headend.meters.access import MeterAccess
 from headend.meters.backoff import backoff_delay
 from headend.meters.line_locks import COMMAND, RelayPressure
 from headend.mqtt.notifier import Notifier
-from headend.mqtt.payloads import BadEvent, BalanceEvent
-from headend.relay import rules
-from headend.storage import BalanceEventIn, BalanceOutcome, CommandInfo, Repository
+from headend.mqtt.payloads import BadEvent
+from headend.relay import decision, lifecycle, rules
+from headend.storage import BalanceOutcome, CommandInfo, Repository
 from headend.storage.records import AlarmInfo
 
 __all__ = [
@@ -48,7 +51,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 RAW_KEEP = 4096  # bytes of a bad payload kept with its record
-_CLEARED_ON_CONFIRM = ("relay_stuck", "relay_command_failed", "relay_command_overdue")
+_CLEARED_ON_CONFIRM = (
+    domain.RELAY_STUCK,
+    domain.RELAY_COMMAND_FAILED,
+    domain.RELAY_COMMAND_OVERDUE,
+)
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,8 @@ class ControllerSettings:
     session_budget_s: float = 120.0
     """Upper bound on one attempt (connect, read, operate, read back, release)."""
     warning_threshold: Decimal = Decimal("20.00")
+    """Not read: the threshold is decided once, with the event (relay/decision.py, given the
+    Repository's); the field goes when daemon.py stops passing it."""
 
 
 async def create_operator_command(
@@ -81,10 +90,6 @@ async def create_operator_command(
         meter_id, action, source="operator", reason=f"operator: {reason.strip()}"
     )
     return command.command_id
-
-
-class _Transient(Exception):
-    """An attempt that failed for a reason worth retrying soon (meter unreachable...)."""
 
 
 class _Refused(Exception):
@@ -152,28 +157,20 @@ class RelayController:
             return
         # One transaction; a meter not in the inventory is stored as a bad event with its
         # alarm in the same one (no separate lookup on the bridge's serial path).
-        outcome, alarm = await self.repository.apply_balance_event_checked(
-            BalanceEventIn(
-                meter_id=event.meter_id,
-                seq=event.seq,
-                balance=event.balance,
-                event_id=event.event_id,
-                currency=event.currency,
-                ts=event.ts,
-                raw=_raw_text(raw),
-                warning_threshold=event.warning_threshold,
-            ),
-            unknown_meter_alarm="bad_event",
-        )
-        if alarm is not None:
-            log.warning("bad balance event for %s: %s", event.meter_id, outcome.detail)
+        outcome = await self.repository.apply_balance_event(event, raw=_raw_text(raw))
+        judged = outcome.decision
+        if outcome.alarm is not None:
+            log.warning("bad balance event for %s: %s", event.meter_id, judged.detail)
             self.notifier.bad_event(
-                alarm.ts, reason=outcome.detail, meter_id=event.meter_id, event_id=event.event_id
+                outcome.alarm.ts,
+                reason=judged.detail,
+                meter_id=event.meter_id,
+                event_id=event.event_id,
             )
             return
-        if outcome.outcome == "rejected":  # e.g. a balance that is not a finite number
+        if judged.outcome == decision.REJECTED:  # e.g. a balance that is not a finite number
             alarm = await self.repository.raise_alarm(
-                "bad_event", event.meter_id, outcome.detail, dedupe=False
+                domain.BAD_EVENT, event.meter_id, judged.detail, dedupe=False
             )
             self._publish_alarm(alarm)
             return
@@ -204,43 +201,41 @@ class RelayController:
         )
 
     def _after_balance(self, event: BalanceEvent, outcome: BalanceOutcome) -> None:
+        """Publish what the stored decision says; nothing here judges the event again."""
         now = self._clock()
-        # A command is superseded only by one for the other action.
-        old_action = (
-            domain.DISCONNECT if outcome.desired_state == domain.CONNECTED else domain.RECONNECT
-        )
-        for command_id in outcome.superseded:
+        judged = outcome.decision
+        for old in judged.superseded:
+            # The contract reports a superseded command as failed, saying why.
             self.notifier.command(
-                command_id=command_id,
+                command_id=old.command_id,
                 meter_id=event.meter_id,
-                action=old_action,
-                status="failed",
+                action=old.action,
+                status=domain.FAILED,
                 attempt=0,
-                ts=self._clock(),
+                ts=now,
                 event_id=event.event_id,
-                error=f"superseded by balance event seq {event.seq}",
+                error=old.reason,
             )
-        if outcome.low_balance:
-            threshold = event.warning_threshold or self.settings.warning_threshold
+        if judged.low_balance:
             self.notifier.notification(
                 domain.LOW_BALANCE,
                 event.meter_id,
                 now,
                 balance=event.balance,
                 currency=event.currency,
-                warning_threshold=threshold,
+                warning_threshold=judged.threshold,
                 event_id=event.event_id,
             )
-        if outcome.command_created and outcome.command is not None:
-            self._publish_command(outcome.command, "queued")
+        if judged.command is not None and outcome.command is not None:
+            self._publish_command(outcome.command, domain.QUEUED)
             self._dispatch(outcome.command.meter_id, outcome.command)
         log.info(
             "balance %s seq %s for %s: %s (%s)",
             event.balance,
             event.seq,
             event.meter_id,
-            outcome.outcome,
-            outcome.detail,
+            judged.outcome,
+            judged.detail,
         )
 
     # -- the service -------------------------------------------------------------------------
@@ -248,7 +243,7 @@ class RelayController:
         """Reconcile, then execute due commands until cancelled (or `stop()`)."""
         created = await self.repository.reconcile_commands()
         for command in created:
-            self._publish_command(command, "queued")
+            self._publish_command(command, domain.QUEUED)
         if created:
             log.info("start-up: %d meter(s) not in their desired relay state", len(created))
         async with asyncio.TaskGroup() as tg:
@@ -272,10 +267,6 @@ class RelayController:
         self._stopping = True
         self._wake.set()
 
-    @property
-    def busy_meters(self) -> set[str]:
-        return set(self._workers)
-
     async def _scan(self) -> None:
         now = self._clock()
         # A meter with a worker is skipped: the worker owns its command until it stops.
@@ -298,7 +289,7 @@ class RelayController:
             return
         escalated, alarm = result
         log.warning("relay command %s for %s overdue", command.command_id, command.meter_id)
-        self._publish_command(escalated, "escalated", error=command.last_error or detail)
+        self._publish_command(escalated, domain.ESCALATED, error=command.last_error or detail)
         self._publish_alarm(alarm)
 
     def _dispatch(self, meter_id: str, command: CommandInfo | None = None) -> None:
@@ -361,8 +352,7 @@ class RelayController:
             )
             await self.repository.update_command(
                 command.command_id,
-                status="failed",
-                keep_escalated=True,
+                lifecycle.FAIL,
                 next_attempt_at=self._clock()
                 + timedelta(seconds=self.settings.retry_max_backoff_s),
                 last_error="meter not in the inventory",
@@ -373,14 +363,13 @@ class RelayController:
         attempt = command.attempt + 1
         sent = await self.repository.update_command(
             command.command_id,
-            status="sent",
-            keep_escalated=True,
+            lifecycle.SEND,
             attempt=attempt,
             next_attempt_at=self._clock(),  # due at once if we die mid-attempt
         )
         if sent is None:
             return
-        self._publish_command(sent, "sent")
+        self._publish_command(sent, domain.SENT)
         try:
             async with self._slots, asyncio.timeout(self.settings.session_budget_s):
                 async with self.access.session(record, COMMAND) as session:
@@ -403,11 +392,13 @@ class RelayController:
         if wanted is not None and rules.action_for(wanted) != command.action:
             superseded = await self.repository.update_command(
                 command.command_id,
-                status="superseded",
+                lifecycle.SUPERSEDE,
                 last_error=f"desired state is now {wanted}",
             )
             if superseded is not None:
-                self._publish_command(superseded, "failed", error=f"superseded: desired {wanted}")
+                self._publish_command(
+                    superseded, domain.FAILED, error=f"superseded: desired {wanted}"
+                )
             return False
         return True
 
@@ -430,13 +421,13 @@ class RelayController:
         except (ActionFailed, ServiceRejected) as exc:
             status = await _status_or_none(session)
             raise _Refused(
-                "relay_command_failed",
+                domain.RELAY_COMMAND_FAILED,
                 f"meter refused {command.action} (control_mode {before.control_mode}): {exc}",
                 status,
             ) from exc
         verdict = rules.judge_readback(command.action, after.output_state, after.state)
         if not verdict.done:
-            raise _Refused("relay_stuck", verdict.detail, after)
+            raise _Refused(domain.RELAY_STUCK, verdict.detail, after)
         return after, verdict, True
 
     async def _confirmed(
@@ -474,7 +465,7 @@ class RelayController:
                 "confirmed as far as the meter allows: ready_for_reconnection, "
                 "the customer must press the button"
             )
-        self._publish_command(done, "confirmed", attempt=attempt, extra=extra)
+        self._publish_command(done, domain.CONFIRMED, attempt=attempt, extra=extra)
         kind = rules.notification_for(
             command.action, status.state, operator=command.source == "operator"
         )
@@ -519,13 +510,12 @@ class RelayController:
         )
         updated = await self.repository.update_command(
             command.command_id,
-            status="failed",
-            keep_escalated=True,
+            lifecycle.FAIL,
             next_attempt_at=self._clock() + timedelta(seconds=delay),
             last_error=error,
         )
         if updated is not None:
-            self._publish_command(updated, "failed", attempt=attempt, error=error)
+            self._publish_command(updated, domain.FAILED, attempt=attempt, error=error)
         log.info(
             "relay %s for %s: attempt %d failed (%s); next in %.1fs",
             command.action,

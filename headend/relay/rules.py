@@ -1,6 +1,6 @@
-"""The prepaid relay rules of DESIGN.md as pure functions, so they can be tested exhaustively
-and shared by the storage layer (which applies balances atomically) and the controller (which
-judges what a meter reads back).
+"""The prepaid relay rules (README, "MQTT contract") as pure functions, so they can be tested
+exhaustively and shared by the balance decision (decision.py, which storage applies
+atomically) and the controller (which judges what a meter reads back).
 
 Nothing here does I/O or reads a clock; callers pass what they know."""
 

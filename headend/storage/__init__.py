@@ -4,7 +4,6 @@ schema by Alembic migrations. The daemon talks to it through `Repository`."""
 from headend.storage.db import Database, create_engine, migrate, migrate_sync
 from headend.storage.records import (
     AlarmInfo,
-    BalanceEventIn,
     BalanceOutcome,
     CommandInfo,
     FleetSummary,
@@ -14,7 +13,6 @@ from headend.storage.records import (
     RelayStateInfo,
 )
 from headend.storage.repository import (
-    DbInvocationCounterStore,
     InvocationCounterExhausted,
     Repository,
     UnknownMeter,
@@ -22,11 +20,9 @@ from headend.storage.repository import (
 
 __all__ = [
     "AlarmInfo",
-    "BalanceEventIn",
     "BalanceOutcome",
     "CommandInfo",
     "Database",
-    "DbInvocationCounterStore",
     "FleetSummary",
     "InvocationCounterExhausted",
     "MeterRow",

@@ -33,7 +33,6 @@ from headend.storage.types import DecimalText, UtcDateTime
 
 __all__ = [
     "COMMAND_SOURCES",
-    "EVENT_OUTCOMES",
     "Alarm",
     "BalanceEvent",
     "Base",
@@ -46,12 +45,9 @@ __all__ = [
     "meter_column",
 ]
 
-# A command is active (the controller works on it) until it is confirmed or superseded.
-# "failed" means the last attempt failed and the next waits for next_attempt_at; "escalated"
-# means relay_command_overdue was raised and retries go on (DESIGN.md: keep trying).
+# A command is active (the controller works on it) until it is confirmed or superseded; its
+# statuses and their transitions are headend/relay/lifecycle.py's table.
 COMMAND_SOURCES = ("balance", "operator", "startup")
-# What was done about a balance event.
-EVENT_OUTCOMES = ("applied", "stale", "zero_no_change", "rejected")
 
 # Autoincrement surrogate keys: BIGINT on PostgreSQL, INTEGER (rowid) on SQLite.
 BigId = BigInteger().with_variant(Integer(), "sqlite")

@@ -13,11 +13,11 @@ from decimal import Decimal
 from typing import Any
 
 from headend.domain import ACTIVE_COMMAND_STATUSES
+from headend.relay.decision import DUPLICATE, Decision
 from headend.storage import models
 
 __all__ = [
     "AlarmInfo",
-    "BalanceEventIn",
     "BalanceOutcome",
     "CommandInfo",
     "FleetSummary",
@@ -52,20 +52,6 @@ class ProfileRow:
 
 
 @dataclass(frozen=True, slots=True)
-class BalanceEventIn:
-    """A validated billing/balance/{meter_id} message."""
-
-    meter_id: str
-    seq: int
-    balance: Decimal
-    event_id: str | None = None
-    currency: str | None = None
-    ts: datetime | None = None
-    raw: str | None = None  # the payload as received
-    warning_threshold: Decimal | None = None  # per-event override of the configured one
-
-
-@dataclass(frozen=True, slots=True)
 class CommandInfo:
     command_id: str
     meter_id: str
@@ -86,51 +72,22 @@ class CommandInfo:
     def active(self) -> bool:
         return self.status in ACTIVE_COMMAND_STATUSES
 
-    @classmethod
-    def of(cls, row: models.Command) -> CommandInfo:
-        return cls(
-            command_id=row.command_id,
-            meter_id=row.meter_id,
-            action=row.action,
-            status=row.status,
-            attempt=row.attempt,
-            source=row.source,
-            event_id=row.event_id,
-            seq=row.seq,
-            reason=row.reason,
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-            next_attempt_at=row.next_attempt_at,
-            overdue_alarm_raised=row.overdue_alarm_raised,
-            last_error=row.last_error,
-        )
-
 
 @dataclass(frozen=True, slots=True)
 class BalanceOutcome:
-    """What was done about one balance event (stored with it, in the same transaction).
+    """What was done about one balance event (stored with it, in the same transaction): the
+    decision applied (relay/decision.py; a duplicate or an unknown meter decides nothing but
+    says so), the stored event's row, the meter's active command afterwards, and the alarm
+    raised with it (an event about a meter not in the inventory)."""
 
-    outcome: "applied" (newest for the meter: balance and desired state updated),
-    "zero_no_change" (newest, balance exactly 0: relay left alone), "stale" (seq not newer
-    than the last applied: recorded, nothing executed), "rejected" (e.g. unknown meter),
-    "duplicate" (event_id seen before: nothing stored again)."""
-
-    outcome: str
-    detail: str
-    meter_id: str
-    seq: int | None
-    balance: Decimal | None
-    event_row_id: int | None = None
-    previous_balance: Decimal | None = None
-    desired_state: str | None = None  # the meter's desired relay state afterwards
-    command: CommandInfo | None = None  # the meter's active command afterwards, if any
-    command_created: bool = False
-    superseded: tuple[str, ...] = ()  # command ids superseded by this event
-    low_balance: bool = False  # a low_balance notification is due (downward crossing)
+    decision: Decision
+    event_row_id: int | None
+    command: CommandInfo | None = None
+    alarm: AlarmInfo | None = None
 
     @property
     def duplicate(self) -> bool:
-        return self.outcome == "duplicate"
+        return self.decision.outcome == DUPLICATE
 
 
 @dataclass(frozen=True, slots=True)

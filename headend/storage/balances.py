@@ -1,0 +1,295 @@
+"""Balance events, each stored with what was done about it in the transaction that does it.
+
+The meter, its active command and a stored event with the same event_id are read in one
+SELECT under the meter's row lock; relay/decision.py decides what the event means; then only
+the writes follow, as Core statements (the ORM's loads, identity map and flushes cost several
+times more CPU and round trips on this, the MQTT bridge's serial path). A kill -9 at any
+point leaves the event either applied completely (balance, desired state, superseded and new
+command) or not stored at all, so billing's redelivery applies it then."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import and_, bindparam, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from headend import domain
+from headend.balance_event import BalanceEvent
+from headend.relay import decision
+from headend.relay.decision import ActiveCommand, Decision, MeterSnapshot
+from headend.storage.alarms import insert_alarm
+from headend.storage.commands import new_command_values
+from headend.storage.core import COMMANDS, EVENTS, METERS, Clock, Store
+from headend.storage.db import Database
+from headend.storage.records import AlarmInfo, BalanceOutcome, CommandInfo
+
+__all__ = ["Balances"]
+
+_COMMAND_FIELDS = tuple(col.name for col in COMMANDS.c)
+
+
+def _balance_read() -> Any:
+    """The meter, its active command (c_ columns) and a stored event with the same event_id
+    (dup_ columns), in one statement; no row when the meter is unknown."""
+    m, c, e = METERS.c, COMMANDS.c, EVENTS.c
+    event_id = bindparam("event_id", type_=e.event_id.type)
+    dup_id = select(e.id).where(e.event_id == event_id).scalar_subquery()
+    dup_outcome = select(e.outcome).where(e.event_id == event_id).scalar_subquery()
+    active = and_(c.meter_id == m.meter_id, c.status.in_(tuple(domain.ACTIVE_COMMAND_STATUSES)))
+    return (
+        select(
+            m.balance_seq.label("m_balance_seq"),
+            m.last_balance.label("m_last_balance"),
+            m.desired_relay_state.label("m_desired_relay_state"),
+            m.confirmed_relay_state.label("m_confirmed_relay_state"),
+            *[col.label(f"c_{col.name}") for col in COMMANDS.c],
+            dup_id.label("dup_id"),
+            dup_outcome.label("dup_outcome"),
+        )
+        .select_from(METERS.outerjoin(COMMANDS, active))
+        .where(m.meter_id == bindparam("meter_id", type_=m.meter_id.type))
+        .with_for_update(of=METERS)
+    )
+
+
+_BALANCE_READ = _balance_read()
+
+
+class Balances(Store):
+    """`warning_threshold` is the configured low-balance threshold (notifications section);
+    a balance event may override it."""
+
+    def __init__(self, db: Database, clock: Clock, warning_threshold: Decimal) -> None:
+        super().__init__(db, clock)
+        self.warning_threshold = warning_threshold
+
+    async def apply_balance_event(
+        self, event: BalanceEvent, *, raw: str | None = None
+    ) -> BalanceOutcome:
+        """Store a billing event (`raw`: its payload as received) and act on it, in one
+        transaction, as relay/decision.py decides. An event about a meter not in the
+        inventory is stored as it arrived, rejected, with a bad_event alarm in the same
+        transaction (one round trip per event on the bridge's serial path, no lookup
+        first). An event_id seen before is a duplicate: nothing is stored again."""
+        try:
+            return await self._apply(event, raw)
+        except IntegrityError:
+            # A concurrent transaction stored the same event_id first.
+            e = EVENTS.c
+            async with self.db.session() as session:
+                existing = (
+                    await session.execute(
+                        select(e.id, e.outcome).where(e.event_id == event.event_id)
+                    )
+                ).first()
+            if existing is None:
+                raise
+            return BalanceOutcome(decision.duplicate(existing.outcome), existing.id)
+
+    async def _apply(self, event: BalanceEvent, raw: str | None) -> BalanceOutcome:
+        now = self.now()
+        async with self.db.transaction() as session:
+            row = (
+                await session.execute(
+                    _BALANCE_READ, {"meter_id": event.meter_id, "event_id": event.event_id}
+                )
+            ).first()
+            if row is None:
+                judged = decision.decide(None, event)
+                row_id, alarm = await _store_unapplied(
+                    session,
+                    now,
+                    raw=raw,
+                    outcome=judged.outcome,
+                    detail=judged.detail,
+                    meter_id=event.meter_id,
+                    event_id=event.event_id,
+                    seq=event.seq,
+                    alarm_type=domain.BAD_EVENT,
+                )
+                return BalanceOutcome(judged, row_id, alarm=alarm)
+            if row.dup_id is not None:
+                return BalanceOutcome(decision.duplicate(row.dup_outcome), row.dup_id)
+            active = None
+            if row.c_command_id is not None:
+                active = CommandInfo(
+                    **{name: getattr(row, f"c_{name}") for name in _COMMAND_FIELDS}
+                )
+            judged = decision.decide(
+                MeterSnapshot(
+                    balance_seq=row.m_balance_seq,
+                    last_balance=row.m_last_balance,
+                    desired_state=row.m_desired_relay_state,
+                    confirmed_state=row.m_confirmed_relay_state,
+                    active_command=None
+                    if active is None
+                    else ActiveCommand(active.command_id, active.action, active.status),
+                    default_threshold=self.warning_threshold,
+                ),
+                event,
+            )
+            active = await _apply_decision(session, now, event, judged, active)
+            row_id = await _insert_event(
+                session,
+                event_id=event.event_id,
+                meter_id=event.meter_id,
+                seq=event.seq,
+                balance=event.balance if event.balance.is_finite() else None,
+                currency=event.currency,
+                warning_threshold=event.warning_threshold,
+                ts=event.ts,
+                raw=raw,
+                received_at=now,
+                outcome=judged.outcome,
+                detail=judged.detail,
+                command_id=active.command_id if judged.command and active else None,
+                low_balance=judged.low_balance,
+            )
+            return BalanceOutcome(judged, row_id, command=active)
+
+    async def record_balance_event(
+        self,
+        *,
+        raw: str | None,
+        outcome: str = decision.REJECTED,
+        detail: str,
+        meter_id: str | None = None,
+        event_id: str | None = None,
+        seq: int | None = None,
+        alarm_type: str | None = domain.BAD_EVENT,
+    ) -> tuple[int, AlarmInfo | None]:
+        """Store an event that cannot be applied (malformed payload, wrong topic...) as it
+        arrived, with what was done about it, and raise an alarm, in one transaction.
+        Returns the event row id and the alarm (None when alarm_type is None)."""
+        now = self.now()
+        async with self.db.transaction() as session:
+            return await _store_unapplied(
+                session,
+                now,
+                raw=raw,
+                outcome=outcome,
+                detail=detail,
+                meter_id=meter_id,
+                event_id=event_id,
+                seq=seq,
+                alarm_type=alarm_type,
+            )
+
+    async def balance_events(self, meter_id: str, *, limit: int = 100) -> list[dict[str, Any]]:
+        """A meter's recent balance events, newest first, with what was done about each."""
+        e = EVENTS.c
+        stmt = (
+            select(
+                e.id,
+                e.event_id,
+                e.seq,
+                e.balance,
+                e.currency,
+                e.ts,
+                e.received_at,
+                e.outcome,
+                e.detail,
+                e.command_id,
+                e.low_balance,
+                e.raw,
+            )
+            .where(e.meter_id == meter_id)
+            .order_by(e.id.desc())
+            .limit(limit)
+        )
+        async with self.db.session() as session:
+            return [dict(r._mapping) for r in await session.execute(stmt)]
+
+
+async def _apply_decision(
+    session: AsyncSession,
+    now: datetime,
+    event: BalanceEvent,
+    judged: Decision,
+    active: CommandInfo | None,
+) -> CommandInfo | None:
+    """Write what `judged` says; returns the meter's active command afterwards."""
+    for old in judged.superseded:
+        await session.execute(
+            update(COMMANDS)
+            .where(COMMANDS.c.command_id == old.command_id)
+            .values(status=old.status, updated_at=now, last_error=old.reason)
+        )
+        if active is not None and active.command_id == old.command_id:
+            active = None
+    if judged.command is not None:
+        values = new_command_values(
+            event.meter_id,
+            judged.command.action,
+            source="balance",
+            now=now,
+            event_id=event.event_id,
+            seq=event.seq,
+            reason=judged.command.reason,
+        )
+        await session.execute(insert(COMMANDS).values(values))
+        active = CommandInfo(**values)
+    if judged.meter is not None:
+        meter_values: dict[str, Any] = {
+            "balance_seq": event.seq,
+            "last_balance": event.balance,
+            "last_balance_currency": event.currency,
+            "last_balance_at": event.ts,
+            "warning_active": judged.meter.warning_active,
+            "updated_at": now,
+        }
+        if judged.meter.desired_state is not None:
+            meter_values.update(
+                desired_relay_state=judged.meter.desired_state,
+                desired_seq=event.seq,
+                desired_at=now,
+            )
+        await session.execute(
+            update(METERS).where(METERS.c.meter_id == event.meter_id).values(meter_values)
+        )
+    return active
+
+
+async def _insert_event(session: AsyncSession, **columns: Any) -> int:
+    result = await session.execute(insert(EVENTS).values(columns).returning(EVENTS.c.id))
+    return int(result.scalar_one())
+
+
+async def _store_unapplied(
+    session: AsyncSession,
+    now: datetime,
+    *,
+    raw: str | None,
+    outcome: str,
+    detail: str,
+    meter_id: str | None,
+    event_id: str | None,
+    seq: int | None,
+    alarm_type: str | None,
+) -> tuple[int, AlarmInfo | None]:
+    """An event stored as it arrived, not applied, with an alarm of `alarm_type` (if any).
+    Its event_id is dropped when another event has it: the raw record is kept, the id
+    belongs to the other event."""
+    if event_id is not None:
+        taken = await session.scalar(select(EVENTS.c.id).where(EVENTS.c.event_id == event_id))
+        if taken is not None:
+            event_id = None
+    row_id = await _insert_event(
+        session,
+        event_id=event_id,
+        meter_id=meter_id,
+        seq=seq,
+        raw=raw,
+        received_at=now,
+        outcome=outcome,
+        detail=detail,
+        low_balance=False,
+    )
+    alarm = None
+    if alarm_type is not None:
+        alarm = await insert_alarm(session, alarm_type, meter_id, detail, now)
+    return row_id, alarm

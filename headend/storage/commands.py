@@ -1,0 +1,379 @@
+"""Relay commands: created, found when due, moved along the lifecycle, confirmed, escalated.
+
+Every status change follows relay/lifecycle.py. Most are a single UPDATE on a row not read
+first (the controller's path): its WHERE admits only the statuses the event may leave and its
+SET is the table's CASE over them, so a command confirmed or superseded meanwhile is left
+alone and the caller is told (None). `new_command_values` is the one place a command row is
+built; the balance path inserts it inside its own transaction."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import case, insert, literal, or_, select, update
+
+from headend import domain
+from headend.relay import decision, lifecycle
+from headend.storage import models
+from headend.storage.alarms import clear_standing, insert_alarm
+from headend.storage.core import ALARMS, COMMANDS, METERS, Store
+from headend.storage.meters import UnknownMeter
+from headend.storage.records import AlarmInfo, CommandInfo, RelayStateInfo
+from headend.storage.relay_states import check_relay_state, write_relay_state
+
+__all__ = ["Commands", "Confirmation", "command_info", "new_command_values"]
+
+_UNSET: Any = object()
+_ACTIVE = tuple(domain.ACTIVE_COMMAND_STATUSES)
+
+_c = COMMANDS.c
+# Per lifecycle event: the statuses it may leave, and the status each one takes.
+_LEAVES = {event: _c.status.in_(tuple(lifecycle.moves(event))) for event in lifecycle.EVENTS}
+_TAKES = {event: case(dict(lifecycle.moves(event)), value=_c.status) for event in lifecycle.EVENTS}
+
+
+def command_info(row: Any) -> CommandInfo:
+    """A CommandInfo from a Core row of every commands column (names match the fields)."""
+    return CommandInfo(**row._mapping)
+
+
+def new_command_values(
+    meter_id: str,
+    action: str,
+    *,
+    source: str,
+    now: datetime,
+    event_id: str | None = None,
+    seq: int | None = None,
+    reason: str | None = None,
+) -> dict[str, Any]:
+    """A new command's columns (every one, so CommandInfo(**values) describes it)."""
+    if action not in domain.ACTIONS:
+        raise ValueError(f"unknown relay action {action!r}")
+    if source not in models.COMMAND_SOURCES:
+        raise ValueError(f"unknown command source {source!r}")
+    return {
+        "command_id": str(uuid.uuid4()),
+        "meter_id": meter_id,
+        "action": action,
+        "status": lifecycle.INITIAL,
+        "attempt": 0,
+        "source": source,
+        "event_id": event_id,
+        "seq": seq,
+        "reason": reason,
+        "created_at": now,
+        "updated_at": now,
+        "next_attempt_at": now,
+        "overdue_alarm_raised": False,
+        "last_error": None,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Confirmation:
+    """What `confirm_command` did: the command as confirmed (None when it was no longer
+    active), the meter's confirmed relay state and balance as they were before this
+    read-back, and how many alarms were cleared."""
+
+    command: CommandInfo | None
+    previous_state: str | None
+    last_balance: Decimal | None
+    last_balance_currency: str | None
+    alarms_cleared: int = 0
+
+
+class Commands(Store):
+    async def create_command(
+        self, meter_id: str, action: str, *, source: str = "operator", reason: str | None = None
+    ) -> tuple[CommandInfo, tuple[str, ...]]:
+        """An operator's (or start-up's) command: sets the meter's desired state to what the
+        action leads to, supersedes the meter's active command, queues this one.
+        Returns the command and the ids it superseded. Raises UnknownMeter."""
+        now = self.now()
+        m = METERS.c
+        async with self.db.transaction() as session:
+            found = await session.scalar(
+                select(m.meter_id).where(m.meter_id == meter_id).with_for_update()
+            )
+            if found is None:
+                raise UnknownMeter(meter_id)
+            change = decision.override(action, source)
+            active = await session.execute(
+                select(_c.command_id, _c.status).where(
+                    _c.meter_id == meter_id, _c.status.in_(_ACTIVE)
+                )
+            )
+            superseded: list[str] = []
+            for old in active.all():
+                await session.execute(
+                    update(COMMANDS)
+                    .where(_c.command_id == old.command_id)
+                    .values(
+                        status=lifecycle.go(old.status, lifecycle.SUPERSEDE),
+                        updated_at=now,
+                        last_error=change.supersede_reason,
+                    )
+                )
+                superseded.append(old.command_id)
+            await session.execute(
+                update(METERS)
+                .where(m.meter_id == meter_id)
+                .values(desired_relay_state=change.desired_state, desired_at=now, updated_at=now)
+            )
+            values = new_command_values(meter_id, action, source=source, now=now, reason=reason)
+            await session.execute(insert(COMMANDS).values(values))
+            return CommandInfo(**values), tuple(superseded)
+
+    async def reconcile_commands(self, *, source: str = "startup") -> list[CommandInfo]:
+        """Queue a command for every meter whose desired relay state is not what it last
+        read back and that has no active command (run at start-up)."""
+        now = self.now()
+        m = METERS.c
+        busy = select(_c.meter_id).where(_c.status.in_(_ACTIVE))
+        created: list[dict[str, Any]] = []
+        async with self.db.transaction() as session:
+            meters = await session.execute(
+                select(
+                    m.meter_id, m.desired_relay_state, m.desired_seq, m.confirmed_relay_state
+                ).where(m.desired_relay_state.is_not(None), m.meter_id.not_in(busy))
+            )
+            for meter in meters.all():
+                needed = decision.reconcile(meter.desired_relay_state, meter.confirmed_relay_state)
+                if needed is None:
+                    continue
+                created.append(
+                    new_command_values(
+                        meter.meter_id,
+                        needed.action,
+                        source=source,
+                        now=now,
+                        seq=meter.desired_seq,
+                        reason=needed.reason,
+                    )
+                )
+            if created:
+                await session.execute(insert(COMMANDS), created)
+        return [CommandInfo(**values) for values in created]
+
+    async def get_command(self, command_id: str) -> CommandInfo | None:
+        async with self.db.session() as session:
+            row = (
+                await session.execute(select(COMMANDS).where(_c.command_id == command_id))
+            ).first()
+            return None if row is None else command_info(row)
+
+    async def command_and_desired(
+        self, command_id: str
+    ) -> tuple[CommandInfo | None, bool, str | None]:
+        """The command, whether its meter is in the inventory and the meter's desired relay
+        state, in one read: what is checked right before a relay is operated."""
+        stmt = (
+            select(
+                COMMANDS,
+                METERS.c.meter_id.label("m_meter_id"),
+                METERS.c.desired_relay_state.label("m_desired"),
+            )
+            .select_from(COMMANDS.outerjoin(METERS, METERS.c.meter_id == _c.meter_id))
+            .where(_c.command_id == command_id)
+        )
+        async with self.db.session() as session:
+            row = (await session.execute(stmt)).first()
+        if row is None:
+            return None, False, None
+        values = dict(row._mapping)
+        meter_found = values.pop("m_meter_id") is not None
+        desired = values.pop("m_desired")
+        return CommandInfo(**values), meter_found, desired
+
+    async def pending_commands(
+        self, *, due_before: datetime | None = None, meter_id: str | None = None
+    ) -> list[CommandInfo]:
+        """Active commands (queued, sent, failed, escalated), oldest first; with due_before,
+        only those whose next attempt is due by then."""
+        stmt = select(COMMANDS).where(_c.status.in_(_ACTIVE))
+        if due_before is not None:
+            stmt = stmt.where(or_(_c.next_attempt_at.is_(None), _c.next_attempt_at <= due_before))
+        if meter_id is not None:
+            stmt = stmt.where(_c.meter_id == meter_id)
+        stmt = stmt.order_by(_c.created_at, _c.command_id)
+        async with self.db.session() as session:
+            return [command_info(r) for r in await session.execute(stmt)]
+
+    async def due_meter_ids(self, due_before: datetime) -> list[str]:
+        """Meters with an active command due by `due_before`, oldest command first (the
+        periodic scan: one column, no command rows)."""
+        stmt = (
+            select(_c.meter_id)
+            .where(
+                _c.status.in_(_ACTIVE),
+                or_(_c.next_attempt_at.is_(None), _c.next_attempt_at <= due_before),
+            )
+            .order_by(_c.created_at, _c.command_id)
+        )
+        async with self.db.session() as session:
+            return list(await session.scalars(stmt))
+
+    async def update_command(
+        self,
+        command_id: str,
+        event: lifecycle.Event,
+        *,
+        attempt: int | None = None,
+        next_attempt_at: datetime | None = _UNSET,
+        last_error: str | None = _UNSET,
+    ) -> CommandInfo | None:
+        """Move a command along the lifecycle on `event` (and set the other columns given).
+        Returns None (and changes nothing) when the command cannot take that event any more
+        (confirmed or superseded meanwhile): the caller must stop."""
+        lifecycle.moves(event)  # IllegalTransition for an unknown event
+        values: dict[str, Any] = {"updated_at": self.now(), "status": _TAKES[event]}
+        if attempt is not None:
+            values["attempt"] = attempt
+        if next_attempt_at is not _UNSET:
+            values["next_attempt_at"] = next_attempt_at
+        if last_error is not _UNSET:
+            values["last_error"] = last_error
+        stmt = (
+            update(COMMANDS)
+            .where(_c.command_id == command_id, _LEAVES[event])
+            .values(values)
+            .returning(*COMMANDS.c)
+        )
+        async with self.db.transaction() as session:
+            row = (await session.execute(stmt)).first()
+            return None if row is None else command_info(row)
+
+    async def confirm_command(
+        self,
+        command_id: str,
+        *,
+        state: str,
+        output_state: bool | None,
+        control_state: str | None,
+        reason: str | None = None,
+        ts: datetime | None = None,
+        clear_alarm_types: Iterable[str] = (),
+    ) -> Confirmation | None:
+        """A command's read-back proved it done: record the relay state and confirm the
+        command, and clear the meter's standing alarms of `clear_alarm_types` when the command
+        was still active, in one transaction. The relay state is recorded even if the command
+        was superseded meanwhile (it is what the meter says). Returns what the meter said
+        before (None when the command does not exist). Raises UnknownMeter."""
+        check_relay_state(state)
+        now = self.now()
+        types = tuple(clear_alarm_types)
+        m, a = METERS.c, ALARMS.c
+        standing = (
+            select(a.id)
+            .where(a.meter_id == m.meter_id, a.type.in_(types), a.cleared.is_(False))
+            .exists()
+            if types
+            else literal(False)
+        )
+        async with self.db.transaction() as session:
+            # The command's meter, what it said before and whether an alarm to clear stands,
+            # in one statement (most confirmations have no alarm to clear).
+            found = (
+                await session.execute(
+                    select(
+                        m.meter_id,
+                        m.confirmed_relay_state,
+                        m.confirmed_at,
+                        m.last_balance,
+                        m.last_balance_currency,
+                        standing.label("standing"),
+                    )
+                    .select_from(COMMANDS.join(METERS, m.meter_id == _c.meter_id))
+                    .where(_c.command_id == command_id)
+                    .with_for_update()
+                )
+            ).first()
+            if found is None:
+                meter_id = await session.scalar(
+                    select(_c.meter_id).where(_c.command_id == command_id)
+                )
+                if meter_id is None:
+                    return None
+                raise UnknownMeter(meter_id)
+            readback = RelayStateInfo(
+                found.meter_id, state, output_state, control_state, ts or now, reason, command_id
+            )
+            await write_relay_state(session, readback, found.confirmed_at, now)
+            row = (
+                await session.execute(
+                    update(COMMANDS)
+                    .where(_c.command_id == command_id, _LEAVES[lifecycle.CONFIRM])
+                    .values(
+                        status=_TAKES[lifecycle.CONFIRM],
+                        updated_at=now,
+                        next_attempt_at=None,
+                        last_error=None,
+                    )
+                    .returning(*COMMANDS.c)
+                )
+            ).first()
+            cleared = 0
+            if row is not None and found.standing:
+                cleared = await clear_standing(session, types, found.meter_id, now)
+            return Confirmation(
+                command=None if row is None else command_info(row),
+                previous_state=found.confirmed_relay_state,
+                last_balance=found.last_balance,
+                last_balance_currency=found.last_balance_currency,
+                alarms_cleared=cleared,
+            )
+
+    async def overdue_commands(self, created_before: datetime) -> list[CommandInfo]:
+        """Active commands created before `created_before` with no overdue alarm yet."""
+        stmt = (
+            select(COMMANDS)
+            .where(
+                _c.status.in_(_ACTIVE),
+                _c.created_at < created_before,
+                _c.overdue_alarm_raised.is_(False),
+            )
+            .order_by(_c.created_at)
+        )
+        async with self.db.session() as session:
+            return [command_info(r) for r in await session.execute(stmt)]
+
+    async def escalate_command(
+        self, command_id: str, detail: str, *, alarm_type: str = domain.RELAY_COMMAND_OVERDUE
+    ) -> tuple[CommandInfo, AlarmInfo] | None:
+        """Mark an active command escalated and raise its overdue alarm, once (retries go
+        on). None when it is no longer active or was escalated before."""
+        now = self.now()
+        async with self.db.transaction() as session:
+            row = (
+                await session.execute(
+                    select(_c.status, _c.meter_id, _c.overdue_alarm_raised)
+                    .where(_c.command_id == command_id)
+                    .with_for_update()
+                )
+            ).first()
+            if (
+                row is None
+                or row.status not in lifecycle.moves(lifecycle.ESCALATE)
+                or row.overdue_alarm_raised
+            ):
+                return None
+            escalated = (
+                await session.execute(
+                    update(COMMANDS)
+                    .where(_c.command_id == command_id)
+                    .values(
+                        status=lifecycle.go(row.status, lifecycle.ESCALATE),
+                        overdue_alarm_raised=True,
+                        updated_at=now,
+                    )
+                    .returning(*COMMANDS.c)
+                )
+            ).one()
+            alarm = await insert_alarm(session, alarm_type, row.meter_id, detail, now)
+            return command_info(escalated), alarm
