@@ -36,6 +36,7 @@ from headend.mqtt.notifier import Notifier
 from headend.mqtt.outbox import MemoryOutbox
 from headend.mqtt.topics import Topics
 from headend.relay.controller import ControllerSettings, RelayController
+from headend.relay.intake import BalanceIntake
 from headend.storage import Database, Repository
 from headend.storage.batching import ReadingBatcher
 
@@ -159,16 +160,16 @@ class Daemon:
                 scan_interval_s=tuning.command_scan_s,
                 max_concurrent=config.polling.concurrency,
                 session_budget_s=max(30.0, config.polling.timeout_s * 12),
-                warning_threshold=config.notifications.warning_threshold,
             ),
             pressure=pressure,
         )
         self.controller = controller
+        intake = BalanceIntake(relay_repository, notifier, controller, pressure=pressure)
         bridge = MqttBridge(
             config.mqtt,
             topics,
             outbox,
-            controller.handle_balance,
+            intake.handle,
             host=host,
             port=port,
             timeout_s=tuning.mqtt_timeout_s,

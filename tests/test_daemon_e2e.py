@@ -40,7 +40,7 @@ from headend.config import load_config
 from headend.daemon import Daemon, DaemonTuning
 from headend.meters.secrets import parse_master_key
 from headend.mqtt.broker import free_port
-from headend.relay.controller import create_operator_command
+from headend.relay.operator import create_operator_command
 from headend.storage import Database, Repository
 
 pytestmark = pytest.mark.timeout(240)

@@ -10,6 +10,7 @@ from drivers.connect import MeterConnection
 from headend.cli.common import fail, load_cli_config
 from headend.meters.inventory import load_meter
 from headend.meters.secrets import SecretsError
+from headend.relay.operator import create_operator_command
 from headend.storage import Database, Repository, UnknownMeter
 
 
@@ -40,14 +41,13 @@ def operator_override(meter_id: str, action: str, reason: str, config_path: Path
     async def create() -> str:
         db = await Database.open(config.database.url)
         try:
-            command, _superseded = await Repository(db).create_command(
-                meter_id, action, source="operator", reason=reason
-            )
+            return await create_operator_command(Repository(db), meter_id, action, reason)
         finally:
             await db.dispose()
-        return command.command_id
 
     try:
         return asyncio.run(create())
     except UnknownMeter:
         fail(f"meter {meter_id} is not in the inventory", 1)
+    except ValueError as exc:
+        fail(str(exc), 2)

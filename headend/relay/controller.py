@@ -1,11 +1,9 @@
 """The durable relay command executor.
 
-Balance events arrive from the MQTT bridge (`handle_balance`), are committed together with
-what they mean (relay/decision.py, applied by Repository.apply_balance_event), published from
-that same decision, and only then acknowledged. Commands live in the database, so a restart
-resumes every unfinished one, and an operator's command created by another process
-(`create_operator_command`) is picked up by the scan. Their statuses move only as
-relay/lifecycle.py allows.
+Commands come from balance events (relay/intake.py hands each new one to `submit`), from
+start-up reconciliation, and from operators in another process (relay/operator.py), which the
+scan picks up. They live in the database, so a restart resumes every unfinished one. Their
+statuses move only as relay/lifecycle.py allows.
 
 Never the wrong way: right before a relay is operated the controller re-reads the command and
 the meter's desired state in the database; a command that was superseded, or whose action no
@@ -24,33 +22,24 @@ import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 from cosem_objects.errors import ProtocolError
 from drivers.dlms_errors import ActionFailed, DlmsError, ServiceRejected
 from drivers.session import DlmsSession, RelayStatus
 from headend import domain
-from headend.balance_event import BalanceEvent
-from headend.domain import ACTIONS
 from headend.meters.access import MeterAccess
 from headend.meters.backoff import backoff_delay
 from headend.meters.line_locks import COMMAND, RelayPressure
 from headend.mqtt.notifier import Notifier
-from headend.mqtt.payloads import BadEvent
-from headend.relay import decision, lifecycle, rules
-from headend.storage import BalanceOutcome, CommandInfo, Repository
+from headend.relay import lifecycle, rules
+from headend.storage import CommandInfo, Repository
 from headend.storage.records import AlarmInfo
 
-__all__ = [
-    "ControllerSettings",
-    "RelayController",
-    "create_operator_command",
-]
+__all__ = ["ControllerSettings", "RelayController"]
 
 log = logging.getLogger(__name__)
 
-RAW_KEEP = 4096  # bytes of a bad payload kept with its record
 _CLEARED_ON_CONFIRM = (
     domain.RELAY_STUCK,
     domain.RELAY_COMMAND_FAILED,
@@ -69,27 +58,6 @@ class ControllerSettings:
     """Relay sessions in flight at once (separate from the poll bound: commands skip it)."""
     session_budget_s: float = 120.0
     """Upper bound on one attempt (connect, read, operate, read back, release)."""
-    warning_threshold: Decimal = Decimal("20.00")
-    """Not read: the threshold is decided once, with the event (relay/decision.py, given the
-    Repository's); the field goes when daemon.py stops passing it."""
-
-
-async def create_operator_command(
-    repository: Repository, meter_id: str, action: str, reason: str
-) -> str:
-    """An operator override (`headend relay --meter ID disconnect|reconnect --reason TEXT`).
-
-    Sets the meter's desired state, supersedes its active command and queues this one, in
-    one transaction; a running daemon picks it up on its next scan (about a second). Returns
-    the command id. Raises UnknownMeter, or ValueError for an unknown action / empty reason."""
-    if action not in ACTIONS:
-        raise ValueError(f"action must be disconnect or reconnect, got {action!r}")
-    if not reason or not reason.strip():
-        raise ValueError("an operator command needs a reason")
-    command, _superseded = await repository.create_command(
-        meter_id, action, source="operator", reason=f"operator: {reason.strip()}"
-    )
-    return command.command_id
 
 
 class _Refused(Exception):
@@ -137,106 +105,9 @@ class RelayController:
         self._tg: asyncio.TaskGroup | None = None
         self._slots = asyncio.Semaphore(self.settings.max_concurrent)
         self._stopping = False
-        self.events_handled = 0
 
     def __repr__(self) -> str:
         return f"RelayController(workers={len(self._workers)})"
-
-    # -- balance events (called by the MQTT bridge, one at a time) ----------------------------
-    async def handle_balance(self, event: BalanceEvent | BadEvent, raw: bytes) -> None:
-        """Commit what the event means; the bridge acknowledges it once this returns."""
-        with self.pressure.busy():
-            await self._handle_balance(event, raw)
-
-    async def _handle_balance(self, event: BalanceEvent | BadEvent, raw: bytes) -> None:
-        self.events_handled += 1
-        if isinstance(event, BadEvent):
-            await self._bad_event(
-                raw, event.reason, meter_id=event.meter_id, event_id=event.event_id
-            )
-            return
-        # One transaction; a meter not in the inventory is stored as a bad event with its
-        # alarm in the same one (no separate lookup on the bridge's serial path).
-        outcome = await self.repository.apply_balance_event(event, raw=_raw_text(raw))
-        judged = outcome.decision
-        if outcome.alarm is not None:
-            log.warning("bad balance event for %s: %s", event.meter_id, judged.detail)
-            self.notifier.bad_event(
-                outcome.alarm.ts,
-                reason=judged.detail,
-                meter_id=event.meter_id,
-                event_id=event.event_id,
-            )
-            return
-        if judged.outcome == decision.REJECTED:  # e.g. a balance that is not a finite number
-            alarm = await self.repository.raise_alarm(
-                domain.BAD_EVENT, event.meter_id, judged.detail, dedupe=False
-            )
-            self._publish_alarm(alarm)
-            return
-        self._after_balance(event, outcome)
-
-    async def _bad_event(
-        self,
-        raw: bytes,
-        reason: str,
-        *,
-        meter_id: str | None,
-        event_id: str | None,
-        seq: int | None = None,
-    ) -> None:
-        _, alarm = await self.repository.record_balance_event(
-            raw=_raw_text(raw),
-            detail=reason,
-            meter_id=meter_id,
-            event_id=event_id,
-            seq=seq,
-        )
-        log.warning("bad balance event for %s: %s", meter_id, reason)
-        self.notifier.bad_event(
-            alarm.ts if alarm else self._clock(),
-            reason=reason,
-            meter_id=meter_id,
-            event_id=event_id,
-        )
-
-    def _after_balance(self, event: BalanceEvent, outcome: BalanceOutcome) -> None:
-        """Publish what the stored decision says; nothing here judges the event again."""
-        now = self._clock()
-        judged = outcome.decision
-        for old in judged.superseded:
-            # The contract reports a superseded command as failed, saying why.
-            self.notifier.command(
-                command_id=old.command_id,
-                meter_id=event.meter_id,
-                action=old.action,
-                status=domain.FAILED,
-                attempt=0,
-                ts=now,
-                event_id=event.event_id,
-                error=old.reason,
-            )
-        if judged.low_balance:
-            self.notifier.notification(
-                domain.LOW_BALANCE,
-                event.meter_id,
-                now,
-                balance=event.balance,
-                currency=event.currency,
-                warning_threshold=judged.threshold,
-                event_id=event.event_id,
-            )
-        if judged.command is not None and outcome.command is not None:
-            self._publish_command(outcome.command, domain.QUEUED)
-            self._dispatch(outcome.command.meter_id, outcome.command)
-        log.info(
-            "balance %s seq %s for %s: %s (%s)",
-            event.balance,
-            event.seq,
-            event.meter_id,
-            judged.outcome,
-            judged.detail,
-        )
 
     # -- the service -------------------------------------------------------------------------
     async def run(self) -> None:
@@ -291,6 +162,12 @@ class RelayController:
         log.warning("relay command %s for %s overdue", command.command_id, command.meter_id)
         self._publish_command(escalated, domain.ESCALATED, error=command.last_error or detail)
         self._publish_alarm(alarm)
+
+    def submit(self, command: CommandInfo) -> None:
+        """A command just created (by a balance event): announce it and start on it at once,
+        without waiting for the next scan."""
+        self._publish_command(command, domain.QUEUED)
+        self._dispatch(command.meter_id, command)
 
     def _dispatch(self, meter_id: str, command: CommandInfo | None = None) -> None:
         """Start the meter's worker, handing it `command` (just created, so it need not be
@@ -570,6 +447,3 @@ def _describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {text}"
 
-
-def _raw_text(raw: bytes) -> str:
-    return raw[:RAW_KEEP].decode("utf-8", "replace")

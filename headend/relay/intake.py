@@ -1,0 +1,148 @@
+"""Balance events in: what one billing message does, from the bridge's hands to the database
+and back out as messages.
+
+The bridge calls `BalanceIntake.handle` once per message and acknowledges it when this
+returns, so everything here happens before the PUBACK: the event and what it means are
+committed in one transaction (relay/decision.py decides, storage/balances.py applies), the
+messages that decision calls for are published from the same Decision (nothing is judged
+twice), and a command it created goes straight to the controller rather than waiting for the
+next scan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from headend import domain
+from headend.balance_event import BalanceEvent
+from headend.meters.line_locks import RelayPressure
+from headend.mqtt.notifier import Notifier
+from headend.mqtt.payloads import BadEvent
+from headend.relay import decision
+from headend.relay.controller import RelayController
+from headend.storage import BalanceOutcome, Repository
+
+__all__ = ["RAW_KEEP", "BalanceIntake"]
+
+log = logging.getLogger(__name__)
+
+RAW_KEEP = 4096  # bytes of a bad payload kept with its record
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class BalanceIntake:
+    def __init__(
+        self,
+        repository: Repository,
+        notifier: Notifier,
+        controller: RelayController,
+        *,
+        pressure: RelayPressure | None = None,
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
+        self.repository = repository
+        self.notifier = notifier
+        self.controller = controller
+        # Polls start at a trickle while balance events are being applied (shared with the
+        # controller and the collection service).
+        self.pressure = pressure or controller.pressure
+        self._clock = clock
+        self.events_handled = 0
+
+    def __repr__(self) -> str:
+        return f"BalanceIntake(events_handled={self.events_handled})"
+
+    async def handle(self, event: BalanceEvent | BadEvent, raw: bytes) -> None:
+        """Commit what the event means; the bridge acknowledges it once this returns."""
+        with self.pressure.busy():
+            self.events_handled += 1
+            if isinstance(event, BadEvent):
+                await self._bad_event(
+                    raw, event.reason, meter_id=event.meter_id, event_id=event.event_id
+                )
+                return
+            await self._balance(event, raw)
+
+    async def _balance(self, event: BalanceEvent, raw: bytes) -> None:
+        # One transaction; a meter not in the inventory is stored as a bad event with its
+        # alarm in the same one (no separate lookup on the bridge's serial path).
+        outcome = await self.repository.apply_balance_event(event, raw=_raw_text(raw))
+        judged = outcome.decision
+        if outcome.alarm is not None:
+            log.warning("bad balance event for %s: %s", event.meter_id, judged.detail)
+            self.notifier.bad_event(
+                outcome.alarm.ts,
+                reason=judged.detail,
+                meter_id=event.meter_id,
+                event_id=event.event_id,
+            )
+            return
+        if judged.outcome == decision.REJECTED:  # e.g. a balance that is not a finite number
+            alarm = await self.repository.raise_alarm(
+                domain.BAD_EVENT, event.meter_id, judged.detail, dedupe=False
+            )
+            if alarm is not None:
+                self.notifier.alarm(
+                    alarm.type, alarm.ts, meter_id=alarm.meter_id, detail=alarm.detail
+                )
+            return
+        self._publish(event, outcome)
+
+    async def _bad_event(
+        self, raw: bytes, reason: str, *, meter_id: str | None, event_id: str | None
+    ) -> None:
+        _, alarm = await self.repository.record_balance_event(
+            raw=_raw_text(raw), detail=reason, meter_id=meter_id, event_id=event_id, seq=None
+        )
+        log.warning("bad balance event for %s: %s", meter_id, reason)
+        self.notifier.bad_event(
+            alarm.ts if alarm else self._clock(),
+            reason=reason,
+            meter_id=meter_id,
+            event_id=event_id,
+        )
+
+    def _publish(self, event: BalanceEvent, outcome: BalanceOutcome) -> None:
+        """Publish what the stored decision says; nothing here judges the event again."""
+        now = self._clock()
+        judged = outcome.decision
+        for old in judged.superseded:
+            # The contract reports a superseded command as failed, saying why.
+            self.notifier.command(
+                command_id=old.command_id,
+                meter_id=event.meter_id,
+                action=old.action,
+                status=domain.FAILED,
+                attempt=0,
+                ts=now,
+                event_id=event.event_id,
+                error=old.reason,
+            )
+        if judged.low_balance:
+            self.notifier.notification(
+                domain.LOW_BALANCE,
+                event.meter_id,
+                now,
+                balance=event.balance,
+                currency=event.currency,
+                warning_threshold=judged.threshold,
+                event_id=event.event_id,
+            )
+        if judged.command is not None and outcome.command is not None:
+            self.controller.submit(outcome.command)
+        log.info(
+            "balance %s seq %s for %s: %s (%s)",
+            event.balance,
+            event.seq,
+            event.meter_id,
+            judged.outcome,
+            judged.detail,
+        )
+
+
+def _raw_text(raw: bytes) -> str:
+    return raw[:RAW_KEEP].decode("utf-8", "replace")
