@@ -51,6 +51,7 @@ def new_command_values(
     event_id: str | None = None,
     seq: int | None = None,
     reason: str | None = None,
+    episode_started_at: datetime | None = None,
 ) -> dict[str, Any]:
     """A new command's columns (every one, so CommandInfo(**values) describes it)."""
     if action not in domain.ACTIONS:
@@ -72,6 +73,7 @@ def new_command_values(
         "next_attempt_at": now,
         "overdue_alarm_raised": False,
         "last_error": None,
+        "episode_started_at": episode_started_at or now,
     }
 
 

@@ -20,6 +20,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -37,8 +38,11 @@ __all__ = [
     "BalanceEvent",
     "Base",
     "Command",
+    "InstallationSetting",
     "InvocationCounter",
     "Meter",
+    "OperatorAction",
+    "OutboxRow",
     "ProfileEntry",
     "Reading",
     "RelayState",
@@ -104,6 +108,16 @@ class Meter(Base):
         Boolean, default=False, server_default=text("false")
     )
     last_reading_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # An operator hold pins the relay: billing moves the desired state, nothing is switched.
+    hold: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    hold_reason: Mapped[str | None] = mapped_column(Text)
+    hold_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # Since when the meter has waited in ready_for_reconnection for its customer, and
+    # whether awaiting_customer was raised for this episode.
+    ready_since: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    awaiting_alarm_raised: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=text("false")
+    )
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
@@ -191,14 +205,22 @@ class Command(Base):
         Boolean, default=False, server_default=text("false")
     )
     last_error: Mapped[str | None] = mapped_column(Text)
+    # When the episode this command belongs to began: a command that supersedes another
+    # keeps its start, so the overdue clock is not reset by each new balance.
+    episode_started_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class BalanceEvent(Base):
     __tablename__ = "balance_events"
-    __table_args__ = (Index(None, "meter_id", "seq"),)
+    # An event is identified by (meter_id, event_id): billing may reuse an id for another
+    # meter. NULLs (an event with no usable meter id or event id) never collide.
+    __table_args__ = (
+        Index(None, "meter_id", "seq"),
+        UniqueConstraint("meter_id", "event_id"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    event_id: Mapped[str | None] = mapped_column(String(128), unique=True)
+    event_id: Mapped[str | None] = mapped_column(String(128))
     meter_id: Mapped[str | None] = mapped_column(String(64))
     seq: Mapped[int | None] = mapped_column(BigInteger)
     balance: Mapped[Decimal | None] = mapped_column(DecimalText)
@@ -233,3 +255,43 @@ class InvocationCounter(Base):
     key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     value: Mapped[int] = mapped_column(BigInteger)  # the next counter not yet handed out
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class OutboxRow(Base):
+    """A message to publish, written in the transaction of the state change that causes it
+    and deleted once the broker has acknowledged it (README, "MQTT contract": every message
+    carries its `message_id`, so a consumer can drop a repeat after a crash)."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(String(36), unique=True)
+    topic: Mapped[str] = mapped_column(Text)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    qos: Mapped[int] = mapped_column(Integer)
+    retain: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class OperatorAction(Base):
+    """What an operator did outside the command flow (hold, release, reset-seq), and why."""
+
+    __tablename__ = "operator_actions"
+    __table_args__ = (Index(None, "meter_id", "ts"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    meter_id: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text)
+    detail: Mapped[str | None] = mapped_column(Text)
+    ts: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class InstallationSetting(Base):
+    """Facts about this installation made once and kept, e.g. the client system title that
+    every HLS association of every process of this installation uses."""
+
+    __tablename__ = "installation"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

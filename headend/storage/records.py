@@ -67,6 +67,8 @@ class CommandInfo:
     next_attempt_at: datetime | None
     overdue_alarm_raised: bool
     last_error: str | None
+    episode_started_at: datetime | None = None
+    """When the episode began (relay.overdue_after_s counts from here); None: created_at."""
 
     @property
     def active(self) -> bool:
