@@ -30,10 +30,11 @@ from headend.collection.service import CollectionService
 from headend.config import Config, LoggingConfig
 from headend.meters.access import MeterAccess
 from headend.meters.line_locks import LineLocks, RelayPressure
+from headend.mqtt.backlog import BacklogWatch
 from headend.mqtt.bridge import MqttBridge
 from headend.mqtt.broker import EmbeddedBroker
+from headend.mqtt.durable_outbox import DurableOutbox
 from headend.mqtt.notifier import Notifier
-from headend.mqtt.outbox import MemoryOutbox
 from headend.mqtt.topics import Topics
 from headend.relay.controller import ControllerSettings, RelayController
 from headend.relay.intake import BalanceIntake
@@ -57,6 +58,8 @@ class DaemonTuning:
     unreachable_after: int = 3
     collection: bool = True
     install_signal_handlers: bool = True
+    outbox_alarm_depth: int = 10_000
+    outbox_check_s: float = 5.0
 
 
 class Daemon:
@@ -79,6 +82,7 @@ class Daemon:
         self.repository: Repository | None = None
         self.bridge: MqttBridge | None = None
         self.controller: RelayController | None = None
+        self.backlog: BacklogWatch | None = None
         self.collection: CollectionService | None = None
         self.broker: EmbeddedBroker | None = None
         self.broker_address: tuple[str, int] | None = None
@@ -136,9 +140,19 @@ class Daemon:
             relay_db, warning_threshold=config.notifications.warning_threshold
         )
         readings = ReadingBatcher(repository)
-        outbox = MemoryOutbox()
+        # Every outgoing message is a row in the database until the broker has it; rows are
+        # staged in the transaction of the change they report (storage/unit.py).
+        outbox = DurableOutbox(repository.outbox)
+        relay_db.commit_listeners.add(outbox.wake)
         topics = Topics(config.mqtt.billing_prefix, config.mqtt.headend_prefix)
         notifier = Notifier(outbox, topics)
+        backlog = BacklogWatch(
+            repository,
+            notifier,
+            alarm_depth=tuning.outbox_alarm_depth,
+            every_s=tuning.outbox_check_s,
+        )
+        self.backlog = backlog
         access = MeterAccess(
             db,
             repository,
@@ -225,7 +239,11 @@ class Daemon:
                     self._stop.set()
 
             writer = tg.create_task(guarded("readings", readings.run()), name="readings")
-            workers = [tg.create_task(guarded("relay", controller.run()), name="relay")]
+            outbox_writer = tg.create_task(guarded("outbox", outbox.run()), name="outbox")
+            workers = [
+                tg.create_task(guarded("relay", controller.run()), name="relay"),
+                tg.create_task(backlog.run(), name="outbox-backlog"),
+            ]
             if tuning.collection:
                 workers.append(
                     tg.create_task(guarded("collection", collection.run()), name="collection")
@@ -250,6 +268,8 @@ class Daemon:
             writer.cancel()  # after the polls: its last flush stores what they read
             await asyncio.wait([writer])
             await bridge.stop()
+            outbox_writer.cancel()  # after the bridge's last flush; what is left stays stored
+            await asyncio.wait([outbox_writer])
             stop_waiter.cancel()
         if failures:
             raise RuntimeError(f"head-end stopped on an error: {failures[0]}") from failures[0]

@@ -23,6 +23,7 @@ from headend.collection.capabilities import Capabilities, CapabilityCache
 from headend.collection.scheduler import PollJob
 from headend.mqtt.notifier import Notifier
 from headend.storage import ProfileRow, ReadingRow, Repository
+from headend.storage.batching import ImmediateReadings
 
 __all__ = ["PollReport", "PollSettings", "Poller"]
 
@@ -75,7 +76,9 @@ def _publishable(value: Any) -> Any:
 
 
 class ReadingsSink(Protocol):
-    async def store_readings(self, rows: Iterable[ReadingRow]) -> int: ...
+    async def store_readings(
+        self, rows: Iterable[ReadingRow], then: Callable[[], None] | None = None
+    ) -> int: ...
 
 
 class Poller:
@@ -90,7 +93,7 @@ class Poller:
     ) -> None:
         self.repository = repository
         # Where register readings go: the repository, or a batcher shared by all polls.
-        self.readings_sink: ReadingsSink = readings_sink or repository
+        self.readings_sink: ReadingsSink = readings_sink or ImmediateReadings(repository)
         self.notifier = notifier
         self.settings = settings or PollSettings()
         self._clock = clock
@@ -154,13 +157,14 @@ class Poller:
         rows = [ReadingRow(meter_id, r.obis, ts, r.value, r.unit) for r in readings.values()]
         if not rows:
             return 0
-        await self.readings_sink.store_readings(rows)
-        if self.notifier is not None:
-            self.notifier.readings(
-                meter_id,
-                ts,
-                {r.obis: (_publishable(r.value), r.unit) for r in readings.values()},
-            )
+        notifier = self.notifier
+
+        def publish() -> None:  # in the transaction that stores the rows
+            if notifier is not None:
+                values = {r.obis: (_publishable(r.value), r.unit) for r in readings.values()}
+                notifier.readings(meter_id, ts, values)
+
+        await self.readings_sink.store_readings(rows, publish)
         return len(rows)
 
     async def _one_by_one(

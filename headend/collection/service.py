@@ -142,14 +142,18 @@ class CollectionService:
         was_alarmed = entry is not None and entry.unreachable_alarmed
         failures = entry.failures + 1 if entry is not None else 0
         became_unreachable = self.scheduler.finished(job, self._clock(), ok)
-        try:
-            if ok:
-                self.polls_ok += 1
-                if was_alarmed:
-                    await self.repository.clear_alarms("meter_unreachable", job.meter_id)
-                return
+        if ok:
+            self.polls_ok += 1
+        else:
             self.polls_failed += 1
-            if became_unreachable:
+        if not (was_alarmed if ok else became_unreachable):
+            return  # nothing to record: no write transaction for an ordinary poll
+        try:
+            # The alarm and its message commit together (storage/unit.py).
+            async with self.repository.db.transaction():
+                if ok:
+                    await self.repository.clear_alarms("meter_unreachable", job.meter_id)
+                    return
                 alarm = await self.repository.raise_alarm(
                     "meter_unreachable",
                     job.meter_id,

@@ -11,6 +11,7 @@ in-memory one without changing any caller.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
@@ -145,5 +146,9 @@ class Notifier:
         retain: bool = False,
         droppable: bool = False,
     ) -> None:
-        message = OutboxMessage(topic, encode_payload(payload), 1, retain, droppable)
+        message_id = str(uuid.uuid4())
+        body = {"message_id": message_id, **payload}
+        message = OutboxMessage(
+            topic, encode_payload(body), 1, retain, droppable, message_id=message_id
+        )
         self.outbox.put(message)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -52,6 +53,8 @@ class OutboxMessage:
     retain: bool = False
     droppable: bool = False
     """May be shed first when an outbox is full (readings)."""
+    message_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    """Carried in the payload too (the Notifier puts it there): a consumer drops a repeat."""
 
     def __post_init__(self) -> None:
         _check_publishable(self.topic, self.qos)

@@ -35,6 +35,7 @@ from headend.mqtt.notifier import Notifier
 from headend.relay import lifecycle, rules
 from headend.storage import CommandInfo, Repository
 from headend.storage.records import AlarmInfo
+from headend.storage.unit import transactional
 
 __all__ = ["ControllerSettings", "RelayController"]
 
@@ -112,9 +113,10 @@ class RelayController:
     # -- the service -------------------------------------------------------------------------
     async def run(self) -> None:
         """Reconcile, then execute due commands until cancelled (or `stop()`)."""
-        created = await self.repository.reconcile_commands()
-        for command in created:
-            self._publish_command(command, domain.QUEUED)
+        async with self.repository.db.transaction():  # the commands and their messages
+            created = await self.repository.reconcile_commands()
+            for command in created:
+                self._publish_command(command, domain.QUEUED)
         if created:
             log.info("start-up: %d meter(s) not in their desired relay state", len(created))
         async with asyncio.TaskGroup() as tg:
@@ -148,6 +150,7 @@ class RelayController:
         for command in await self.repository.overdue_commands(overdue_before):
             await self._escalate(command)
 
+    @transactional
     async def _escalate(self, command: CommandInfo) -> None:
         age = (self._clock() - command.created_at).total_seconds()
         detail = (
@@ -238,15 +241,8 @@ class RelayController:
         if not await self._still_wanted(command):
             return
         attempt = command.attempt + 1
-        sent = await self.repository.update_command(
-            command.command_id,
-            lifecycle.SEND,
-            attempt=attempt,
-            next_attempt_at=self._clock(),  # due at once if we die mid-attempt
-        )
-        if sent is None:
+        if not await self._sent(command, attempt):
             return
-        self._publish_command(sent, domain.SENT)
         try:
             async with self._slots, asyncio.timeout(self.settings.session_budget_s):
                 async with self.access.session(record, COMMAND) as session:
@@ -261,6 +257,20 @@ class RelayController:
             return
         await self._confirmed(command, attempt, status, verdict, operated)
 
+    @transactional
+    async def _sent(self, command: CommandInfo, attempt: int) -> bool:
+        sent = await self.repository.update_command(
+            command.command_id,
+            lifecycle.SEND,
+            attempt=attempt,
+            next_attempt_at=self._clock(),  # due at once if we die mid-attempt
+        )
+        if sent is None:
+            return False
+        self._publish_command(sent, domain.SENT)
+        return True
+
+    @transactional
     async def _still_wanted(self, command: CommandInfo) -> bool:
         """The command is active and its action is what the meter's desired state asks."""
         current, meter_found, wanted = await self.repository.command_and_desired(command.command_id)
@@ -307,6 +317,7 @@ class RelayController:
             raise _Refused(domain.RELAY_STUCK, verdict.detail, after)
         return after, verdict, True
 
+    @transactional
     async def _confirmed(
         self,
         command: CommandInfo,
@@ -363,6 +374,7 @@ class RelayController:
             attempt,
         )
 
+    @transactional
     async def _refused(self, command: CommandInfo, attempt: int, refused: _Refused) -> None:
         now = self._clock()
         if refused.status is not None:
@@ -381,6 +393,7 @@ class RelayController:
         log.warning("relay %s for %s failed: %s", command.action, command.meter_id, refused.detail)
         await self._failed(command, attempt, refused.detail)
 
+    @transactional
     async def _failed(self, command: CommandInfo, attempt: int, error: str) -> None:
         delay = backoff_delay(
             attempt, self.settings.retry_base_s, self.settings.retry_max_backoff_s, self._rng

@@ -3,10 +3,10 @@ and back out as messages.
 
 The bridge calls `BalanceIntake.handle` once per message and acknowledges it when this
 returns, so everything here happens before the PUBACK: the event and what it means are
-committed in one transaction (relay/decision.py decides, storage/balances.py applies), the
-messages that decision calls for are published from the same Decision (nothing is judged
-twice), and a command it created goes straight to the controller rather than waiting for the
-next scan."""
+committed in one transaction (relay/decision.py decides, storage/balances.py applies)
+together with the messages that decision calls for (published from the same Decision: nothing
+is judged twice; written to the outbox in that transaction: storage/unit.py), and a command it
+created goes straight to the controller rather than waiting for the next scan."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from headend.mqtt.payloads import BadEvent
 from headend.relay import decision
 from headend.relay.controller import RelayController
 from headend.storage import BalanceOutcome, Repository
+from headend.storage.unit import transactional
 
 __all__ = ["RAW_KEEP", "BalanceIntake"]
 
@@ -56,6 +57,7 @@ class BalanceIntake:
     def __repr__(self) -> str:
         return f"BalanceIntake(events_handled={self.events_handled})"
 
+    @transactional
     async def handle(self, event: BalanceEvent | BadEvent, raw: bytes) -> None:
         """Commit what the event means; the bridge acknowledges it once this returns."""
         with self.pressure.busy():

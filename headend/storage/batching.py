@@ -3,13 +3,15 @@
 A thousand polls in flight would otherwise each take a pooled connection and (on SQLite) the
 single write lock for four rows, and a relay command's transaction would wait behind them.
 Polls hand their rows to one writer task and wait until the batch holding them is committed,
-so a poll still publishes only what is stored, and a failed write fails the polls it carried."""
+so a poll still publishes only what is stored, and a failed write fails the polls it carried.
+What a poll publishes about its rows (`then`) runs inside the batch's transaction, so the
+readings and their messages in the outbox commit together (storage/unit.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from headend.storage.records import ReadingRow
 from headend.storage.repository import Repository
@@ -23,20 +25,23 @@ class ReadingBatcher:
         self.max_rows = max_rows
         self.max_delay_s = max_delay_s
         self.batches = 0
-        self._pending: list[tuple[list[ReadingRow], asyncio.Future[None]]] = []
+        self._pending: list[_Batch] = []
         self._count = 0
         self._full = asyncio.Event()
         self._stopping = False
 
-    async def store_readings(self, rows: Iterable[ReadingRow]) -> int:
-        """Queue rows for the next batch; returns once they are committed (their count)."""
+    async def store_readings(
+        self, rows: Iterable[ReadingRow], then: Callable[[], None] | None = None
+    ) -> int:
+        """Queue rows for the next batch; returns once they are committed (their count).
+        `then` runs in the committing transaction, after the rows are written."""
         batch = list(rows)
         if not batch:
             return 0
         if self._stopping:
-            return await self.repository.store_readings(batch)
+            return await _store(self.repository, [(batch, then)])
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((batch, done))
+        self._pending.append((batch, then, done))
         self._count += len(batch)
         if self._count >= self.max_rows:
             self._full.set()
@@ -61,21 +66,49 @@ class ReadingBatcher:
             return
         pending, self._pending, self._count = self._pending, [], 0
         try:
-            await self.repository.store_readings(rows for batch, _ in pending for rows in batch)
+            await _store(self.repository, [(batch, then) for batch, then, _ in pending])
         except Exception:
             # One bad poll (say, a meter deleted meanwhile) must not fail the others: store
             # each poll's rows on its own, so only the bad one sees the error.
-            for batch, waiter in pending:
+            for batch, then, waiter in pending:
                 try:
-                    await self.repository.store_readings(batch)
+                    await _store(self.repository, [(batch, then)])
                 except Exception as exc:
                     _settle(waiter, exc)
                 else:
                     _settle(waiter, None)
             return
         self.batches += 1
-        for _batch, waiter in pending:
+        for _batch, _then, waiter in pending:
             _settle(waiter, None)
+
+
+class ImmediateReadings:
+    """The same contract as ReadingBatcher without the batching: each poll commits its own
+    rows (tests, the CLI, and anything without a writer task)."""
+
+    def __init__(self, repository: Repository) -> None:
+        self.repository = repository
+
+    async def store_readings(
+        self, rows: Iterable[ReadingRow], then: Callable[[], None] | None = None
+    ) -> int:
+        return await _store(self.repository, [(list(rows), then)])
+
+
+_Batch = tuple[list[ReadingRow], Callable[[], None] | None, asyncio.Future[None]]
+
+
+async def _store(
+    repository: Repository, polls: list[tuple[list[ReadingRow], Callable[[], None] | None]]
+) -> int:
+    """Polls' rows and what they publish about them, in one transaction."""
+    async with repository.db.transaction():
+        stored = await repository.store_readings(row for rows, _ in polls for row in rows)
+        for _rows, then in polls:
+            if then is not None:
+                then()
+    return stored
 
 
 def _settle(waiter: asyncio.Future[None], error: BaseException | None) -> None:

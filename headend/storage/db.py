@@ -8,13 +8,14 @@ writes can fail with "database is locked" instead of waiting its turn."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Table, event, insert
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -23,7 +24,12 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from headend.storage import unit
+from headend.storage.models import OutboxRow
+
 __all__ = ["Database", "create_engine", "migrate", "migrate_sync"]
+
+OUTBOX: Table = OutboxRow.__table__  # type: ignore[assignment]
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _BEGIN_OPTION = "headend_sqlite_begin"
@@ -122,6 +128,8 @@ class Database:
         )
         self.write_sessions = async_sessionmaker(writer, expire_on_commit=False)
         self._file_key = _sqlite_file_key(url) if self.dialect == "sqlite" else url
+        self.commit_listeners: set[Callable[[], None]] = set()
+        """Called after a transaction that wrote outbox rows commits (the outbox's wake-up)."""
 
     def __repr__(self) -> str:
         return f"Database({make_url(self.url).render_as_string(hide_password=True)!r})"
@@ -145,16 +153,28 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
-        if self.dialect != "sqlite":
-            async with self.write_sessions() as session, session.begin():
-                yield session
+        """One write transaction, or the one this task's unit of work already holds on this
+        database (storage/unit.py): then it commits with the unit, not here."""
+        joined = unit.current_unit(self._file_key)
+        if joined is not None:
+            yield joined.session
             return
-        async with (
-            _sqlite_write_lock(self._file_key),
-            self.write_sessions() as session,
-            session.begin(),
-        ):
-            yield session
+        async with contextlib.AsyncExitStack() as stack:
+            if self.dialect == "sqlite":
+                await stack.enter_async_context(_sqlite_write_lock(self._file_key))
+            session = await stack.enter_async_context(self.write_sessions())
+            work = unit.Unit(self._file_key, session, asyncio.current_task())
+            token = unit.enter(work)
+            try:
+                async with session.begin():
+                    yield session
+                    if work.staged:
+                        await session.execute(insert(OUTBOX), work.staged)
+            finally:
+                unit.leave(work, token)
+        if work.staged:
+            for listener in tuple(self.commit_listeners):
+                listener()
 
     async def migrate(self) -> None:
         await migrate(self.engine)

@@ -20,6 +20,7 @@ from headend.storage.counters import IC_MAX, Counters, InvocationCounterExhauste
 from headend.storage.db import Database
 from headend.storage.fleet import Fleet
 from headend.storage.meters import Meters, UnknownMeter
+from headend.storage.outbox import OutboxStore
 from headend.storage.readings import Readings
 from headend.storage.relay_states import RelayStates
 
@@ -58,6 +59,7 @@ class Repository:
         alarms = Alarms(db, clock)
         counters = Counters(db, clock)
         fleet = Fleet(db, clock)
+        self.outbox = OutboxStore(db, clock)
 
         self.get_meter = meters.get_meter
         self.list_meters = meters.list_meters
