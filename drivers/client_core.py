@@ -47,8 +47,9 @@ from cosem_objects.apdu.set import (
     SetResponseLastDataBlock,
     SetResponseNormal,
 )
-from cosem_objects.axdr import Data, decode_data, decode_data_all, decode_length, encode_data
+from cosem_objects.axdr import decode_data, decode_data_all, decode_length, encode_data
 from cosem_objects.classes import AssociationLN, Obises
+from cosem_objects.data import Data
 from cosem_objects.decode import decode_apdu
 from cosem_objects.errors import DecodeError
 from drivers.client_association import ClientAssociation

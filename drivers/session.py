@@ -20,7 +20,6 @@ from cosem_objects.apdu.common import (
     MethodDescriptor,
     SelectiveAccess,
 )
-from cosem_objects.axdr import Data, DataType
 from cosem_objects.classes import (
     SCALER_ATTRIBUTE,
     VALUE_ATTRIBUTE,
@@ -34,6 +33,7 @@ from cosem_objects.classes import (
     guess_class_id,
     plain_value,
 )
+from cosem_objects.data import Data, DataType
 from cosem_objects.dates import CosemDateTime
 from cosem_objects.errors import DecodeError
 from cosem_objects.obis import Obis
