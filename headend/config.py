@@ -21,6 +21,7 @@ from headend.config_loader import (
     TreeLoader,
     check_env_names,
     env_var_name,
+    mask_credentials,
     setting_fields,
 )
 from headend.meters.secrets import (
@@ -58,9 +59,17 @@ LOG_FORMATS = ("json", "console")
 class DatabaseConfig:
     url: str = "sqlite+aiosqlite:///headend.db"
 
+    def __repr__(self) -> str:
+        return f"DatabaseConfig(url={self.display_url!r})"
+
     @property
     def dialect(self) -> str:
         return self.url.split("+", 1)[0]
+
+    @property
+    def display_url(self) -> str:
+        """The URL fit for a message or a log line: its password, if any, masked."""
+        return mask_credentials(self.url)
 
 
 @dataclass(frozen=True)
@@ -83,6 +92,8 @@ class MqttConfig:
 
     host: str | None = None  # None: run the embedded broker
     port: int = 1883
+    # Where the embedded broker listens: this box only, unless an installation opens it up.
+    embedded_host: str = "127.0.0.1"
     client_id: str = "headend-1"
     billing_prefix: str = "billing"
     headend_prefix: str = "headend"
@@ -94,6 +105,11 @@ class MqttConfig:
     @property
     def embedded(self) -> bool:
         return self.host is None
+
+    @property
+    def password_in_clear(self) -> bool:
+        """A password that would cross the network unencrypted (no TLS to the broker)."""
+        return self.password is not None and not self.tls.active
 
 
 DEFAULT_OBIS = ("1.0.1.8.0.255", "1.0.2.8.0.255", "1.0.32.7.0.255", "0.0.96.3.10.255")
@@ -216,7 +232,7 @@ def _database_url(v: str) -> str | None:
 
     try:
         url = make_url(v)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         return f"not a database URL: {v!r}"
     if url.drivername not in DATABASE_SCHEMES:
         return (
@@ -247,6 +263,7 @@ def _existing_file(v: Path | None) -> str | None:
 _CHECKS: dict[str, Check] = {
     "database.url": _database_url,
     "mqtt.host": lambda v: None if v is None or v.strip() else "must not be blank",
+    "mqtt.embedded_host": _non_empty,
     "mqtt.port": _between(1, 65535),
     "mqtt.client_id": _non_empty,
     "mqtt.billing_prefix": _topic_prefix,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import types
 import typing
 from collections.abc import Iterator, Mapping
@@ -27,16 +28,31 @@ __all__ = [
     "check_env_names",
     "dotted_keys",
     "env_var_name",
+    "mask_credentials",
     "setting_fields",
 ]
 
 ENV_PREFIX = "HEADEND_"
 
 
+# scheme://user:password@ -> the password, up to the last '@' of the address (an unescaped
+# '@' in a password must not leave its tail visible).
+_URL_PASSWORD = re.compile(r"(?P<head>(?:[A-Za-z][A-Za-z0-9+.-]*)?://[^:/@\s'\"]*:)\S*@")
+
+
+def mask_credentials(text: str) -> str:
+    """`text` with the password of every URL in it replaced by ***."""
+    return _URL_PASSWORD.sub(r"\g<head>***@", text)
+
+
 class ConfigError(Exception):
-    """A bad config file or value; `key` is the dotted name ("polling.interval_s")."""
+    """A bad config file or value; `key` is the dotted name ("polling.interval_s").
+
+    Its message never carries a URL's password, whichever check wrote it: errors end up in
+    logs and terminals, a database URL in them must not open the database."""
 
     def __init__(self, key: str, message: str) -> None:
+        message = mask_credentials(message)
         super().__init__(f"{key}: {message}")
         self.key = key
         self.message = message

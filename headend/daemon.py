@@ -92,6 +92,11 @@ class Daemon:
     async def run(self) -> None:
         config = self.config
         master_key = config.open_master_key(self.environ)  # before anything connects
+        if config.mqtt.password_in_clear:
+            log.warning(
+                "mqtt.password is sent to the broker without TLS: anyone on the path can read "
+                "it; set [mqtt.tls] (or use a broker on this box only)"
+            )
         db = await Database.open(config.database.url)
         self.db = db
         loop = asyncio.get_running_loop()
@@ -105,10 +110,10 @@ class Daemon:
             async with contextlib.AsyncExitStack() as stack:
                 host, port = config.mqtt.host, config.mqtt.port
                 if config.mqtt.embedded:
-                    self.broker = EmbeddedBroker("127.0.0.1", port)
+                    self.broker = EmbeddedBroker(config.mqtt.embedded_host, port)
                     await stack.enter_async_context(self.broker)
-                    host, port = self.broker.host, self.broker.port
-                    log.info("embedded MQTT broker on %s:%d", host, port)
+                    host, port = self.broker.local_address, self.broker.port
+                    log.info("embedded MQTT broker on %s:%d", self.broker.host, port)
                 assert host is not None
                 self.broker_address = (host, port)
                 await self._serve(db, master_key, host, port)
