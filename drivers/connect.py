@@ -2,16 +2,39 @@
 
 One place maps `transport` + `security` to a transport object and ClientSettings, so the CLI, the
 daemon and the benchmarks connect to meters the same way. The per-meter fields of MeterConnection
-are drivers.inventory_columns.CONNECTION_FIELDS, in that order (tests/test_meter_fields.py)."""
+are drivers.inventory_columns.CONNECTION_FIELDS, in that order (tests/test_meter_fields.py).
+
+`associated_session` is how the head-end opens one: an HLS meter that refuses the association
+because our stored invocation counter is behind its frame counter (a restored or new database)
+is asked for that counter over the public client, and the association is tried once more
+above it."""
 
 from __future__ import annotations
 
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from cosem_objects.errors import ProtocolError
 from drivers.client_settings import Authentication, ClientSettings
+from drivers.dlms_errors import AssociationRefused, DlmsError, InvocationCounterRefused
 from drivers.inventory_columns import SECRET_FIELDS
 from drivers.session import DlmsSession, InvocationCounterStore
+
+log = logging.getLogger(__name__)
+
+SYSTEM_TITLE_MAKER = b"HES"  # the three-letter maker part of the titles we make
+
+
+def new_system_title() -> bytes:
+    """A client system title no other installation (or one-off session) shares: the maker
+    part, then five random bytes. The title is half of every GCM nonce, so two clients with
+    one title and one key would, sooner or later, use one nonce twice."""
+    return SYSTEM_TITLE_MAKER + secrets.token_bytes(5)
+
 
 TRANSPORTS = ("wrapper", "hdlc", "serial")
 SECURITIES = ("none", "lls", "hls-gmac")
@@ -113,6 +136,67 @@ def open_session(
         timeout=timeout,
         ic_store=ic_store,
     )
+
+
+class _Above:
+    """An InvocationCounterStore that hands out nothing below `floor` (the meter's counter)."""
+
+    def __init__(self, store: InvocationCounterStore, floor: int) -> None:
+        self.store = store
+        self.floor = floor
+
+    async def reserve(self, count: int, at_least: int = 0) -> int:
+        return await self.store.reserve(count, max(at_least, self.floor))
+
+
+async def _associate(
+    connection: MeterConnection, request_timeout: float, ic_store: InvocationCounterStore
+) -> DlmsSession:
+    session = open_session(connection, timeout=request_timeout, ic_store=ic_store)
+    try:
+        await session.open()
+        return session
+    except (AssociationRefused, InvocationCounterRefused) as exc:
+        # The AARQ refused (meters do not say why), or HLS pass 3 refused for its counter.
+        refused = exc
+    used = session.association_ic
+    if used is None:  # not ciphered: the counter cannot be why
+        raise refused
+    try:
+        frame_counter = await read_frame_counter(connection, timeout=request_timeout)
+    except (OSError, TimeoutError, ProtocolError, DlmsError, ValueError):
+        raise refused from None  # the refusal is what the caller must see
+    if used > frame_counter:
+        raise refused  # our counter was ahead: refused for another reason (a key, ...)
+    log.warning(
+        "meter at %s refused invocation counter %d (its frame counter is %d): continuing above it",
+        connection.line,
+        used,
+        frame_counter,
+    )
+    retry = open_session(
+        connection, timeout=request_timeout, ic_store=_Above(ic_store, frame_counter + 1)
+    )
+    await retry.open()
+    return retry
+
+
+@asynccontextmanager
+async def associated_session(
+    connection: MeterConnection,
+    *,
+    timeout: float = 10.0,  # noqa: ASYNC109 - per request, as open_session's
+    ic_store: InvocationCounterStore,
+) -> AsyncIterator[DlmsSession]:
+    """An associated session, released when the block ends. A ciphered association refused
+    with a counter at or below the meter's frame counter (0.0.43.1.0.255, read over the public
+    client) is tried once more with counters from the store lifted above it: the store never
+    hands out a counter twice, so nothing the meter has seen is sent again."""
+    session = await _associate(connection, timeout, ic_store)
+    try:
+        yield session
+    finally:
+        await session.close()
 
 
 async def read_frame_counter(connection: MeterConnection, *, timeout: float = 10.0) -> int:  # noqa: ASYNC109 - bounded by the session timeout

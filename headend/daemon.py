@@ -37,7 +37,7 @@ from headend.mqtt.outbox import MemoryOutbox
 from headend.mqtt.topics import Topics
 from headend.relay.controller import ControllerSettings, RelayController
 from headend.relay.intake import BalanceIntake
-from headend.storage import Database, Repository
+from headend.storage import Database, Repository, installation
 from headend.storage.batching import ReadingBatcher
 
 __all__ = ["Daemon", "DaemonTuning", "configure_daemon_logging", "run_daemon"]
@@ -151,6 +151,7 @@ class Daemon:
             command_repository=relay_repository,
             locks=LineLocks(),
             timeout_s=config.polling.timeout_s,
+            system_title=await installation.system_title(db),
         )
         await access.refresh()  # every meter's secrets open, or we stop here naming it
         pressure = RelayPressure()

@@ -34,9 +34,11 @@ class RepositoryInvocationCounterStore:
             f"RepositoryInvocationCounterStore(meter_id={self.meter_id!r}, key_id={self.key_id!r})"
         )
 
-    async def reserve(self, count: int) -> int:
+    async def reserve(self, count: int, at_least: int = 0) -> int:
+        """`at_least` (the meter's frame counter, learnt when it refused ours) lifts the stored
+        counter for good: every later reservation, by any process, starts above it."""
         return await self.repository.reserve_invocation_counter(
-            self.meter_id, count, key_id=self.key_id, at_least=self.at_least
+            self.meter_id, count, key_id=self.key_id, at_least=max(self.at_least, at_least)
         )
 
 
