@@ -1,8 +1,9 @@
 """Invocation counters for ciphered sessions, kept in the database.
 
-A GCM invocation counter used twice under one key breaks the cipher, so the daemon never keeps
-counters in memory only: every session reserves its counters from the repository (one atomic
-upsert per batch of 32, committed before use), across restarts and processes."""
+A GCM invocation counter used twice under one key breaks the cipher, so the head-end never keeps
+counters in memory only: every session, the daemon's and `headend read/relay --meter`'s, reserves
+its counters from the repository (one atomic upsert per batch of 32, committed before use),
+across restarts and processes."""
 
 from __future__ import annotations
 
