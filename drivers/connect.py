@@ -6,8 +6,9 @@ are drivers.inventory_columns.CONNECTION_FIELDS, in that order (tests/test_meter
 
 `associated_session` is how the head-end opens one: an HLS meter that refuses the association
 because our stored invocation counter is behind its frame counter (a restored or new database)
-is asked for that counter over the public client, and the association is tried once more
-above it."""
+is asked for that counter over the public client, and the association is tried again above it
+(the retry itself may meet another client of the installation in session with the meter: a
+bounded number of tries)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from cosem_objects.errors import ProtocolError
 from drivers.client_settings import Authentication, ClientSettings
 from drivers.dlms_errors import AssociationRefused, DlmsError, InvocationCounterRefused
 from drivers.inventory_columns import SECRET_FIELDS
-from drivers.session import DlmsSession, InvocationCounterStore
+from drivers.session import IC_ATTEMPTS, IC_BATCH, DlmsSession, InvocationCounterStore
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,7 @@ def open_session(
     *,
     timeout: float = 10.0,
     ic_store: InvocationCounterStore | None = None,
+    ic_batch: int = IC_BATCH,
 ) -> DlmsSession:
     """A session ready for `async with` (the transport opens on enter)."""
     return DlmsSession(
@@ -135,6 +137,7 @@ def open_session(
         connection.settings(),
         timeout=timeout,
         ic_store=ic_store,
+        ic_batch=ic_batch,
     )
 
 
@@ -152,33 +155,41 @@ class _Above:
 async def _associate(
     connection: MeterConnection, request_timeout: float, ic_store: InvocationCounterStore
 ) -> DlmsSession:
-    session = open_session(connection, timeout=request_timeout, ic_store=ic_store)
-    try:
-        await session.open()
-        return session
-    except (AssociationRefused, InvocationCounterRefused) as exc:
-        # The AARQ refused (meters do not say why), or HLS pass 3 refused for its counter.
-        refused = exc
-    used = session.association_ic
-    if used is None:  # not ciphered: the counter cannot be why
-        raise refused
-    try:
-        frame_counter = await read_frame_counter(connection, timeout=request_timeout)
-    except (OSError, TimeoutError, ProtocolError, DlmsError, ValueError):
-        raise refused from None  # the refusal is what the caller must see
-    if used > frame_counter:
-        raise refused  # our counter was ahead: refused for another reason (a key, ...)
-    log.warning(
-        "meter at %s refused invocation counter %d (its frame counter is %d): continuing above it",
-        connection.line,
-        used,
-        frame_counter,
-    )
-    retry = open_session(
-        connection, timeout=request_timeout, ic_store=_Above(ic_store, frame_counter + 1)
-    )
-    await retry.open()
-    return retry
+    store, batch = ic_store, IC_BATCH
+    for attempt in range(1, IC_ATTEMPTS + 1):
+        session = open_session(connection, timeout=request_timeout, ic_store=store, ic_batch=batch)
+        try:
+            await session.open()
+            return session
+        except InvocationCounterRefused as refused:
+            # HLS pass 3 refused: another client went ahead since our AARQ; the meter says
+            # which counter it expects.
+            if refused.expected is None or attempt == IC_ATTEMPTS:
+                raise
+            floor = refused.expected
+        except AssociationRefused as refused:
+            # The AARQ refused; meters do not say why. If our counter was not above the meter's
+            # frame counter, that is why.
+            used = session.association_ic
+            if used is None or attempt == IC_ATTEMPTS:  # not ciphered: the counter is not why
+                raise
+            try:
+                frame_counter = await read_frame_counter(connection, timeout=request_timeout)
+            except (OSError, TimeoutError, ProtocolError, DlmsError, ValueError):
+                raise refused from None  # the refusal is what the caller must see
+            if used > frame_counter:
+                raise  # our counter was ahead: refused for another reason (a key, ...)
+            floor = frame_counter + 1
+        log.warning(
+            "meter at %s is past invocation counter %d: continuing from %d",
+            connection.line,
+            session.association_ic,
+            floor,
+        )
+        # From now on one counter at a time, reserved right before it is sent: the meter may
+        # be in session with another client of this title (drivers.session).
+        store, batch = _Above(ic_store, floor), 1
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 @asynccontextmanager
@@ -190,8 +201,9 @@ async def associated_session(
 ) -> AsyncIterator[DlmsSession]:
     """An associated session, released when the block ends. A ciphered association refused
     with a counter at or below the meter's frame counter (0.0.43.1.0.255, read over the public
-    client) is tried once more with counters from the store lifted above it: the store never
-    hands out a counter twice, so nothing the meter has seen is sent again."""
+    client), or whose HLS pass 3 is refused for its counter, is tried again with counters from
+    the store lifted above what the meter has taken (at most IC_ATTEMPTS associations): the
+    store never hands out a counter twice, so nothing the meter has seen is sent again."""
     session = await _associate(connection, timeout, ic_store)
     try:
         yield session

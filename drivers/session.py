@@ -7,7 +7,9 @@ operations a head-end needs: registers, clock, relay, profiles.
 
 A meter that refuses a request's invocation counter as already passed (another client of the
 same system title went ahead with higher counters from the shared store) did not process it:
-the session takes counters from the one the meter expects and sends the request once more."""
+the session sends it again from the counter the meter expects. Having met another client, it
+then takes its counters one at a time, right before each is sent: a batch reserved ahead would
+fall behind the other client's next reservation and be refused again, message after message."""
 
 from __future__ import annotations
 
@@ -115,6 +117,7 @@ class ProfileData:
 
 
 IC_BATCH = 32
+IC_ATTEMPTS = 3  # sends of one request refused for its counter (the other client may cross again)
 WITH_LIST_CHUNK = 10
 _CLASS_FALLBACKS = (3, 1, 4, 5)
 
@@ -128,6 +131,7 @@ class DlmsSession:
         timeout: float = 10.0,
         ic_store: InvocationCounterStore | None = None,
         scaler_cache: dict[str, ScalerUnit] | None = None,
+        ic_batch: int = IC_BATCH,
     ) -> None:
         self.transport = transport
         self.settings = settings
@@ -137,6 +141,7 @@ class DlmsSession:
         self._ic_next = 0
         self._ic_end = 0
         self._ic_floor = 0  # no counter below this: the meter has taken higher ones
+        self._ic_batch = ic_batch  # counters reserved at once (1 once another client is met)
         self.association_ic: int | None = None  # the counter of our AARQ (ciphered sessions)
         self._lock = asyncio.Lock()
         self.scaler_cache: dict[str, ScalerUnit] = scaler_cache if scaler_cache is not None else {}
@@ -192,8 +197,8 @@ class DlmsSession:
     # -- exchange ------------------------------------------------------------------------
     async def _reserve_ic(self) -> int:
         if self._ic_next >= self._ic_end:
-            self._ic_next = await self._ic_store.reserve(IC_BATCH, self._ic_floor)
-            self._ic_end = self._ic_next + IC_BATCH
+            self._ic_next = await self._ic_store.reserve(self._ic_batch, self._ic_floor)
+            self._ic_end = self._ic_next + self._ic_batch
         ic = self._ic_next
         self._ic_next += 1
         return ic
@@ -206,15 +211,19 @@ class DlmsSession:
 
     async def _request(self, build: Callable[[], bytes]) -> Any:
         """One confirmed service; `build` makes its request. Refused for its invocation counter
-        (the meter did not process it): once more, with counters from the one it expects."""
-        try:
-            return await self._exchange(build())
-        except InvocationCounterRefused as refused:
-            if refused.expected is None or not self.settings.ciphered:
-                raise
-            self._ic_floor = max(self._ic_floor, refused.expected)
-            self._ic_next = self._ic_end = 0  # the rest of this batch is behind the meter
-        return await self._exchange(build())
+        (the meter did not process it): again, with counters from the one it expects."""
+        for attempt in range(1, IC_ATTEMPTS + 1):
+            try:
+                return await self._exchange(build())
+            except InvocationCounterRefused as refused:
+                if refused.expected is None or not self.settings.ciphered:
+                    raise
+                if attempt == IC_ATTEMPTS:
+                    raise
+                self._ic_floor = max(self._ic_floor, refused.expected)
+                self._ic_next = self._ic_end = 0  # the rest of this batch is behind the meter
+                self._ic_batch = 1
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _exchange(self, request: bytes) -> Any:
         outcome: Outcome = Continue(request)
