@@ -29,7 +29,7 @@ from cosem_objects.apdu.common import (
     SelectiveAccess,
     invoke_id_and_priority,
 )
-from cosem_objects.apdu.errors import ConfirmedServiceError, ExceptionResponse
+from cosem_objects.apdu.errors import ConfirmedServiceError, ExceptionResponse, ServiceError
 from cosem_objects.apdu.gbt import GbtReassembler, GeneralBlockTransfer
 from cosem_objects.apdu.get import (
     GetRequestNext,
@@ -65,6 +65,7 @@ from drivers.client_state import (
 from drivers.dlms_errors import (
     ActionFailed,
     DataAccessFailed,
+    InvocationCounterRefused,
     ServiceRejected,
     UnexpectedResponse,
 )
@@ -193,6 +194,16 @@ class ClientConnection(ClientAssociation):
         apdu = decode_apdu(plain)
         if isinstance(apdu, GeneralBlockTransfer):
             return self._receive_gbt(apdu)
+        if (
+            isinstance(apdu, ExceptionResponse)
+            and apdu.service_error == ServiceError.INVOCATION_COUNTER_ERROR
+        ):
+            raise self._ended(
+                InvocationCounterRefused(
+                    f"{self._pending_what}: meter refused our invocation counter {apdu}",
+                    apdu.invocation_counter,
+                )
+            )
         if isinstance(apdu, ExceptionResponse):
             raise self._ended(
                 ServiceRejected(f"{self._pending_what}: meter sent an exception response {apdu}")

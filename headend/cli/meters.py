@@ -46,7 +46,7 @@ def _with_database(config: Config, work: Callable[[Database], Awaitable[T]]) -> 
     except SecretsError as exc:
         fail(str(exc), EXIT_CONFIG)
     except OSError as exc:
-        fail(f"database {config.database.url}: {exc}", 1)
+        fail(f"database {config.database.display_url}: {exc}", 1)
 
 
 def _secret_flag(token: str | None) -> str | None:

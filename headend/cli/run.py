@@ -45,7 +45,7 @@ def status(ctx: typer.Context, config: ConfigOpt = None, as_json: JsonOpt = Fals
     try:
         report = asyncio.run(status_report(cfg.database.url))
     except OSError as exc:
-        fail(f"database {cfg.database.url}: {exc}", 1)
+        fail(f"database {cfg.database.display_url}: {exc}", 1)
     if as_json:
         sys.stdout.write(json.dumps(report) + "\n")
         return
