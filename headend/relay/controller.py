@@ -74,6 +74,10 @@ class _Superseded(Exception):
     pass
 
 
+# What a meter, its line or the protocol may do to an attempt: logged without a traceback.
+_EXPECTED = (OSError, TimeoutError, ProtocolError, DlmsError)
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -222,6 +226,27 @@ class RelayController:
             self._forget(meter_id, asyncio.current_task())
 
     async def _attempt(self, command: CommandInfo) -> None:
+        """One attempt. Whatever goes wrong in it (the meter, the line, a key that no longer
+        decrypts, an exhausted invocation counter, the database, a meter answering something
+        unexpected) ends the same way: the command fails and waits for its backoff, so no
+        error can turn into a retry on every scan."""
+        attempt = command.attempt + 1
+        try:
+            await self._try(command, attempt)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if not isinstance(exc, _EXPECTED):
+                log.warning(
+                    "relay %s for %s: unexpected error in attempt %d",
+                    command.action,
+                    command.meter_id,
+                    attempt,
+                    exc_info=exc,
+                )
+            await self._failed(command, attempt, _describe(exc))
+
+    async def _try(self, command: CommandInfo, attempt: int) -> None:
         record = await self.access.record(command.meter_id)
         if record is None:
             log.warning(
@@ -237,12 +262,13 @@ class RelayController:
             return
         if not await self._still_wanted(command):
             return
-        attempt = command.attempt + 1
         sent = await self.repository.update_command(
             command.command_id,
             lifecycle.SEND,
             attempt=attempt,
-            next_attempt_at=self._clock(),  # due at once if we die mid-attempt
+            # Due again only after this attempt's backoff, should it never report back (the
+            # process dies, or recording its failure fails too).
+            next_attempt_at=self._clock() + timedelta(seconds=self._backoff(attempt)),
         )
         if sent is None:
             return
@@ -255,9 +281,6 @@ class RelayController:
             return
         except _Refused as refused:
             await self._refused(command, attempt, refused)
-            return
-        except (OSError, TimeoutError, ProtocolError, DlmsError) as exc:
-            await self._failed(command, attempt, _describe(exc))
             return
         await self._confirmed(command, attempt, status, verdict, operated)
 
@@ -273,9 +296,8 @@ class RelayController:
                 last_error=f"desired state is now {wanted}",
             )
             if superseded is not None:
-                self._publish_command(
-                    superseded, domain.FAILED, error=f"superseded: desired {wanted}"
-                )
+                why = {"detail": f"desired state is now {wanted}"}
+                self._publish_command(superseded, domain.SUPERSEDED, extra=why)
             return False
         return True
 
@@ -381,13 +403,17 @@ class RelayController:
         log.warning("relay %s for %s failed: %s", command.action, command.meter_id, refused.detail)
         await self._failed(command, attempt, refused.detail)
 
-    async def _failed(self, command: CommandInfo, attempt: int, error: str) -> None:
-        delay = backoff_delay(
+    def _backoff(self, attempt: int) -> float:
+        return backoff_delay(
             attempt, self.settings.retry_base_s, self.settings.retry_max_backoff_s, self._rng
         )
+
+    async def _failed(self, command: CommandInfo, attempt: int, error: str) -> None:
+        delay = self._backoff(attempt)
         updated = await self.repository.update_command(
             command.command_id,
             lifecycle.FAIL,
+            attempt=attempt,  # an attempt that failed before it was sent counts too
             next_attempt_at=self._clock() + timedelta(seconds=delay),
             last_error=error,
         )
@@ -446,4 +472,3 @@ def _describe(exc: BaseException) -> str:
         return f"timeout: {exc}" if str(exc) else "timeout"
     text = str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {text}"
-
