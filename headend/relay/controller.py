@@ -33,8 +33,9 @@ from headend.meters.backoff import backoff_delay
 from headend.meters.line_locks import COMMAND, RelayPressure
 from headend.mqtt.notifier import Notifier
 from headend.relay import lifecycle, rules
+from headend.relay.messages import publish_alarm, publish_command, publish_relay
+from headend.relay.overdue import OverdueWatch
 from headend.storage import CommandInfo, Repository
-from headend.storage.records import AlarmInfo
 
 __all__ = ["ControllerSettings", "RelayController"]
 
@@ -44,6 +45,7 @@ _CLEARED_ON_CONFIRM = (
     domain.RELAY_STUCK,
     domain.RELAY_COMMAND_FAILED,
     domain.RELAY_COMMAND_OVERDUE,
+    domain.RELAY_STATE_MISMATCH,
 )
 
 
@@ -109,6 +111,7 @@ class RelayController:
         self._tg: asyncio.TaskGroup | None = None
         self._slots = asyncio.Semaphore(self.settings.max_concurrent)
         self._stopping = False
+        self.overdue = OverdueWatch(repository, notifier, self.settings.overdue_after_s, clock)
 
     def __repr__(self) -> str:
         return f"RelayController(workers={len(self._workers)})"
@@ -148,28 +151,12 @@ class RelayController:
         for meter_id in await self.repository.due_meter_ids(now):
             if meter_id not in self._workers:
                 self._dispatch(meter_id)
-        overdue_before = now - timedelta(seconds=self.settings.overdue_after_s)
-        for command in await self.repository.overdue_commands(overdue_before):
-            await self._escalate(command)
-
-    async def _escalate(self, command: CommandInfo) -> None:
-        age = (self._clock() - command.created_at).total_seconds()
-        detail = (
-            f"{command.action} not confirmed after {age:.0f}s "
-            f"({command.attempt} attempt(s)); still trying"
-            + (f"; last error: {command.last_error}" if command.last_error else "")
-        )
-        result = await self.repository.escalate_command(command.command_id, detail)
-        if result is None:
-            return
-        escalated, alarm = result
-        log.warning("relay command %s for %s overdue", command.command_id, command.meter_id)
-        self._publish_command(escalated, domain.ESCALATED, error=command.last_error or detail)
-        self._publish_alarm(alarm)
+        await self.overdue.check()
 
     def submit(self, command: CommandInfo) -> None:
-        """A command just created (by a balance event): announce it and start on it at once,
-        without waiting for the next scan."""
+        """A command just created (by a balance event, or a poll that found the relay on
+        while it should be off): announce it and start on it at once, without waiting for
+        the next scan."""
         self._publish_command(command, domain.QUEUED)
         self._dispatch(command.meter_id, command)
 
@@ -349,15 +336,21 @@ class RelayController:
             ts=now,
             clear_alarm_types=_CLEARED_ON_CONFIRM,
         )
-        self._publish_relay(command.meter_id, status, now, reason)
+        held = confirmation is not None and confirmation.hold
+        publish_relay(self.notifier, command.meter_id, status, now, reason, held)
         if confirmation is None or confirmation.command is None:
             return  # superseded meanwhile: the newer command takes it from here
         done = confirmation.command
         previous = confirmation.previous_state
         # Tell the customer about a change, not about a meter that already was where it
         # should be (an opening balance, a restart); a change the head-end made but had not
-        # recorded before a crash still counts.
-        changed = operated or (previous is not None and previous != status.state)
+        # recorded before a crash still counts. Arrears are news whatever the relay did: a
+        # meter found already off (on site, or first read back off) is off for arrears now.
+        changed = (
+            operated
+            or (previous is not None and previous != status.state)
+            or command.action == domain.DISCONNECT
+        )
         extra: dict[str, Any] = {"state": status.state}
         if verdict.outcome == rules.AWAITING_CUSTOMER:
             extra["detail"] = (
@@ -388,7 +381,7 @@ class RelayController:
     async def _refused(self, command: CommandInfo, attempt: int, refused: _Refused) -> None:
         now = self._clock()
         if refused.status is not None:
-            await self.repository.record_relay_state(
+            held = await self.repository.record_relay_state(
                 command.meter_id,
                 refused.status.state,
                 refused.status.output_state,
@@ -397,9 +390,10 @@ class RelayController:
                 ts=now,
                 command_id=command.command_id,
             )
-            self._publish_relay(command.meter_id, refused.status, now, f"{command.action} failed")
+            why = f"{command.action} failed"
+            publish_relay(self.notifier, command.meter_id, refused.status, now, why, held)
         alarm = await self.repository.raise_alarm(refused.alarm, command.meter_id, refused.detail)
-        self._publish_alarm(alarm)
+        publish_alarm(self.notifier, alarm)
         log.warning("relay %s for %s failed: %s", command.action, command.meter_id, refused.detail)
         await self._failed(command, attempt, refused.detail)
 
@@ -428,7 +422,6 @@ class RelayController:
             delay,
         )
 
-    # -- publishing --------------------------------------------------------------------------
     def _publish_command(
         self,
         command: CommandInfo,
@@ -438,26 +431,9 @@ class RelayController:
         error: str | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> None:
-        self.notifier.command(
-            command_id=command.command_id,
-            meter_id=command.meter_id,
-            action=command.action,
-            status=status,
-            attempt=command.attempt if attempt is None else attempt,
-            ts=self._clock(),
-            event_id=command.event_id,
-            error=error,
-            source=command.source,
-            **(extra or {}),
+        publish_command(
+            self.notifier, command, status, self._clock(), attempt=attempt, error=error, extra=extra
         )
-
-    def _publish_relay(self, meter_id: str, status: RelayStatus, ts: datetime, reason: str) -> None:
-        self.notifier.relay_state(meter_id, status.state, status.output_state, ts, reason)
-
-    def _publish_alarm(self, alarm: AlarmInfo | None) -> None:
-        if alarm is None:
-            return  # an identical alarm is already standing
-        self.notifier.alarm(alarm.type, alarm.ts, meter_id=alarm.meter_id, detail=alarm.detail)
 
 
 async def _status_or_none(session: DlmsSession) -> RelayStatus | None:
