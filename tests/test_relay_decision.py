@@ -282,3 +282,15 @@ def test_the_target_is_the_held_state_else_the_desired_one() -> None:
     assert decision.target("connected", "disconnect") == "disconnected"
     assert decision.target(None, "reconnect") == "connected"
     assert decision.target(None, None) is None
+
+
+def test_going_into_arrears_reads_back_even_a_meter_last_seen_off() -> None:
+    """The customer must hear of arrears once the relay is confirmed off, also when it was
+    last seen off already (on site, or by a poll): a command reads it back. Staying in
+    arrears queues nothing more."""
+    off = replace(FRESH, balance_seq=1, desired_state="connected", confirmed_state="disconnected")
+    judged = decide(off, event(2, "-5"))
+    assert judged.command == NewCommand("disconnect", "balance -5 CNY (seq 2)")
+    assert decide(replace(off, desired_state=None), event(2, "-5")).command is not None
+    still = decide(replace(off, desired_state="disconnected"), event(2, "-6"))
+    assert still.command is None and still.detail == "disconnected: meter already disconnected"

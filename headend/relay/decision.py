@@ -18,7 +18,7 @@ from decimal import Decimal
 from typing import Final, Literal
 
 from headend.balance_event import BalanceEvent
-from headend.domain import Action, CommandStatus, DesiredState
+from headend.domain import DISCONNECTED, Action, CommandStatus, DesiredState
 from headend.relay import lifecycle, rules
 
 __all__ = [
@@ -173,6 +173,9 @@ def decide(meter: MeterSnapshot | None, event: BalanceEvent) -> Decision:
         meter.active_command,
         reason=_balance_reason(event),
         supersede_reason=f"superseded by balance event seq {event.seq}",
+        # Into arrears: read the relay back even when it was last seen off (perhaps a poll
+        # ago), so that the customer is told, and told only once it is confirmed off.
+        read_back=desired == DISCONNECTED and meter.desired_state != DISCONNECTED,
     )
     return Decision(
         APPLIED,
@@ -203,10 +206,12 @@ def converge(
     *,
     reason: str,
     supersede_reason: str,
+    read_back: bool = False,
 ) -> Step:
     """The step towards `desired` for a meter last read back as `confirmed` with `active`
     pending: an active command for the other action is superseded (its episode goes on in
-    the new one), and a command is created when the meter is not known to be there."""
+    the new one), and a command is created when the meter is not known to be there (or,
+    with `read_back`, in any case: a meter already there is read, not operated)."""
     action = rules.action_for(desired)
     if active is not None and active.action == action:
         return Step(f"{desired}: {action} command already pending")
@@ -222,7 +227,7 @@ def converge(
             ),
         )
         episode = active.episode_started_at
-    if superseded or rules.needs_command(desired, confirmed):
+    if superseded or read_back or rules.needs_command(desired, confirmed):
         # After a superseded command the meter may be in either state: operate it (an
         # operation towards the state it is in is harmless and confirmed).
         return Step(
