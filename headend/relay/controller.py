@@ -1,14 +1,18 @@
 """The durable relay command executor.
 
 Commands come from balance events (relay/intake.py hands each new one to `submit`), from
-start-up reconciliation, and from operators in another process (relay/operator.py), which the
-scan picks up. They live in the database, so a restart resumes every unfinished one. Their
-statuses move only as relay/lifecycle.py allows.
+start-up reconciliation, and from the database: operators in another process
+(relay/operator.py), polls that found a relay on while it should be off (relay/drift.py) and
+retries, which the scan picks up. They live in the database, so a restart resumes every
+unfinished one. Their statuses move only as relay/lifecycle.py allows; whatever goes wrong in
+an attempt ends in the command's backoff. The scan also runs the overdue watch
+(relay/overdue.py).
 
 Never the wrong way: right before a relay is operated the controller re-reads the command and
-the meter's desired state in the database; a command that was superseded, or whose action no
-longer matches the desired state, is not executed. The relay is read first (a meter already
-where it should be is not operated) and read back afterwards; only the read-back confirms.
+the state the meter should be in (the one an operator's hold pins, else the newest balance's);
+a command that was superseded, or whose action no longer matches, is not executed. The relay
+is read first (a meter already where it should be is not operated) and read back afterwards;
+only the read-back confirms.
 
 One worker task per meter with an active command (not one per meter), under the meter's line
 lock at COMMAND priority, so commands go before waiting polls and never share a line."""
