@@ -18,8 +18,10 @@ import pytest
 from db_support import DIALECTS
 from e2e_support import eventually
 from test_daemon_e2e import Headend, headend
+from typer.testing import CliRunner
 
 from drivers.connect import open_session
+from headend.cli.app import app
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -258,3 +260,21 @@ async def test_arrears_are_notified_also_when_the_meter_was_already_off(
         )
         assert notice[0]["balance"] == "-5.00"
         assert h.remote_ops(0) == []  # read back, not operated
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["release", "--reason", "x"], "release lifts an operator's hold: it needs --meter"),
+        (["disconnect", "--hold", "--reason", "x"], "--hold goes with --meter"),
+        (["release", "--meter", "M1", "--hold", "--reason", "x"], "--hold goes with --meter"),
+        (["status", "--meter", "M1", "--hold"], "--hold goes with --meter"),
+        (["release", "--meter", "M1"], "an operator override needs --reason"),
+    ],
+)
+def test_hold_and_release_arguments_are_checked_before_anything_connects(
+    args: list[str], message: str
+) -> None:
+    result = CliRunner(mix_stderr=False).invoke(app, ["relay", *args])
+    assert result.exit_code == 2
+    assert message in " ".join(result.stderr.split())
