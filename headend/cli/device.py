@@ -39,7 +39,10 @@ class RelayOperation(StrEnum):
     status = "status"
     disconnect = "disconnect"
     reconnect = "reconnect"
+    release = "release"  # an operator's hold (with --meter)
 
+
+_OPERATOR_SWITCHES = (RelayOperation.disconnect, RelayOperation.reconnect)
 
 HostOpt = Annotated[str, typer.Option(help="Meter or terminal server address.")]
 PortOpt = Annotated[int, typer.Option(help="TCP port (4059 for the DLMS wrapper).")]
@@ -223,7 +226,9 @@ def read(
 
 
 def relay(
-    operation: Annotated[RelayOperation, typer.Argument(help="status | disconnect | reconnect")],
+    operation: Annotated[
+        RelayOperation, typer.Argument(help="status | disconnect | reconnect | release")
+    ],
     host: HostOpt = "127.0.0.1",
     port: PortOpt = 4059,
     transport: TransportOpt = "wrapper",
@@ -241,16 +246,32 @@ def relay(
     reason: Annotated[
         str | None, typer.Option(help="Operator override reason (with --meter): recorded.")
     ] = None,
+    hold: Annotated[
+        bool,
+        typer.Option(
+            "--hold", help="Pin the relay against billing until `release` (with --meter)."
+        ),
+    ] = False,
     as_json: JsonOpt = False,
     timeout: TimeoutOpt = 10.0,
 ) -> None:
-    """Read or switch a meter's relay (Disconnect control 0.0.96.3.10.255), read back."""
+    """Read or switch a meter's relay (Disconnect control 0.0.96.3.10.255), read back.
+
+    With --meter, disconnect/reconnect are operator commands the running daemon executes
+    (--hold pins the relay against billing) and release lifts a hold."""
+    if hold and (meter is None or operation not in _OPERATOR_SWITCHES):
+        raise _fail("--hold goes with --meter and disconnect or reconnect", 2)
+    if operation is RelayOperation.release and meter is None:
+        raise _fail("release lifts an operator's hold: it needs --meter", 2)
     if meter is not None and operation is not RelayOperation.status:
-        from headend.cli.lookup import operator_override
+        from headend.cli.lookup import operator_override, operator_release
 
         if not reason:
             raise _fail("an operator override needs --reason", 2)
-        command_id = operator_override(meter, operation.value, reason, config)
+        if operation is RelayOperation.release:
+            _print_payload(operator_release(meter, reason, config), as_json)
+            return
+        command_id = operator_override(meter, operation.value, reason, config, hold=hold)
         _print_payload(
             {
                 "meter_id": meter,
@@ -258,6 +279,7 @@ def relay(
                 "action": operation.value,
                 "status": "queued",
                 "reason": reason,
+                "hold": hold,
             },
             as_json,
         )
