@@ -12,7 +12,7 @@ from decimal import Decimal
 from enum import IntEnum
 from typing import Any
 
-from cosem_objects.axdr import Data, DataType
+from cosem_objects.data import Data, DataType
 from cosem_objects.errors import DecodeError
 from cosem_objects.obis import Obis
 from cosem_objects.units import unit_name

@@ -1,6 +1,6 @@
 """Any plain APDU, xDLMS or ACSE, from its tag (and CHOICE byte).
 
-It sits beside `apdu/` and `acse.py` rather than in either: it needs both, and `acse.py` needs
+It sits beside `apdu/` and `acse/` rather than in either: it needs both, and `acse/` needs
 `apdu.errors` (an AARE may carry a ConfirmedServiceError), so a dispatcher inside `apdu/` would
 import `acse` while `acse` imports `apdu`."""
 

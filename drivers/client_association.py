@@ -27,7 +27,7 @@ from cosem_objects.acse import (
 )
 from cosem_objects.apdu.errors import ConfirmedServiceError
 from cosem_objects.apdu.gbt import GENERAL_BLOCK_TRANSFER
-from cosem_objects.axdr import Data
+from cosem_objects.data import Data
 from cosem_objects.errors import DecodeError, ProtocolError, SecurityError
 from drivers.client_events import Done, HlsChallenged
 from drivers.client_settings import Authentication, ClientSettings

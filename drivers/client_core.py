@@ -29,7 +29,7 @@ from cosem_objects.apdu.common import (
     SelectiveAccess,
     invoke_id_and_priority,
 )
-from cosem_objects.apdu.errors import ConfirmedServiceError, ExceptionResponse
+from cosem_objects.apdu.errors import ConfirmedServiceError, ExceptionResponse, ServiceError
 from cosem_objects.apdu.gbt import GbtReassembler, GeneralBlockTransfer
 from cosem_objects.apdu.get import (
     GetRequestNext,
@@ -47,8 +47,9 @@ from cosem_objects.apdu.set import (
     SetResponseLastDataBlock,
     SetResponseNormal,
 )
-from cosem_objects.axdr import Data, decode_data, decode_data_all, decode_length, encode_data
+from cosem_objects.axdr import decode_data, decode_data_all, decode_length, encode_data
 from cosem_objects.classes import AssociationLN, Obises
+from cosem_objects.data import Data
 from cosem_objects.decode import decode_apdu
 from cosem_objects.errors import DecodeError
 from drivers.client_association import ClientAssociation
@@ -64,6 +65,7 @@ from drivers.client_state import (
 from drivers.dlms_errors import (
     ActionFailed,
     DataAccessFailed,
+    InvocationCounterRefused,
     ServiceRejected,
     UnexpectedResponse,
 )
@@ -192,6 +194,16 @@ class ClientConnection(ClientAssociation):
         apdu = decode_apdu(plain)
         if isinstance(apdu, GeneralBlockTransfer):
             return self._receive_gbt(apdu)
+        if (
+            isinstance(apdu, ExceptionResponse)
+            and apdu.service_error == ServiceError.INVOCATION_COUNTER_ERROR
+        ):
+            raise self._ended(
+                InvocationCounterRefused(
+                    f"{self._pending_what}: meter refused our invocation counter {apdu}",
+                    apdu.invocation_counter,
+                )
+            )
         if isinstance(apdu, ExceptionResponse):
             raise self._ended(
                 ServiceRejected(f"{self._pending_what}: meter sent an exception response {apdu}")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cosem_objects.apdu.common import DataAccessResult
-from cosem_objects.axdr import Data
+from cosem_objects.data import Data
 from drivers.dlms_errors import DataAccessFailed
 
 __all__ = ["AttributeResult", "Continue", "Done", "HlsChallenged", "KeepReading", "Outcome"]

@@ -42,5 +42,15 @@ class ServiceRejected(DlmsError):
     """ExceptionResponse or ConfirmedServiceError: the meter did not process the request."""
 
 
+class InvocationCounterRefused(ServiceRejected):
+    """The meter refused a ciphered request because its invocation counter is not above the
+    last one it took (another client of the same system title went ahead, or ours was restored
+    to an old value). `expected` is the lowest counter it would take, when it says."""
+
+    def __init__(self, message: str, expected: int | None) -> None:
+        super().__init__(message)
+        self.expected = expected
+
+
 class UnexpectedResponse(DlmsError, ProtocolError):
     """A response that does not match the request (wrong type or invoke id)."""

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from cosem_objects.apdu.common import SelectiveAccess
-from cosem_objects.axdr import Data, DataType
 from cosem_objects.classes import Clock, ProfileGeneric, ScalerUnit
+from cosem_objects.data import Data, DataType
 from cosem_objects.dates import CosemDateTime
 from cosem_objects.errors import DecodeError
 from cosem_objects.obis import Obis

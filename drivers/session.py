@@ -3,14 +3,21 @@
 It drives the sans-IO ClientConnection over any ApduTransport (TCP wrapper, HDLC over TCP or a
 serial line), puts a timeout on every exchange, reserves invocation counters from a store the
 caller provides (the daemon persists them per meter so none is ever reused), and offers the
-operations a head-end needs: registers, clock, relay, profiles."""
+operations a head-end needs: registers, clock, relay, profiles.
+
+A meter that refuses a request's invocation counter as already passed (another client of the
+same system title went ahead with higher counters from the shared store) did not process it:
+the session sends it again from the counter the meter expects. Having met another client, it
+then takes its counters one at a time, right before each is sent: a batch reserved ahead would
+fall behind the other client's next reservation and be refused again, message after message."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -20,7 +27,6 @@ from cosem_objects.apdu.common import (
     MethodDescriptor,
     SelectiveAccess,
 )
-from cosem_objects.axdr import Data, DataType
 from cosem_objects.classes import (
     SCALER_ATTRIBUTE,
     VALUE_ATTRIBUTE,
@@ -34,6 +40,7 @@ from cosem_objects.classes import (
     guess_class_id,
     plain_value,
 )
+from cosem_objects.data import Data, DataType
 from cosem_objects.dates import CosemDateTime
 from cosem_objects.errors import DecodeError
 from cosem_objects.obis import Obis
@@ -42,7 +49,7 @@ from drivers.client_core import ClientConnection
 from drivers.client_events import AttributeResult, Continue, Done, HlsChallenged, Outcome
 from drivers.client_settings import ClientSettings
 from drivers.client_state import AssociationState
-from drivers.dlms_errors import DataAccessFailed
+from drivers.dlms_errors import DataAccessFailed, InvocationCounterRefused
 from drivers.profiles import (
     CaptureObject,
     ProfileRow,
@@ -63,8 +70,9 @@ class ApduTransport(Protocol):
 
 
 class InvocationCounterStore(Protocol):
-    async def reserve(self, count: int) -> int:
-        """Reserve `count` consecutive counters; return the first. Never hands one out twice."""
+    async def reserve(self, count: int, at_least: int = 0) -> int:
+        """Reserve `count` consecutive counters, none below `at_least` (a value learnt from the
+        meter); return the first. Never hands one out twice."""
         ...
 
 
@@ -74,9 +82,9 @@ class MemoryInvocationCounterStore:
     def __init__(self, start: int = 1) -> None:
         self._next = start
 
-    async def reserve(self, count: int) -> int:
-        first = self._next
-        self._next += count
+    async def reserve(self, count: int, at_least: int = 0) -> int:
+        first = max(self._next, at_least)
+        self._next = first + count
         return first
 
 
@@ -109,6 +117,7 @@ class ProfileData:
 
 
 IC_BATCH = 32
+IC_ATTEMPTS = 3  # sends of one request refused for its counter (the other client may cross again)
 WITH_LIST_CHUNK = 10
 _CLASS_FALLBACKS = (3, 1, 4, 5)
 
@@ -122,6 +131,7 @@ class DlmsSession:
         timeout: float = 10.0,
         ic_store: InvocationCounterStore | None = None,
         scaler_cache: dict[str, ScalerUnit] | None = None,
+        ic_batch: int = IC_BATCH,
     ) -> None:
         self.transport = transport
         self.settings = settings
@@ -130,6 +140,9 @@ class DlmsSession:
         self._ic_store = ic_store or MemoryInvocationCounterStore()
         self._ic_next = 0
         self._ic_end = 0
+        self._ic_floor = 0  # no counter below this: the meter has taken higher ones
+        self._ic_batch = ic_batch  # counters reserved at once (1 once another client is met)
+        self.association_ic: int | None = None  # the counter of our AARQ (ciphered sessions)
         self._lock = asyncio.Lock()
         self.scaler_cache: dict[str, ScalerUnit] = scaler_cache if scaler_cache is not None else {}
         self._class_cache: dict[Obis, int] = {}
@@ -172,6 +185,7 @@ class DlmsSession:
 
     async def _associate(self) -> None:
         ic = await self._reserve_ic() if self.settings.ciphered else None
+        self.association_ic = ic
         await self._send(self.core.associate(ic))
         reply = await self.transport.receive(self.timeout)
         outcome = self.core.receive_aare(reply)
@@ -183,8 +197,8 @@ class DlmsSession:
     # -- exchange ------------------------------------------------------------------------
     async def _reserve_ic(self) -> int:
         if self._ic_next >= self._ic_end:
-            self._ic_next = await self._ic_store.reserve(IC_BATCH)
-            self._ic_end = self._ic_next + IC_BATCH
+            self._ic_next = await self._ic_store.reserve(self._ic_batch, self._ic_floor)
+            self._ic_end = self._ic_next + self._ic_batch
         ic = self._ic_next
         self._ic_next += 1
         return ic
@@ -194,6 +208,22 @@ class DlmsSession:
             apdu = self.core.protect(apdu, await self._reserve_ic())
         async with asyncio.timeout(self.timeout):  # no task per send, unlike wait_for
             await self.transport.send(apdu)
+
+    async def _request(self, build: Callable[[], bytes]) -> Any:
+        """One confirmed service; `build` makes its request. Refused for its invocation counter
+        (the meter did not process it): again, with counters from the one it expects."""
+        for attempt in range(1, IC_ATTEMPTS + 1):
+            try:
+                return await self._exchange(build())
+            except InvocationCounterRefused as refused:
+                if refused.expected is None or not self.settings.ciphered:
+                    raise
+                if attempt == IC_ATTEMPTS:
+                    raise
+                self._ic_floor = max(self._ic_floor, refused.expected)
+                self._ic_next = self._ic_end = 0  # the rest of this batch is behind the meter
+                self._ic_batch = 1
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _exchange(self, request: bytes) -> Any:
         outcome: Outcome = Continue(request)
@@ -210,7 +240,7 @@ class DlmsSession:
     ) -> Data:
         descriptor = AttributeDescriptor(class_id, _obis(obis), attribute)
         async with self._lock:
-            value: Data = await self._exchange(self.core.get([(descriptor, access)]))
+            value: Data = await self._request(partial(self.core.get, [(descriptor, access)]))
         return value
 
     async def get_many(self, items: Sequence[tuple[int, Obis | str, int]]) -> list[AttributeResult]:
@@ -224,7 +254,8 @@ class DlmsSession:
                     if len(chunk) == 1:
                         results.append(await self._get_one(chunk[0]))
                         continue
-                    results.extend(await self._exchange(self.core.get([(d, None) for d in chunk])))
+                    request = partial(self.core.get, [(d, None) for d in chunk])
+                    results.extend(await self._request(request))
             else:
                 for descriptor in descriptors:
                     results.append(await self._get_one(descriptor))
@@ -232,7 +263,7 @@ class DlmsSession:
 
     async def _get_one(self, descriptor: AttributeDescriptor) -> AttributeResult:
         try:
-            value = await self._exchange(self.core.get([(descriptor, None)]))
+            value = await self._request(partial(self.core.get, [(descriptor, None)]))
         except DataAccessFailed as exc:
             return AttributeResult(None, DataAccessResult(exc.result))
         return AttributeResult(value, None)
@@ -240,7 +271,7 @@ class DlmsSession:
     async def set(self, class_id: int, obis: Obis | str, attribute: int, value: Data) -> None:
         descriptor = AttributeDescriptor(class_id, _obis(obis), attribute)
         async with self._lock:
-            await self._exchange(self.core.set(descriptor, value))
+            await self._request(partial(self.core.set, descriptor, value))
 
     async def action(
         self, class_id: int, obis: Obis | str, method: int, parameters: Data | None = None
@@ -249,7 +280,9 @@ class DlmsSession:
         if parameters is None:
             parameters = Data.integer(0)
         async with self._lock:
-            result: Data | None = await self._exchange(self.core.action(descriptor, parameters))
+            result: Data | None = await self._request(
+                partial(self.core.action, descriptor, parameters)
+            )
         return result
 
     # -- registers -----------------------------------------------------------------------

@@ -3,22 +3,27 @@
 Every key has a default, so an empty (or absent) file runs. Everything is checked before the
 daemon connects to anything: unknown sections and keys are refused (a typo must not silently
 fall back to a default), and every error names the key, e.g.
-``polling.interval_s: must be > 0, got -5``."""
+``polling.interval_s: must be > 0, got -5``. What the settings are and which values they may
+take is here; turning TOML and environment strings into them is headend/config_loader.py."""
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import tomllib
-import types
-import typing
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, is_dataclass
-from decimal import Decimal, InvalidOperation
+from dataclasses import dataclass, field, is_dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from headend.config_loader import (
+    ConfigError,
+    TreeLoader,
+    check_env_names,
+    env_var_name,
+    mask_credentials,
+    setting_fields,
+)
 from headend.meters.secrets import (
     MASTER_KEY_ENV,
     MasterKey,
@@ -44,29 +49,27 @@ __all__ = [
     "load_config",
 ]
 
-ENV_PREFIX = "HEADEND_"
 CONFIG_ENV = "HEADEND_CONFIG"  # path of the config file, for the CLI
 DATABASE_SCHEMES = ("sqlite+aiosqlite", "postgresql+asyncpg")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("json", "console")
 
 
-class ConfigError(Exception):
-    """A bad config file or value; `key` is the dotted name ("polling.interval_s")."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"{key}: {message}")
-        self.key = key
-        self.message = message
-
-
 @dataclass(frozen=True)
 class DatabaseConfig:
     url: str = "sqlite+aiosqlite:///headend.db"
 
+    def __repr__(self) -> str:
+        return f"DatabaseConfig(url={self.display_url!r})"
+
     @property
     def dialect(self) -> str:
         return self.url.split("+", 1)[0]
+
+    @property
+    def display_url(self) -> str:
+        """The URL fit for a message or a log line: its password, if any, masked."""
+        return mask_credentials(self.url)
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,8 @@ class MqttConfig:
 
     host: str | None = None  # None: run the embedded broker
     port: int = 1883
+    # Where the embedded broker listens: this box only, unless an installation opens it up.
+    embedded_host: str = "127.0.0.1"
     client_id: str = "headend-1"
     billing_prefix: str = "billing"
     headend_prefix: str = "headend"
@@ -100,6 +105,11 @@ class MqttConfig:
     @property
     def embedded(self) -> bool:
         return self.host is None
+
+    @property
+    def password_in_clear(self) -> bool:
+        """A password that would cross the network unencrypted (no TLS to the broker)."""
+        return self.password is not None and not self.tls.active
 
 
 DEFAULT_OBIS = ("1.0.1.8.0.255", "1.0.2.8.0.255", "1.0.32.7.0.255", "0.0.96.3.10.255")
@@ -155,7 +165,8 @@ class Config:
     notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
-    source: Path | None = field(default=None, compare=False)  # the file it came from
+    # The file it came from (not a setting).
+    source: Path | None = field(default=None, compare=False, metadata={"setting": False})
 
     def open_master_key(
         self, environ: Mapping[str, str] | None = None, *, generate: bool = True
@@ -173,181 +184,12 @@ class Config:
         )
 
 
-# Keys that may not come from the file (secrets that belong in the environment).
-_ENV_ONLY = {"security.master_key"}
-# Keys whose values must never be echoed in error messages.
-_SECRET_KEYS = {"mqtt.password", "security.master_key"}
-
-
-def env_var_name(key: str) -> str:
-    """ "polling.interval_s" -> "HEADEND_POLLING_INTERVAL_S"; "mqtt.tls.ca_file" ->
-    "HEADEND_MQTT_TLS_CA_FILE"."""
-    return ENV_PREFIX + key.replace(".", "_").upper()
-
-
-# ---------------------------------------------------------------------------------------------
-# Conversion: TOML values and environment strings to the declared field types.
-
-
-def _describe(key: str, value: object) -> str:
-    if key in _SECRET_KEYS:
-        return "***"
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1:
-            return args[0], True
-    return tp, False
-
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
-
-def _convert(key: str, tp: Any, value: Any, from_env: bool) -> Any:
-    """One value to the field's type; raises ConfigError naming the key."""
-    base, optional = _unwrap_optional(tp)
-    shown = _describe(key, value)
-    if optional and (value is None or (isinstance(value, str) and value.strip() == "")):
-        return None
-    origin = typing.get_origin(base)
-    if base is bool:
-        if isinstance(value, bool):
-            return value
-        if from_env and isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-            return value.strip().lower() in _TRUE
-        raise ConfigError(key, f"must be true or false, got {shown}")
-    if base is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if from_env and isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                pass
-        raise ConfigError(key, f"must be an integer, got {shown}")
-    if base is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            result = float(value)
-        elif from_env and isinstance(value, str):
-            try:
-                result = float(value.strip())
-            except ValueError:
-                raise ConfigError(key, f"must be a number, got {shown}") from None
-        else:
-            raise ConfigError(key, f"must be a number, got {shown}")
-        if not math.isfinite(result):
-            raise ConfigError(key, f"must be a finite number, got {shown}")
-        return result
-    if base is Decimal:
-        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            raise ConfigError(key, f'must be a decimal number (e.g. "20.00"), got {shown}')
-        try:
-            number = Decimal(str(value).strip())
-        except InvalidOperation:
-            raise ConfigError(
-                key, f'must be a decimal number (e.g. "20.00"), got {shown}'
-            ) from None
-        if not number.is_finite():
-            raise ConfigError(key, f"must be a finite decimal number, got {shown}")
-        return number
-    if base is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(key, f"must be a string, got {shown}")
-    if base is Path:
-        if isinstance(value, str) and value.strip():
-            return Path(value).expanduser()
-        raise ConfigError(key, f"must be a file path, got {shown}")
-    if origin is Secret:
-        if isinstance(value, str):
-            return Secret(value)
-        raise ConfigError(key, "must be a string")
-    if origin is tuple:
-        (item_tp, _) = typing.get_args(base)
-        items = value
-        if from_env and isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                try:
-                    items = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    raise ConfigError(
-                        key, f"must be a JSON list or comma-separated: {exc}"
-                    ) from None
-            else:
-                items = [part.strip() for part in text.split(",") if part.strip()]
-        if not isinstance(items, list):
-            raise ConfigError(key, f"must be a list, got {shown}")
-        return tuple(
-            _convert(f"{key}[{i}]", item_tp, item, from_env) for i, item in enumerate(items)
-        )
-    raise AssertionError(f"no converter for {key}: {tp!r}")  # pragma: no cover
-
-
-def _build(cls: type, key: str, table: Mapping[str, Any], env: Mapping[str, str]) -> Any:
-    """Build one section dataclass from its TOML table and the environment."""
-    if not isinstance(table, Mapping):
-        raise ConfigError(key, f"must be a table, got {_describe(key, table)}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in fields(cls) if f.init and f.name != "source"}
-    for name in table:
-        if name not in known:
-            raise ConfigError(f"{key}.{name}", f"unknown key in [{key}]")
-    kwargs: dict[str, Any] = {}
-    for f in fields(cls):
-        if not f.init or f.name == "source":
-            continue
-        sub = f"{key}.{f.name}" if key else f.name
-        tp = hints[f.name]
-        if is_dataclass(tp):
-            kwargs[f.name] = _build(tp, sub, table.get(f.name, {}), env)  # type: ignore[arg-type]
-            continue
-        if sub in _ENV_ONLY and f.name in table:
-            raise ConfigError(sub, f"not allowed in the config file; set {MASTER_KEY_ENV}")
-        env_name = env_var_name(sub)
-        if env_name in env:
-            try:
-                kwargs[f.name] = _convert(sub, tp, env[env_name], from_env=True)
-            except ConfigError as exc:
-                raise ConfigError(sub, f"{exc.message} (from {env_name})") from None
-        elif f.name in table:
-            kwargs[f.name] = _convert(sub, tp, table[f.name], from_env=False)
-    return cls(**kwargs)
-
-
-def _section_names(cls: type, prefix: str = "") -> list[str]:
-    """Every dotted key of a dataclass tree, sections included (for env typo detection)."""
-    names: list[str] = []
-    hints = typing.get_type_hints(cls)
-    for f in fields(cls):
-        if not f.init or f.name == "source":
-            continue
-        key = f"{prefix}.{f.name}" if prefix else f.name
-        names.append(key)
-        if is_dataclass(hints[f.name]):
-            names.extend(_section_names(hints[f.name], key))
-    return names
-
-
-def _check_env_names(env: Mapping[str, str]) -> None:
-    """A HEADEND_<SECTION>_... variable that names no key is a typo: refuse it."""
-    keys = _section_names(Config)
-    sections = [k for k in keys if "." not in k]
-    valid = {env_var_name(k) for k in keys}
-    for name in env:
-        if not name.startswith(ENV_PREFIX) or name in valid:
-            continue
-        for section in sections:
-            if name.startswith(env_var_name(section) + "_"):
-                raise ConfigError(name, f"unknown setting (no key matches it in [{section}])")
+# Secret keys are never echoed in error messages; the master key may not come from the file
+# (a key in the config file would sit next to the database it protects).
+_LOADER = TreeLoader(
+    secret_keys=frozenset({"mqtt.password", "security.master_key"}),
+    env_only={"security.master_key": f"set {MASTER_KEY_ENV}"},
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -390,7 +232,7 @@ def _database_url(v: str) -> str | None:
 
     try:
         url = make_url(v)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         return f"not a database URL: {v!r}"
     if url.drivername not in DATABASE_SCHEMES:
         return (
@@ -421,6 +263,7 @@ def _existing_file(v: Path | None) -> str | None:
 _CHECKS: dict[str, Check] = {
     "database.url": _database_url,
     "mqtt.host": lambda v: None if v is None or v.strip() else "must not be blank",
+    "mqtt.embedded_host": _non_empty,
     "mqtt.port": _between(1, 65535),
     "mqtt.client_id": _non_empty,
     "mqtt.billing_prefix": _topic_prefix,
@@ -449,9 +292,7 @@ _CHECKS: dict[str, Check] = {
 
 def _validate(config: Config) -> None:
     def walk(obj: Any, prefix: str) -> None:
-        for f in fields(obj):
-            if not f.init or f.name == "source":
-                continue
+        for f in setting_fields(obj):
             key = f"{prefix}.{f.name}" if prefix else f.name
             value = getattr(obj, f.name)
             if is_dataclass(value):
@@ -517,13 +358,13 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
             raise ConfigError("config", f"{path}: invalid TOML: {exc}") from None
     if MASTER_KEY_ENV in env and env_var_name("security.master_key") not in env:
         env[env_var_name("security.master_key")] = env[MASTER_KEY_ENV]
-    _check_env_names(env)
-    known_sections = {f.name for f in fields(Config) if f.name != "source"}
+    check_env_names(Config, env)
+    known_sections = {f.name for f in setting_fields(Config)}
     for section in table:
         if section not in known_sections:
             raise ConfigError(section, "unknown section")
     try:
-        built: Config = _build(Config, "", table, env)
+        built: Config = _LOADER.build(Config, "", table, env)
     except TypeError as exc:  # pragma: no cover - a dataclass/field mismatch is a bug here
         raise ConfigError("config", str(exc)) from None
     # Lower-case log levels are accepted: normalise before validating.

@@ -38,7 +38,7 @@ from headend.mqtt.notifier import Notifier
 from headend.mqtt.topics import Topics
 from headend.relay.controller import ControllerSettings, RelayController
 from headend.relay.intake import BalanceIntake
-from headend.storage import Database, Repository
+from headend.storage import Database, Repository, installation
 from headend.storage.batching import ReadingBatcher
 
 __all__ = ["Daemon", "DaemonTuning", "configure_daemon_logging", "run_daemon"]
@@ -96,6 +96,11 @@ class Daemon:
     async def run(self) -> None:
         config = self.config
         master_key = config.open_master_key(self.environ)  # before anything connects
+        if config.mqtt.password_in_clear:
+            log.warning(
+                "mqtt.password is sent to the broker without TLS: anyone on the path can read "
+                "it; set [mqtt.tls] (or use a broker on this box only)"
+            )
         db = await Database.open(config.database.url)
         self.db = db
         loop = asyncio.get_running_loop()
@@ -109,10 +114,10 @@ class Daemon:
             async with contextlib.AsyncExitStack() as stack:
                 host, port = config.mqtt.host, config.mqtt.port
                 if config.mqtt.embedded:
-                    self.broker = EmbeddedBroker("127.0.0.1", port)
+                    self.broker = EmbeddedBroker(config.mqtt.embedded_host, port)
                     await stack.enter_async_context(self.broker)
-                    host, port = self.broker.host, self.broker.port
-                    log.info("embedded MQTT broker on %s:%d", host, port)
+                    host, port = self.broker.local_address, self.broker.port
+                    log.info("embedded MQTT broker on %s:%d", self.broker.host, port)
                 assert host is not None
                 self.broker_address = (host, port)
                 await self._serve(db, master_key, host, port)
@@ -160,6 +165,7 @@ class Daemon:
             command_repository=relay_repository,
             locks=LineLocks(),
             timeout_s=config.polling.timeout_s,
+            system_title=await installation.system_title(db),
         )
         await access.refresh()  # every meter's secrets open, or we stop here naming it
         pressure = RelayPressure()

@@ -54,7 +54,10 @@ NOTIFICATION_TYPES: Final = (
 RELAY_COMMAND_OVERDUE: Final = "relay_command_overdue"
 RELAY_COMMAND_FAILED: Final = "relay_command_failed"
 RELAY_STUCK: Final = "relay_stuck"
-RELAY_MISMATCH: Final = "relay_mismatch"
+RELAY_STATE_MISMATCH: Final = "relay_state_mismatch"
+"""A poll read the relay in another state than the meter should be in (drift)."""
+AWAITING_CUSTOMER: Final = "awaiting_customer"
+"""A meter waited in ready_for_reconnection past relay.overdue_after_s: a person calls."""
 METER_UNREACHABLE: Final = "meter_unreachable"
 BAD_EVENT: Final = "bad_event"
 OUTBOX_OVERFLOW: Final = "outbox_overflow"
@@ -62,12 +65,19 @@ ALARM_TYPES: Final = (
     RELAY_COMMAND_OVERDUE,
     RELAY_COMMAND_FAILED,
     RELAY_STUCK,
-    RELAY_MISMATCH,
+    RELAY_STATE_MISMATCH,
+    AWAITING_CUSTOMER,
     METER_UNREACHABLE,
     BAD_EVENT,
     OUTBOX_OVERFLOW,
 )
 """Alarm types the head-end raises; the MQTT payload accepts any snake_case name."""
+
+# -- operator actions (the operator_actions log) ---------------------------------------------
+HOLD: Final = "hold"
+"""An operator pinned a meter's relay (`headend relay --meter ID ... --hold`)."""
+RELEASE: Final = "release"
+"""An operator lifted a hold (`headend relay --meter ID release`)."""
 
 # -- meter ids ------------------------------------------------------------------------------
 MAX_METER_ID_LEN: Final = 64

@@ -18,6 +18,7 @@ async def status_report(url: str, *, limit: int = 50) -> dict[str, Any]:
         repository = Repository(db)
         summary = await repository.fleet_summary()
         pending = await repository.pending_commands()
+        holds = await repository.held_meters()
         alarms = await repository.list_alarms(limit=limit)
     finally:
         await db.dispose()
@@ -42,6 +43,17 @@ async def status_report(url: str, *, limit: int = 50) -> dict[str, Any]:
                 "last_error": c.last_error,
             }
             for c in pending[:limit]
+        ],
+        "holds": [
+            {
+                "meter_id": h.meter_id,
+                "held_state": h.held_state,
+                "reason": h.reason,
+                "since": _iso(h.since),
+                "desired_state": h.desired_state,
+                "confirmed_state": h.confirmed_state,
+            }
+            for h in holds
         ],
         "alarms": [
             {

@@ -22,8 +22,9 @@ from cosem_objects.acse import RLRE
 from cosem_objects.apdu.action import ActionRequestNormal, ActionResponseNormal
 from cosem_objects.apdu.common import ActionResult, MethodDescriptor
 from cosem_objects.apdu.errors import EXCEPTION_RESPONSE, ServiceError
-from cosem_objects.axdr import Data, decode_length
+from cosem_objects.axdr import decode_length
 from cosem_objects.classes import AssociationLN, Obises
+from cosem_objects.data import Data
 from cosem_objects.decode import decode_apdu
 from cosem_objects.errors import DecodeError, ProtocolError, SecurityError
 from simulators.acse import (

@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from cosem_objects.axdr import Data
+from cosem_objects.data import Data
 from drivers.inventory_columns import SECRET_FIELDS
 from simulators.config import Faults, MeterConfig
 from simulators.faults_runtime import FleetClock

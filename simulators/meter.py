@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable
 
 from cosem_objects.apdu.common import DataAccessResult
-from cosem_objects.axdr import Data
 from cosem_objects.classes import ControlState, Transition, next_control_state
+from cosem_objects.data import Data
 from cosem_objects.dates import CosemDateTime
 from cosem_objects.obis import Obis
 from simulators.config import Faults, MeterConfig

@@ -48,7 +48,8 @@ from cosem_objects.apdu.set import (
     SetResponseNormal,
     SetResponseWithList,
 )
-from cosem_objects.axdr import Data, decode_data_all, encode_data
+from cosem_objects.axdr import decode_data_all, encode_data
+from cosem_objects.data import Data
 from cosem_objects.errors import DecodeError
 from simulators.meter import SimMeter
 from simulators.objects import services

@@ -14,7 +14,7 @@ from cosem_objects.apdu.common import (
     MethodDescriptor,
     SelectiveAccess,
 )
-from cosem_objects.axdr import BitString, CompactArray, Data, DataType
+from cosem_objects.data import BitString, CompactArray, Data, DataType
 from cosem_objects.dates import CosemDate, CosemDateTime, CosemTime
 from cosem_objects.obis import Obis
 

@@ -67,7 +67,8 @@ from cosem_objects.apdu import (
     SetResponseWithList,
     invoke_id_and_priority,
 )
-from cosem_objects.axdr import Data, DataType, encode_data
+from cosem_objects.axdr import encode_data
+from cosem_objects.data import Data, DataType
 from cosem_objects.dates import CosemDateTime
 from cosem_objects.decode import decode_apdu
 from cosem_objects.errors import DecodeError

@@ -19,15 +19,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cosem_objects.axdr import (
-    CompactArray,
-    Data,
-    DataType,
     decode_data,
     decode_data_all,
     decode_length,
     encode_data,
     encode_length,
 )
+from cosem_objects.data import CompactArray, Data, DataType
 from cosem_objects.dates import CosemDateTime
 from cosem_objects.errors import DecodeError
 

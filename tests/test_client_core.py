@@ -17,7 +17,8 @@ from cosem_objects.acse import (
 from cosem_objects.apdu.common import AttributeDescriptor, DataAccessResult
 from cosem_objects.apdu.errors import ExceptionResponse
 from cosem_objects.apdu.get import GetResponseNormal, GetResponseWithBlock, GetResponseWithList
-from cosem_objects.axdr import Data, encode_data
+from cosem_objects.axdr import encode_data
+from cosem_objects.data import Data
 from cosem_objects.errors import ProtocolError
 from cosem_objects.obis import Obis
 from drivers.client_core import ClientConnection

@@ -22,7 +22,7 @@ from cosem_objects.apdu.action import ActionResponseNormal
 from cosem_objects.apdu.common import ActionResult, AttributeDescriptor
 from cosem_objects.apdu.gbt import GeneralBlockTransfer
 from cosem_objects.apdu.get import GetResponseNormal
-from cosem_objects.axdr import Data
+from cosem_objects.data import Data
 from cosem_objects.errors import ProtocolError
 from cosem_objects.obis import Obis
 from drivers.client_core import ClientConnection

@@ -239,6 +239,83 @@ def test_secrets_stay_out_of_repr_and_errors(tmp_path: Path) -> None:
     assert bad not in str(caught.value)
 
 
+DB_SECRET = "s3cret-Pw"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"postgresql+asyncpg://headend:{DB_SECRET}@db.example:port/headend",  # port not a number
+        f"://headend:{DB_SECRET}@db.example/headend",  # no scheme
+        f"postgresql+asyncpg://headend:{DB_SECRET}@x@db.example:port/headend",  # '@' in it
+        f"mysql://headend:{DB_SECRET}@db.example/headend",
+        f"postgresql+asyncpg://headend:{DB_SECRET}@db.example",  # no database name
+    ],
+)
+def test_database_password_is_masked_in_every_message(tmp_path: Path, url: str) -> None:
+    for path, environ in (
+        (write(tmp_path, f"[database]\nurl = '{url}'\n"), {}),
+        (write(tmp_path, f"[database]\nurl = ['{url}']\n"), {}),  # not a string: echoed
+        (None, {"HEADEND_DATABASE_URL": url}),
+    ):
+        with pytest.raises(ConfigError) as caught:
+            load_config(path, environ)
+        assert caught.value.key == "database.url"
+        assert DB_SECRET not in str(caught.value) and DB_SECRET not in caught.value.message
+        if "headend:" in str(caught.value):  # where the URL is shown, it is shown masked
+            assert "headend:***@" in str(caught.value)
+
+
+def test_database_password_stays_out_of_repr() -> None:
+    url = f"postgresql+asyncpg://headend:{DB_SECRET}@db.example/headend"
+    config = load_config(None, {"HEADEND_DATABASE_URL": url})
+    assert config.database.url == url  # the real one, for the engine
+    assert config.database.display_url == "postgresql+asyncpg://headend:***@db.example/headend"
+    assert DB_SECRET not in repr(config) + str(config) + repr(config.database)
+
+
+def test_mqtt_password_and_master_key_never_echoed(tmp_path: Path) -> None:
+    password = "hunter2-Pw"
+    cases: list[tuple[str | None, dict[str, str], str]] = [
+        (f"[mqtt]\npassword = ['{password}']\n", {}, "mqtt.password"),
+        (None, {"HEADEND_MQTT_PASSWORD": password}, "mqtt.password"),  # no username
+        (f"[security]\nmaster_key = '{password}'\n", {}, "security.master_key"),
+        (None, {"HEADEND_SECURITY_MASTER_KEY": password}, "HEADEND_MASTER_KEY"),
+        (None, {"HEADEND_MASTER_KEY": password}, "HEADEND_MASTER_KEY"),
+    ]
+    for toml, environ, key in cases:
+        with pytest.raises(ConfigError) as caught:
+            load_config(None if toml is None else write(tmp_path, toml), environ)
+        assert caught.value.key == key
+        assert password not in str(caught.value)
+
+
+def test_embedded_broker_listens_on_loopback_unless_configured(tmp_path: Path) -> None:
+    assert load_config(None, {}).mqtt.embedded_host == "127.0.0.1"
+    config = load_config(write(tmp_path, "[mqtt]\nembedded_host = '0.0.0.0'\n"), {})
+    assert config.mqtt.embedded_host == "0.0.0.0"
+    assert load_config(None, {"HEADEND_MQTT_EMBEDDED_HOST": "::"}).mqtt.embedded_host == "::"
+    with pytest.raises(ConfigError, match=r"^mqtt\.embedded_host: must not be empty"):
+        load_config(write(tmp_path, "[mqtt]\nembedded_host = ' '\n"), {})
+
+
+def test_a_password_without_tls_is_flagged(tmp_path: Path) -> None:
+    clear = load_config(None, {"HEADEND_MQTT_USERNAME": "u", "HEADEND_MQTT_PASSWORD": "p"})
+    assert clear.mqtt.password_in_clear
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not checked here")
+    with_tls = load_config(
+        None,
+        {
+            "HEADEND_MQTT_USERNAME": "u",
+            "HEADEND_MQTT_PASSWORD": "p",
+            "HEADEND_MQTT_TLS_CA_FILE": str(ca),
+        },
+    )
+    assert not with_tls.mqtt.password_in_clear
+    assert not load_config(None, {}).mqtt.password_in_clear  # no password, nothing to warn
+
+
 def test_master_key_from_environment_file_or_generated(tmp_path: Path) -> None:
     from_env = load_config(None, {"HEADEND_MASTER_KEY": KEY_HEX}).open_master_key(environ={})
     assert from_env.source == "HEADEND_MASTER_KEY"

@@ -11,8 +11,8 @@ import datetime as dt
 import pytest
 
 from cosem_objects.apdu.common import ActionResult, DataAccessResult, SelectiveAccess
-from cosem_objects.axdr import Data
 from cosem_objects.classes import ControlState, DisconnectControl, Obises, Transition
+from cosem_objects.data import Data
 from cosem_objects.dates import CosemDateTime
 from cosem_objects.obis import Obis
 from simulators.config import MeterConfig

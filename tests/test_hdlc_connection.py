@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from cosem_objects.errors import ProtocolError
 from drivers.hdlc.addresses import HdlcAddress
-from drivers.hdlc.connection import HdlcClientConnection, HdlcServerConnection, LinkState
+from drivers.hdlc.connection import HdlcClientConnection, HdlcServerConnection
 from drivers.hdlc.events import (
     ApduReceived,
     BadFrame,
@@ -25,6 +25,7 @@ from drivers.hdlc.events import (
     SendFrame,
 )
 from drivers.hdlc.frames import LLC_REQUEST, LLC_RESPONSE, FrameType, HdlcFrame, parse_frame
+from drivers.hdlc.numbered import LinkState
 from drivers.hdlc.parameters import HdlcParameters
 
 CLIENT = HdlcAddress.client(16)

@@ -295,9 +295,12 @@ def test_relay_and_command_payloads() -> None:
         "meter_id": "MTR1",
         "state": "disconnected",
         "output_state": False,
+        "hold": False,
         "ts": "2026-11-26T08:00:00Z",
         "reason": "balance -3.00",
     }
+    held = decoded(relay_payload("MTR1", "disconnected", False, TS, "line work", hold=True))
+    assert held["hold"] is True
     with pytest.raises(ValueError):
         relay_payload("MTR1", "half-open", False, TS)
     payload = command_payload(

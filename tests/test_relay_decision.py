@@ -216,3 +216,81 @@ def test_at_most_one_active_command_for_the_desired_state_afterwards(
     wanted = "disconnect" if judged.desired_state == "disconnected" else "reconnect"
     assert all(action == wanted for action in afterwards)
     assert all(s.action != wanted and s.status == "superseded" for s in judged.superseded)
+
+
+# -- operator holds, episodes, release --------------------------------------------------------
+
+
+@pytest.mark.parametrize("balance", ["25", "-25"])
+def test_a_held_meter_takes_the_balance_but_no_command(balance: str) -> None:
+    """Billing moves the desired state of a held meter (where it goes on release), and
+    neither supersedes the operator's command nor queues one."""
+    meter = replace(
+        FRESH,
+        balance_seq=1,
+        desired_state="connected",
+        confirmed_state="disconnected",
+        active_command=ActiveCommand("op1", "disconnect", "failed"),
+        hold=True,
+    )
+    judged = decide(meter, event(2, balance))
+    wanted = "connected" if balance == "25" else "disconnected"
+    assert judged.outcome == APPLIED and judged.desired_state == wanted
+    assert judged.meter is not None and judged.meter.desired_state == wanted
+    assert judged.command is None and judged.superseded == ()
+    assert "held by an operator" in judged.detail
+
+
+def test_a_superseding_command_keeps_the_episode_of_the_one_it_supersedes() -> None:
+    meter = replace(
+        FRESH,
+        balance_seq=1,
+        active_command=ActiveCommand("c1", "disconnect", "escalated", episode_started_at=T0),
+    )
+    judged = decide(meter, event(2, "25"))
+    assert judged.command is not None and judged.command.episode_started_at == T0
+    fresh = decide(FRESH, event(1, "-5"))
+    assert fresh.command is not None and fresh.command.episode_started_at is None
+
+
+def test_release_goes_where_the_newest_balance_says() -> None:
+    held = ActiveCommand("op1", "disconnect", "failed", episode_started_at=T0)
+    # Paid during the hold: the operator's pending disconnect gives way to a reconnect.
+    paid = decision.release("connected", "disconnected", held, "line work done")
+    assert paid.superseded == (
+        Superseded(
+            "op1",
+            "disconnect",
+            "superseded",
+            "superseded on release of the hold: desired connected",
+        ),
+    )
+    assert paid.command == NewCommand(
+        "reconnect", "hold released (line work done): desired connected", T0
+    )
+    # Already where billing wants it: nothing to do.
+    there = decision.release("disconnected", "disconnected", None, "done")
+    assert there.command is None and there.superseded == ()
+    assert decision.release("connected", "disconnected", None, "x").command == NewCommand(
+        "reconnect", "hold released (x): desired connected"
+    )
+    assert decision.release(None, "disconnected", None, "x").command is None
+
+
+def test_the_target_is_the_held_state_else_the_desired_one() -> None:
+    assert decision.target("connected", None) == "connected"
+    assert decision.target("connected", "disconnect") == "disconnected"
+    assert decision.target(None, "reconnect") == "connected"
+    assert decision.target(None, None) is None
+
+
+def test_going_into_arrears_reads_back_even_a_meter_last_seen_off() -> None:
+    """The customer must hear of arrears once the relay is confirmed off, also when it was
+    last seen off already (on site, or by a poll): a command reads it back. Staying in
+    arrears queues nothing more."""
+    off = replace(FRESH, balance_seq=1, desired_state="connected", confirmed_state="disconnected")
+    judged = decide(off, event(2, "-5"))
+    assert judged.command == NewCommand("disconnect", "balance -5 CNY (seq 2)")
+    assert decide(replace(off, desired_state=None), event(2, "-5")).command is not None
+    still = decide(replace(off, desired_state="disconnected"), event(2, "-6"))
+    assert still.command is None and still.detail == "disconnected: meter already disconnected"

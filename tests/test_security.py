@@ -212,7 +212,7 @@ def test_hls_gmac_four_pass_exchange() -> None:
 
 # -- dlms-cosem 21.3.2: what we use and what we do not --------------------------------------
 class TestDlmsCosemSecurity:
-    """security.py routes SC 0x30 and GMAC (HLS and authentication-only) through
+    """security/ciphering.py routes SC 0x30 and GMAC (HLS and authentication-only) through
     dlms_cosem.security because it reproduces the Green Book there, at the same cost as
     calling cryptography directly (one GCM context per call either way; measured ~6.5 us vs
     ~5 us per 260-byte APDU). Encryption-only and authentication-only framing are our own

@@ -63,8 +63,9 @@ from cosem_objects.apdu.set import (
     SetResponseNormal,
     SetResponseWithList,
 )
-from cosem_objects.axdr import Data, decode_data, decode_data_all, decode_length, encode_data
+from cosem_objects.axdr import decode_data, decode_data_all, decode_length, encode_data
 from cosem_objects.classes import ControlState, Obises
+from cosem_objects.data import Data
 from cosem_objects.dates import CosemDateTime
 from cosem_objects.decode import decode_apdu
 from cosem_objects.obis import Obis

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cosem_objects.apdu.common import ActionResult, DataAccessResult, SelectiveAccess
-from cosem_objects.axdr import Data, DataType, encode_data
+from cosem_objects.axdr import encode_data
 from cosem_objects.classes import (
     AssociationLN,
     Clock,
@@ -22,6 +22,7 @@ from cosem_objects.classes import (
     Register,
     ScalerUnit,
 )
+from cosem_objects.data import Data, DataType
 from cosem_objects.dates import CosemDateTime
 from cosem_objects.obis import Obis
 from simulators.config import MeterConfig, Security, derive_credentials, meter_id_for

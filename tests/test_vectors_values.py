@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from vectors import vector_params
 
-from cosem_objects.axdr import Data, DataType
 from cosem_objects.classes import plain_value
+from cosem_objects.data import Data, DataType
 from cosem_objects.dates import CosemDateTime
 from cosem_objects.decode import decode_apdu
 

@@ -27,7 +27,8 @@ from cosem_objects.apdu.common import (
     read_u8,
     read_u32,
 )
-from cosem_objects.axdr import Data, decode_data, encode_data, encode_length
+from cosem_objects.axdr import decode_data, encode_data, encode_length
+from cosem_objects.data import Data
 from cosem_objects.errors import DecodeError
 
 ACTION_REQUEST = 0xC3

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Protocol, Self
 
-from cosem_objects.axdr import Data, decode_data, decode_length, encode_data, encode_length
+from cosem_objects.axdr import decode_data, decode_length, encode_data, encode_length
+from cosem_objects.data import Data
 from cosem_objects.errors import DecodeError
 from cosem_objects.obis import Obis
 

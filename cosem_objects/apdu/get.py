@@ -28,7 +28,8 @@ from cosem_objects.apdu.common import (
     read_u32,
     result_json,
 )
-from cosem_objects.axdr import Data, encode_length
+from cosem_objects.axdr import encode_length
+from cosem_objects.data import Data
 from cosem_objects.errors import DecodeError
 
 GET_REQUEST = 0xC0

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Self
 
 from cosem_objects.apdu.common import AttributeDescriptor, check_end, read_octet_string
-from cosem_objects.axdr import CompactArray, Data, decode_data, encode_data
+from cosem_objects.axdr import decode_data, encode_data
+from cosem_objects.data import CompactArray, Data
 from cosem_objects.dates import CosemDateTime
 from cosem_objects.errors import DecodeError
 

@@ -33,7 +33,8 @@ from cosem_objects.apdu.get import (
     decode_attribute_list,
     encode_attribute_list,
 )
-from cosem_objects.axdr import Data, decode_data, encode_data, encode_length
+from cosem_objects.axdr import decode_data, encode_data, encode_length
+from cosem_objects.data import Data
 
 SET_REQUEST = 0xC1
 SET_RESPONSE = 0xC5

@@ -1,7 +1,7 @@
 """HDLC (IEC 62056-46): CRC, addresses, frames, SNRM/UA parameters and sans-IO link machines."""
 
 from drivers.hdlc.addresses import HdlcAddress, decode_address, encode_address
-from drivers.hdlc.connection import HdlcClientConnection, HdlcServerConnection, LinkState
+from drivers.hdlc.connection import HdlcClientConnection, HdlcServerConnection
 from drivers.hdlc.crc import crc16_x25
 from drivers.hdlc.events import (
     ApduReceived,
@@ -17,6 +17,7 @@ from drivers.hdlc.events import (
     UiReceived,
 )
 from drivers.hdlc.frames import FrameType, HdlcFrame, HdlcFrameReader, parse_frame
+from drivers.hdlc.numbered import LinkState
 from drivers.hdlc.parameters import HdlcParameters
 
 __all__ = [

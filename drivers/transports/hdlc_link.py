@@ -21,7 +21,6 @@ from drivers.hdlc.connection import (
     DEFAULT_MAX_APDU_SIZE,
     DEFAULT_MAX_RETRIES,
     HdlcClientConnection,
-    LinkState,
 )
 from drivers.hdlc.events import (
     ApduReceived,
@@ -34,6 +33,7 @@ from drivers.hdlc.events import (
     SendFrame,
     UiReceived,
 )
+from drivers.hdlc.numbered import LinkState
 from drivers.hdlc.parameters import DEFAULT_MAX_INFO, HdlcParameters
 from drivers.transports.stream import ByteStream
 

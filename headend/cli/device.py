@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar
 
 import typer
 from rich.console import Console
@@ -20,7 +22,12 @@ from rich.table import Table
 
 from cosem_objects.errors import AuthenticationError, ProtocolError
 from cosem_objects.obis import Obis
-from drivers.connect import MeterConnection, open_session, read_frame_counter
+from drivers.connect import (
+    MeterConnection,
+    associated_session,
+    new_system_title,
+    read_frame_counter,
+)
 from drivers.dlms_errors import AssociationRefused, DlmsError
 from drivers.inventory_columns import DEFAULT_CLIENT_SAP
 from drivers.session import DlmsSession, MemoryInvocationCounterStore, RelayStatus
@@ -32,7 +39,10 @@ class RelayOperation(StrEnum):
     status = "status"
     disconnect = "disconnect"
     reconnect = "reconnect"
+    release = "release"  # an operator's hold (with --meter)
 
+
+_OPERATOR_SWITCHES = (RelayOperation.disconnect, RelayOperation.reconnect)
 
 HostOpt = Annotated[str, typer.Option(help="Meter or terminal server address.")]
 PortOpt = Annotated[int, typer.Option(help="TCP port (4059 for the DLMS wrapper).")]
@@ -56,6 +66,34 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+class _Target(Protocol):
+    """A meter to open a session with: given on the command line, or from the inventory
+    (headend.cli.lookup.StoredMeter)."""
+
+    @property
+    def connection(self) -> MeterConnection: ...
+
+    def session(self, timeout: float) -> AbstractAsyncContextManager[DlmsSession]: ...
+
+
+@dataclass(frozen=True)
+class _GivenMeter:
+    """A meter given by its address: no database, so no stored counter and no installation
+    title. A title of its own (made for this run) and counters from above the meter's frame
+    counter: nothing this session sends can repeat a nonce any other client used."""
+
+    connection: MeterConnection
+
+    @asynccontextmanager
+    async def session(self, timeout: float) -> AsyncIterator[DlmsSession]:  # noqa: ASYNC109 - per request
+        store = MemoryInvocationCounterStore()
+        if self.connection.security == "hls-gmac":
+            frame_counter = await read_frame_counter(self.connection, timeout=timeout)
+            store = MemoryInvocationCounterStore(frame_counter + 1)
+        async with associated_session(self.connection, timeout=timeout, ic_store=store) as session:
+            yield session
+
+
 def _connection(
     host: str,
     port: int,
@@ -71,13 +109,13 @@ def _connection(
     baud: int,
     meter: str | None,
     config: Path | None,
-) -> MeterConnection:
+) -> _Target:
     if meter is not None:
-        from headend.cli.lookup import connection_for_meter
+        from headend.cli.lookup import stored_meter
 
-        return connection_for_meter(meter, config)
+        return stored_meter(meter, config)
     try:
-        return MeterConnection(
+        connection = MeterConnection(
             host=host,
             port=port,
             transport=transport,
@@ -92,28 +130,23 @@ def _connection(
             enc_key=bytes.fromhex(enc_key) if enc_key else None,
             serial_port=serial_port,
             baud=baud,
+            client_system_title=new_system_title(),
         )
     except ValueError as exc:
         raise _fail(f"bad connection options: {exc}", 2) from None
+    return _GivenMeter(connection)
 
 
-def _run(
-    connection: MeterConnection, timeout: float, work: Callable[[DlmsSession], Awaitable[T]]
-) -> T:
+def _run(target: _Target, timeout: float, work: Callable[[DlmsSession], Awaitable[T]]) -> T:
     """Run one session; turn every failure into a one-line message and an exit code."""
+    connection = target.connection
+    try:
+        connection.settings()  # keys and password as the security asks
+    except ValueError as exc:
+        raise _fail(f"bad connection options: {exc}", 2) from None
 
     async def main() -> T:
-        store = None
-        if connection.security == "hls-gmac":
-            # No stored counter here: start above the meter's own frame counter.
-            store = MemoryInvocationCounterStore(
-                await read_frame_counter(connection, timeout=timeout) + 1
-            )
-        try:
-            session = open_session(connection, timeout=timeout, ic_store=store)
-        except ValueError as exc:
-            raise _fail(f"bad connection options: {exc}", 2) from None
-        async with session:
+        async with target.session(timeout) as session:
             return await work(session)
 
     where = (
@@ -165,7 +198,7 @@ def read(
         codes = [Obis.parse(code) for code in obis]
     except ValueError as exc:
         raise _fail(str(exc), 2) from None
-    connection = _connection(
+    target = _connection(
         host,
         port,
         transport,
@@ -181,7 +214,7 @@ def read(
         meter,
         config,
     )
-    readings = _run(connection, timeout, lambda session: session.read(codes))
+    readings = _run(target, timeout, lambda session: session.read(codes))
     if as_json:
         payload = {code: {"value": r.value, "unit": r.unit} for code, r in readings.items()}
         sys.stdout.write(json.dumps(payload) + "\n")
@@ -193,7 +226,9 @@ def read(
 
 
 def relay(
-    operation: Annotated[RelayOperation, typer.Argument(help="status | disconnect | reconnect")],
+    operation: Annotated[
+        RelayOperation, typer.Argument(help="status | disconnect | reconnect | release")
+    ],
     host: HostOpt = "127.0.0.1",
     port: PortOpt = 4059,
     transport: TransportOpt = "wrapper",
@@ -211,16 +246,32 @@ def relay(
     reason: Annotated[
         str | None, typer.Option(help="Operator override reason (with --meter): recorded.")
     ] = None,
+    hold: Annotated[
+        bool,
+        typer.Option(
+            "--hold", help="Pin the relay against billing until `release` (with --meter)."
+        ),
+    ] = False,
     as_json: JsonOpt = False,
     timeout: TimeoutOpt = 10.0,
 ) -> None:
-    """Read or switch a meter's relay (Disconnect control 0.0.96.3.10.255), read back."""
+    """Read or switch a meter's relay (Disconnect control 0.0.96.3.10.255), read back.
+
+    With --meter, disconnect/reconnect are operator commands the running daemon executes
+    (--hold pins the relay against billing) and release lifts a hold."""
+    if hold and (meter is None or operation not in _OPERATOR_SWITCHES):
+        raise _fail("--hold goes with --meter and disconnect or reconnect", 2)
+    if operation is RelayOperation.release and meter is None:
+        raise _fail("release lifts an operator's hold: it needs --meter", 2)
     if meter is not None and operation is not RelayOperation.status:
-        from headend.cli.lookup import operator_override
+        from headend.cli.lookup import operator_override, operator_release
 
         if not reason:
             raise _fail("an operator override needs --reason", 2)
-        command_id = operator_override(meter, operation.value, reason, config)
+        if operation is RelayOperation.release:
+            _print_payload(operator_release(meter, reason, config), as_json)
+            return
+        command_id = operator_override(meter, operation.value, reason, config, hold=hold)
         _print_payload(
             {
                 "meter_id": meter,
@@ -228,11 +279,12 @@ def relay(
                 "action": operation.value,
                 "status": "queued",
                 "reason": reason,
+                "hold": hold,
             },
             as_json,
         )
         return
-    connection = _connection(
+    target = _connection(
         host,
         port,
         transport,
@@ -256,7 +308,7 @@ def relay(
             return await session.reconnect()
         return await session.relay_status()
 
-    status = _run(connection, timeout, work)
+    status = _run(target, timeout, work)
     payload: dict[str, Any] = {
         "state": status.state,
         "output_state": status.output_state,

@@ -46,7 +46,7 @@ def _with_database(config: Config, work: Callable[[Database], Awaitable[T]]) -> 
     except SecretsError as exc:
         fail(str(exc), EXIT_CONFIG)
     except OSError as exc:
-        fail(f"database {config.database.url}: {exc}", 1)
+        fail(f"database {config.database.display_url}: {exc}", 1)
 
 
 def _secret_flag(token: str | None) -> str | None:
@@ -90,6 +90,10 @@ def meter_summary(meter: MeterRow) -> dict[str, Any]:
         "currency": meter.last_balance_currency,
         "balance_seq": meter.balance_seq,
         "low_balance_warning": meter.warning_active,
+        "hold": meter.hold,
+        "hold_reason": meter.hold_reason,
+        "hold_at": _iso(meter.hold_at),
+        "ready_since": _iso(meter.ready_since),
         "last_reading_at": _iso(meter.last_reading_at),
         "created_at": _iso(meter.created_at),
         "updated_at": _iso(meter.updated_at),

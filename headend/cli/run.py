@@ -40,12 +40,13 @@ def run(ctx: typer.Context, config: ConfigOpt = None) -> None:
 
 
 def status(ctx: typer.Context, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
-    """Fleet summary, pending relay commands and active alarms (from the database)."""
+    """Fleet summary, pending relay commands, operators' holds and active alarms (from the
+    database)."""
     cfg = load_cli_config(config, ctx)
     try:
         report = asyncio.run(status_report(cfg.database.url))
     except OSError as exc:
-        fail(f"database {cfg.database.url}: {exc}", 1)
+        fail(f"database {cfg.database.display_url}: {exc}", 1)
     if as_json:
         sys.stdout.write(json.dumps(report) + "\n")
         return
@@ -72,6 +73,17 @@ def status(ctx: typer.Context, config: ConfigOpt = None, as_json: JsonOpt = Fals
                 c["source"],
                 c["created_at"] or "-",
                 (c["last_error"] or "")[:60],
+            )
+        console.print(table)
+    if report["holds"]:
+        table = Table("held meter", "held", "since", "reason", "balance says")
+        for h in report["holds"]:
+            table.add_row(
+                h["meter_id"],
+                h["held_state"] or "-",
+                h["since"] or "-",
+                (h["reason"] or "")[:50],
+                h["desired_state"] or "-",
             )
         console.print(table)
     if report["alarms"]:

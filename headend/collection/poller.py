@@ -1,9 +1,16 @@
-"""What one collection session with a meter does: register reads, profile catch-up, clock.
+"""What one collection session with a meter does: register reads, the relay read back and
+judged for drift, profile catch-up, clock.
 
 Profiles are caught up incrementally: only entries newer than the last stored one are asked
 for (a range read from that time on), in bounded spans, so a meter that was unreachable for a
 week catches up over a few polls instead of in one long session. The clock is compared with
-the head-end's (at the midpoint of the request) and set when it drifts beyond the limit."""
+the head-end's (at the midpoint of the request) and set when it drifts beyond the limit.
+
+The relay (Disconnect control) in the register list is read whole (output_state, control_state,
+control_mode) rather than as a register: its read-back is stored as the meter's confirmed
+state and judged against the state the meter should be in (relay/drift.py, applied by
+storage); the retained relay message follows every read-back, and a disconnect command that
+drift calls for is queued in the database, where the relay controller's scan finds it."""
 
 from __future__ import annotations
 
@@ -15,13 +22,15 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
-from cosem_objects.classes import Obises
+from cosem_objects.classes import DisconnectControl, Obises
 from cosem_objects.errors import ProtocolError
 from drivers.dlms_errors import DataAccessFailed, DlmsError
-from drivers.session import DlmsSession, Reading
+from drivers.session import DlmsSession, Reading, RelayStatus
+from headend import domain
 from headend.collection.capabilities import Capabilities, CapabilityCache
 from headend.collection.scheduler import PollJob
 from headend.mqtt.notifier import Notifier
+from headend.relay.messages import publish_alarm, publish_command, publish_relay
 from headend.storage import ProfileRow, ReadingRow, Repository
 from headend.storage.batching import ImmediateReadings
 
@@ -31,6 +40,7 @@ log = logging.getLogger(__name__)
 
 LOAD_PROFILE = str(Obises.LOAD_PROFILE)
 BILLING_PROFILE = str(Obises.BILLING_PROFILE)
+RELAY = str(Obises.DISCONNECT_CONTROL)
 
 
 @dataclass(frozen=True)
@@ -57,6 +67,8 @@ class PollReport:
     profile_entries: dict[str, int] = field(default_factory=dict)
     clock_drift_s: float | None = None
     clock_set: bool = False
+    relay_state: str | None = None  # as read back (None: not read)
+    drift: str | None = None  # relay/drift.py's outcome for that read-back
     problems: list[str] = field(default_factory=list)
 
 
@@ -149,11 +161,25 @@ class Poller:
             codes = [code for code in codes if caps.has(code)]
             if not codes:
                 return 0
-        try:
-            readings = await session.read(codes)
-        except DataAccessFailed:
-            readings = await self._one_by_one(session, codes, report)
-        ts = self._clock().replace(microsecond=0)
+        registers = [code for code in codes if code != RELAY]
+        readings: dict[str, Reading] = {}
+        if registers:
+            try:
+                readings = await session.read(registers)
+            except DataAccessFailed:
+                readings = await self._one_by_one(session, registers, report)
+        relay = await self._relay_status(session, report) if RELAY in codes else None
+        if relay is not None:
+            readings[RELAY] = Reading(
+                RELAY,
+                relay.output_state,
+                None,
+                relay.output_state,
+                None,
+                DisconnectControl.CLASS_ID,
+            )
+        read_at = self._clock()
+        ts = read_at.replace(microsecond=0)
         rows = [ReadingRow(meter_id, r.obis, ts, r.value, r.unit) for r in readings.values()]
         if not rows:
             return 0
@@ -165,7 +191,37 @@ class Poller:
                 notifier.readings(meter_id, ts, values)
 
         await self.readings_sink.store_readings(rows, publish)
+        if relay is not None:
+            await self._relay_readback(meter_id, relay, read_at, report)
         return len(rows)
+
+    async def _relay_status(self, session: DlmsSession, report: PollReport) -> RelayStatus | None:
+        """The relay's state, or None (noted) when the meter will not tell it."""
+        try:
+            return await session.relay_status()
+        except (DataAccessFailed, ProtocolError) as exc:
+            report.problems.append(f"{RELAY}: {exc}")
+            return None
+
+    async def _relay_readback(
+        self, meter_id: str, status: RelayStatus, ts: dt.datetime, report: PollReport
+    ) -> None:
+        """Store the read-back and what it means (relay/drift.py), and say so, in one
+        transaction (storage/unit.py)."""
+        async with self.repository.db.transaction():
+            outcome = await self.repository.record_poll_readback(
+                meter_id, status.state, status.output_state, ts=ts
+            )
+            if self.notifier is not None:
+                publish_relay(self.notifier, meter_id, status, ts, "poll", outcome.hold)
+                publish_alarm(self.notifier, outcome.alarm)
+                if outcome.command is not None:
+                    # The relay controller's scan runs it (within its scan interval).
+                    publish_command(self.notifier, outcome.command, domain.QUEUED, ts)
+        report.relay_state = status.state
+        report.drift = outcome.drift.outcome
+        if outcome.alarm is not None:
+            log.warning("meter %s: %s", meter_id, outcome.alarm.detail)
 
     async def _one_by_one(
         self, session: DlmsSession, codes: Sequence[str], report: PollReport

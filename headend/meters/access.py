@@ -1,6 +1,10 @@
 """How the daemon talks to a meter: its connection parameters (decrypted once, cached) and a
 session opened under its line's lock, so there is one session at a time per meter and per
-serial line, and relay commands (priority COMMAND) go before waiting polls."""
+serial line, and relay commands (priority COMMAND) go before waiting polls.
+
+Every session uses the installation's client system title and invocation counters reserved in
+the database; an HLS meter whose frame counter is ahead of the stored counter (a restored or
+new database) is caught up with once (drivers.connect.associated_session)."""
 
 from __future__ import annotations
 
@@ -11,13 +15,13 @@ from typing import Any, cast
 
 from sqlalchemy import select
 
-from drivers.connect import open_session
+from drivers.connect import associated_session
 from drivers.session import DlmsSession
 from headend.meters.counters import invocation_counter_store
 from headend.meters.inventory import MeterRecord, decrypt_meter, load_meter
 from headend.meters.line_locks import COMMAND, POLL, LineLocks
 from headend.meters.secrets import MasterKey
-from headend.storage import Database, Repository
+from headend.storage import Database, Repository, installation
 from headend.storage.models import Meter, meter_column
 
 __all__ = ["MeterAccess"]
@@ -36,6 +40,7 @@ class MeterAccess:
         command_repository: Repository | None = None,
         locks: LineLocks | None = None,
         timeout_s: float = 10.0,
+        system_title: bytes | None = None,
     ) -> None:
         self.db = db
         self.repository = repository
@@ -45,6 +50,7 @@ class MeterAccess:
         self.master_key = master_key
         self.locks = locks or LineLocks()
         self.timeout_s = timeout_s
+        self._system_title = system_title  # the installation's, read on first use
         self._records: dict[str, MeterRecord] = {}
         self._keys: dict[str, tuple[Any, ...]] = {}
 
@@ -85,19 +91,24 @@ class MeterAccess:
                 self._records[meter_id] = record
         return record
 
+    async def system_title(self) -> bytes:
+        """The installation's client system title (made and stored on first use)."""
+        if self._system_title is None:
+            self._system_title = await installation.system_title(self.db)
+        return self._system_title
+
     @asynccontextmanager
     async def session(
         self, record: MeterRecord, priority: int = POLL
     ) -> AsyncIterator[DlmsSession]:
         """An associated session; the line stays locked until the association is released."""
         async with self.locks.hold(record.line, priority):
-            session = open_session(
-                record.connection(),
+            async with associated_session(
+                record.connection(client_system_title=await self.system_title()),
                 timeout=self.timeout_s,
                 ic_store=invocation_counter_store(
                     self.command_repository if priority == COMMAND else self.repository,
                     record.meter_id,
                 ),
-            )
-            async with session:
+            ) as session:
                 yield session

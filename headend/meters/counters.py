@@ -1,8 +1,9 @@
 """Invocation counters for ciphered sessions, kept in the database.
 
-A GCM invocation counter used twice under one key breaks the cipher, so the daemon never keeps
-counters in memory only: every session reserves its counters from the repository (one atomic
-upsert per batch of 32, committed before use), across restarts and processes."""
+A GCM invocation counter used twice under one key breaks the cipher, so the head-end never keeps
+counters in memory only: every session, the daemon's and `headend read/relay --meter`'s, reserves
+its counters from the repository (one atomic upsert per batch of 32, committed before use),
+across restarts and processes."""
 
 from __future__ import annotations
 
@@ -34,9 +35,11 @@ class RepositoryInvocationCounterStore:
             f"RepositoryInvocationCounterStore(meter_id={self.meter_id!r}, key_id={self.key_id!r})"
         )
 
-    async def reserve(self, count: int) -> int:
+    async def reserve(self, count: int, at_least: int = 0) -> int:
+        """`at_least` (the meter's frame counter, learnt when it refused ours) lifts the stored
+        counter for good: every later reservation, by any process, starts above it."""
         return await self.repository.reserve_invocation_counter(
-            self.meter_id, count, key_id=self.key_id, at_least=self.at_least
+            self.meter_id, count, key_id=self.key_id, at_least=max(self.at_least, at_least)
         )
 
 

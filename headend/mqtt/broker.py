@@ -34,6 +34,7 @@ from amqtt.session import Session
 __all__ = ["EmbeddedBroker", "OpenAuthPlugin", "embedded_broker", "free_port"]
 
 _NOISY_LOGGERS = ("amqtt", "transitions")
+_LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1"}
 _START_TIMEOUT_S = 10.0
 _STOP_TIMEOUT_S = 10.0
 
@@ -80,9 +81,14 @@ class EmbeddedBroker:
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:
-        self.host = host
+        self.host = host  # where it listens: loopback unless an installation says otherwise
         self.port = port if port else free_port(host)
         self._broker: Broker | None = None
+
+    @property
+    def local_address(self) -> str:
+        """Where a client on this box reaches it (a wildcard listener is reached on loopback)."""
+        return _LOOPBACK.get(self.host, self.host)
 
     @property
     def running(self) -> bool:

@@ -56,9 +56,12 @@ class Notifier:
         output_state: bool,
         ts: datetime,
         reason: str | None = None,
+        *,
+        hold: bool = False,
     ) -> None:
-        """The relay as read back from the meter; retained, so a new subscriber sees it."""
-        payload = relay_payload(meter_id, state, output_state, ts, reason)
+        """The relay as read back from the meter (and whether an operator's hold pins it);
+        retained, so a new subscriber sees it."""
+        payload = relay_payload(meter_id, state, output_state, ts, reason, hold=hold)
         self._put(self.topics.relay(meter_id), payload, retain=True)
 
     def command(

@@ -373,12 +373,15 @@ def relay_payload(
     output_state: bool,
     ts: datetime,
     reason: str | None = None,
+    *,
+    hold: bool = False,
 ) -> Payload:
-    """Retained relay state as read back from the meter."""
+    """Retained relay state as read back from the meter; `hold`: an operator's hold pins it."""
     return {
         "meter_id": _meter(meter_id),
         "state": _one_of(state, RELAY_STATES, "relay state"),
         "output_state": bool(output_state),
+        "hold": bool(hold),
         "ts": format_ts(ts),
         "reason": None if reason is None else scrub_text(reason),
     }

@@ -1,14 +1,18 @@
 """The durable relay command executor.
 
 Commands come from balance events (relay/intake.py hands each new one to `submit`), from
-start-up reconciliation, and from operators in another process (relay/operator.py), which the
-scan picks up. They live in the database, so a restart resumes every unfinished one. Their
-statuses move only as relay/lifecycle.py allows.
+start-up reconciliation, and from the database: operators in another process
+(relay/operator.py), polls that found a relay on while it should be off (relay/drift.py) and
+retries, which the scan picks up. They live in the database, so a restart resumes every
+unfinished one. Their statuses move only as relay/lifecycle.py allows; whatever goes wrong in
+an attempt ends in the command's backoff. The scan also runs the overdue watch
+(relay/overdue.py).
 
 Never the wrong way: right before a relay is operated the controller re-reads the command and
-the meter's desired state in the database; a command that was superseded, or whose action no
-longer matches the desired state, is not executed. The relay is read first (a meter already
-where it should be is not operated) and read back afterwards; only the read-back confirms.
+the state the meter should be in (the one an operator's hold pins, else the newest balance's);
+a command that was superseded, or whose action no longer matches, is not executed. The relay
+is read first (a meter already where it should be is not operated) and read back afterwards;
+only the read-back confirms.
 
 One worker task per meter with an active command (not one per meter), under the meter's line
 lock at COMMAND priority, so commands go before waiting polls and never share a line."""
@@ -33,8 +37,9 @@ from headend.meters.backoff import backoff_delay
 from headend.meters.line_locks import COMMAND, RelayPressure
 from headend.mqtt.notifier import Notifier
 from headend.relay import lifecycle, rules
+from headend.relay.messages import publish_alarm, publish_command, publish_relay
+from headend.relay.overdue import OverdueWatch
 from headend.storage import CommandInfo, Repository
-from headend.storage.records import AlarmInfo
 from headend.storage.unit import transactional
 
 __all__ = ["ControllerSettings", "RelayController"]
@@ -45,6 +50,7 @@ _CLEARED_ON_CONFIRM = (
     domain.RELAY_STUCK,
     domain.RELAY_COMMAND_FAILED,
     domain.RELAY_COMMAND_OVERDUE,
+    domain.RELAY_STATE_MISMATCH,
 )
 
 
@@ -73,6 +79,10 @@ class _Refused(Exception):
 
 class _Superseded(Exception):
     pass
+
+
+# What a meter, its line or the protocol may do to an attempt: logged without a traceback.
+_EXPECTED = (OSError, TimeoutError, ProtocolError, DlmsError)
 
 
 def _now() -> datetime:
@@ -106,6 +116,7 @@ class RelayController:
         self._tg: asyncio.TaskGroup | None = None
         self._slots = asyncio.Semaphore(self.settings.max_concurrent)
         self._stopping = False
+        self.overdue = OverdueWatch(repository, notifier, self.settings.overdue_after_s, clock)
 
     def __repr__(self) -> str:
         return f"RelayController(workers={len(self._workers)})"
@@ -146,29 +157,12 @@ class RelayController:
         for meter_id in await self.repository.due_meter_ids(now):
             if meter_id not in self._workers:
                 self._dispatch(meter_id)
-        overdue_before = now - timedelta(seconds=self.settings.overdue_after_s)
-        for command in await self.repository.overdue_commands(overdue_before):
-            await self._escalate(command)
-
-    @transactional
-    async def _escalate(self, command: CommandInfo) -> None:
-        age = (self._clock() - command.created_at).total_seconds()
-        detail = (
-            f"{command.action} not confirmed after {age:.0f}s "
-            f"({command.attempt} attempt(s)); still trying"
-            + (f"; last error: {command.last_error}" if command.last_error else "")
-        )
-        result = await self.repository.escalate_command(command.command_id, detail)
-        if result is None:
-            return
-        escalated, alarm = result
-        log.warning("relay command %s for %s overdue", command.command_id, command.meter_id)
-        self._publish_command(escalated, domain.ESCALATED, error=command.last_error or detail)
-        self._publish_alarm(alarm)
+        await self.overdue.check()
 
     def submit(self, command: CommandInfo) -> None:
-        """A command just created (by a balance event): announce it and start on it at once,
-        without waiting for the next scan."""
+        """A command just created (by a balance event, or a poll that found the relay on
+        while it should be off): announce it and start on it at once, without waiting for
+        the next scan."""
         self._publish_command(command, domain.QUEUED)
         self._dispatch(command.meter_id, command)
 
@@ -225,6 +219,27 @@ class RelayController:
             self._forget(meter_id, asyncio.current_task())
 
     async def _attempt(self, command: CommandInfo) -> None:
+        """One attempt. Whatever goes wrong in it (the meter, the line, a key that no longer
+        decrypts, an exhausted invocation counter, the database, a meter answering something
+        unexpected) ends the same way: the command fails and waits for its backoff, so no
+        error can turn into a retry on every scan."""
+        attempt = command.attempt + 1
+        try:
+            await self._try(command, attempt)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if not isinstance(exc, _EXPECTED):
+                log.warning(
+                    "relay %s for %s: unexpected error in attempt %d",
+                    command.action,
+                    command.meter_id,
+                    attempt,
+                    exc_info=exc,
+                )
+            await self._failed(command, attempt, _describe(exc))
+
+    async def _try(self, command: CommandInfo, attempt: int) -> None:
         record = await self.access.record(command.meter_id)
         if record is None:
             log.warning(
@@ -240,7 +255,6 @@ class RelayController:
             return
         if not await self._still_wanted(command):
             return
-        attempt = command.attempt + 1
         if not await self._sent(command, attempt):
             return
         try:
@@ -252,9 +266,6 @@ class RelayController:
         except _Refused as refused:
             await self._refused(command, attempt, refused)
             return
-        except (OSError, TimeoutError, ProtocolError, DlmsError) as exc:
-            await self._failed(command, attempt, _describe(exc))
-            return
         await self._confirmed(command, attempt, status, verdict, operated)
 
     @transactional
@@ -263,7 +274,9 @@ class RelayController:
             command.command_id,
             lifecycle.SEND,
             attempt=attempt,
-            next_attempt_at=self._clock(),  # due at once if we die mid-attempt
+            # Due again only after this attempt's backoff, should it never report back (the
+            # process dies, or recording its failure fails too).
+            next_attempt_at=self._clock() + timedelta(seconds=self._backoff(attempt)),
         )
         if sent is None:
             return False
@@ -283,9 +296,8 @@ class RelayController:
                 last_error=f"desired state is now {wanted}",
             )
             if superseded is not None:
-                self._publish_command(
-                    superseded, domain.FAILED, error=f"superseded: desired {wanted}"
-                )
+                why = {"detail": f"desired state is now {wanted}"}
+                self._publish_command(superseded, domain.SUPERSEDED, extra=why)
             return False
         return True
 
@@ -338,15 +350,21 @@ class RelayController:
             ts=now,
             clear_alarm_types=_CLEARED_ON_CONFIRM,
         )
-        self._publish_relay(command.meter_id, status, now, reason)
+        held = confirmation is not None and confirmation.hold
+        publish_relay(self.notifier, command.meter_id, status, now, reason, held)
         if confirmation is None or confirmation.command is None:
             return  # superseded meanwhile: the newer command takes it from here
         done = confirmation.command
         previous = confirmation.previous_state
         # Tell the customer about a change, not about a meter that already was where it
         # should be (an opening balance, a restart); a change the head-end made but had not
-        # recorded before a crash still counts.
-        changed = operated or (previous is not None and previous != status.state)
+        # recorded before a crash still counts. Arrears are news whatever the relay did: a
+        # meter found already off (on site, or first read back off) is off for arrears now.
+        changed = (
+            operated
+            or (previous is not None and previous != status.state)
+            or command.action == domain.DISCONNECT
+        )
         extra: dict[str, Any] = {"state": status.state}
         if verdict.outcome == rules.AWAITING_CUSTOMER:
             extra["detail"] = (
@@ -378,7 +396,7 @@ class RelayController:
     async def _refused(self, command: CommandInfo, attempt: int, refused: _Refused) -> None:
         now = self._clock()
         if refused.status is not None:
-            await self.repository.record_relay_state(
+            held = await self.repository.record_relay_state(
                 command.meter_id,
                 refused.status.state,
                 refused.status.output_state,
@@ -387,20 +405,25 @@ class RelayController:
                 ts=now,
                 command_id=command.command_id,
             )
-            self._publish_relay(command.meter_id, refused.status, now, f"{command.action} failed")
+            why = f"{command.action} failed"
+            publish_relay(self.notifier, command.meter_id, refused.status, now, why, held)
         alarm = await self.repository.raise_alarm(refused.alarm, command.meter_id, refused.detail)
-        self._publish_alarm(alarm)
+        publish_alarm(self.notifier, alarm)
         log.warning("relay %s for %s failed: %s", command.action, command.meter_id, refused.detail)
         await self._failed(command, attempt, refused.detail)
 
-    @transactional
-    async def _failed(self, command: CommandInfo, attempt: int, error: str) -> None:
-        delay = backoff_delay(
+    def _backoff(self, attempt: int) -> float:
+        return backoff_delay(
             attempt, self.settings.retry_base_s, self.settings.retry_max_backoff_s, self._rng
         )
+
+    @transactional
+    async def _failed(self, command: CommandInfo, attempt: int, error: str) -> None:
+        delay = self._backoff(attempt)
         updated = await self.repository.update_command(
             command.command_id,
             lifecycle.FAIL,
+            attempt=attempt,  # an attempt that failed before it was sent counts too
             next_attempt_at=self._clock() + timedelta(seconds=delay),
             last_error=error,
         )
@@ -415,7 +438,6 @@ class RelayController:
             delay,
         )
 
-    # -- publishing --------------------------------------------------------------------------
     def _publish_command(
         self,
         command: CommandInfo,
@@ -425,26 +447,9 @@ class RelayController:
         error: str | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> None:
-        self.notifier.command(
-            command_id=command.command_id,
-            meter_id=command.meter_id,
-            action=command.action,
-            status=status,
-            attempt=command.attempt if attempt is None else attempt,
-            ts=self._clock(),
-            event_id=command.event_id,
-            error=error,
-            source=command.source,
-            **(extra or {}),
+        publish_command(
+            self.notifier, command, status, self._clock(), attempt=attempt, error=error, extra=extra
         )
-
-    def _publish_relay(self, meter_id: str, status: RelayStatus, ts: datetime, reason: str) -> None:
-        self.notifier.relay_state(meter_id, status.state, status.output_state, ts, reason)
-
-    def _publish_alarm(self, alarm: AlarmInfo | None) -> None:
-        if alarm is None:
-            return  # an identical alarm is already standing
-        self.notifier.alarm(alarm.type, alarm.ts, meter_id=alarm.meter_id, detail=alarm.detail)
 
 
 async def _status_or_none(session: DlmsSession) -> RelayStatus | None:
@@ -459,4 +464,3 @@ def _describe(exc: BaseException) -> str:
         return f"timeout: {exc}" if str(exc) else "timeout"
     text = str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {text}"
-

@@ -1,5 +1,6 @@
-"""What a balance event means for its meter, decided in one pure function, and the two other
-decisions storage applies to a meter's relay (start-up reconciliation, an operator override).
+"""What a balance event means for its meter, decided in one pure function, and the other
+decisions storage applies to a meter's relay (start-up reconciliation, an operator override,
+the release of an operator's hold).
 
 Storage reads a snapshot of the meter, calls `decide` and applies the Decision in the same
 transaction that stores the event; the controller publishes from the same Decision (which
@@ -12,11 +13,12 @@ Imports nothing of storage (storage imports this), and does no I/O and reads no 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Final, Literal
 
 from headend.balance_event import BalanceEvent
-from headend.domain import Action, CommandStatus, DesiredState
+from headend.domain import DISCONNECTED, Action, CommandStatus, DesiredState
 from headend.relay import lifecycle, rules
 
 __all__ = [
@@ -33,11 +35,15 @@ __all__ = [
     "NewCommand",
     "Outcome",
     "Override",
+    "Step",
     "Superseded",
+    "converge",
     "decide",
     "duplicate",
     "override",
     "reconcile",
+    "release",
+    "target",
 ]
 
 APPLIED: Final = "applied"
@@ -61,6 +67,8 @@ class ActiveCommand:
     command_id: str
     action: str
     status: str
+    episode_started_at: datetime | None = None
+    """When the episode the command belongs to began (its overdue clock)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +81,7 @@ class MeterSnapshot:
     confirmed_state: str | None  # what the relay last read back
     active_command: ActiveCommand | None
     default_threshold: Decimal  # the configured warning threshold (an event may override it)
+    hold: bool = False  # an operator's hold pins the relay: billing switches nothing
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +98,9 @@ class NewCommand:
 
     action: Action
     reason: str
+    episode_started_at: datetime | None = None
+    """The superseded command's episode start, which this one keeps (None: starts now), so
+    a newer wish never resets the overdue clock of a meter that is not where it should be."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,39 +158,84 @@ def decide(meter: MeterSnapshot | None, event: BalanceEvent) -> Decision:
             low_balance=low_balance,
             threshold=threshold,
         )
-    action = rules.action_for(desired)
-    active = meter.active_command
+    if meter.hold:
+        return Decision(
+            APPLIED,
+            f"{desired}: held by an operator, relay left as it is until the hold is released",
+            desired_state=desired,
+            meter=update,
+            low_balance=low_balance,
+            threshold=threshold,
+        )
+    step = converge(
+        desired,
+        meter.confirmed_state,
+        meter.active_command,
+        reason=_balance_reason(event),
+        supersede_reason=f"superseded by balance event seq {event.seq}",
+        # Into arrears: read the relay back even when it was last seen off (perhaps a poll
+        # ago), so that the customer is told, and told only once it is confirmed off.
+        read_back=desired == DISCONNECTED and meter.desired_state != DISCONNECTED,
+    )
+    return Decision(
+        APPLIED,
+        step.detail,
+        desired_state=desired,
+        meter=update,
+        command=step.command,
+        superseded=step.superseded,
+        low_balance=low_balance,
+        threshold=threshold,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What takes a meter towards a desired state: a command to queue (None: none needed or
+    one already pending) and the active command it supersedes."""
+
+    detail: str
+    command: NewCommand | None = None
     superseded: tuple[Superseded, ...] = ()
-    if active is not None and active.action != action:
+
+
+def converge(
+    desired: str,
+    confirmed: str | None,
+    active: ActiveCommand | None,
+    *,
+    reason: str,
+    supersede_reason: str,
+    read_back: bool = False,
+) -> Step:
+    """The step towards `desired` for a meter last read back as `confirmed` with `active`
+    pending: an active command for the other action is superseded (its episode goes on in
+    the new one), and a command is created when the meter is not known to be there (or,
+    with `read_back`, in any case: a meter already there is read, not operated)."""
+    action = rules.action_for(desired)
+    if active is not None and active.action == action:
+        return Step(f"{desired}: {action} command already pending")
+    superseded: tuple[Superseded, ...] = ()
+    episode = None
+    if active is not None:
         superseded = (
             Superseded(
                 active.command_id,
                 active.action,
                 lifecycle.go(active.status, lifecycle.SUPERSEDE),
-                f"superseded by balance event seq {event.seq}",
+                supersede_reason,
             ),
         )
-        active = None
-    command = None
-    if active is not None:
-        detail = f"{desired}: {action} command already pending"
-    elif superseded or rules.needs_command(desired, meter.confirmed_state):
+        episode = active.episode_started_at
+    if superseded or read_back or rules.needs_command(desired, confirmed):
         # After a superseded command the meter may be in either state: operate it (an
         # operation towards the state it is in is harmless and confirmed).
-        command = NewCommand(action, _balance_reason(event))
-        detail = f"{desired}: {action} command created"
-    else:
-        detail = f"{desired}: meter already {meter.confirmed_state}"
-    return Decision(
-        APPLIED,
-        detail,
-        desired_state=desired,
-        meter=update,
-        command=command,
-        superseded=superseded,
-        low_balance=low_balance,
-        threshold=threshold,
-    )
+        return Step(
+            f"{desired}: {action} command created",
+            NewCommand(action, reason, episode),
+            superseded,
+        )
+    return Step(f"{desired}: meter already {confirmed}")
 
 
 def duplicate(first_outcome: str) -> Decision:
@@ -209,6 +266,28 @@ class Override:
 def override(action: str, source: str) -> Override:
     """Raises ValueError for an action that leads nowhere."""
     return Override(rules.desired_for(action), f"superseded by {source} {action}")
+
+
+def release(
+    desired: str | None, confirmed: str | None, active: ActiveCommand | None, reason: str
+) -> Step:
+    """An operator lifts a hold: the meter goes where its newest balance says (the desired
+    state billing kept moving during the hold). No desired state: it stays as it is."""
+    if desired is None:
+        return Step("no balance yet: relay left as it is")
+    return converge(
+        desired,
+        confirmed,
+        active,
+        reason=f"hold released ({reason}): desired {desired}",
+        supersede_reason=f"superseded on release of the hold: desired {desired}",
+    )
+
+
+def target(desired: str | None, held_action: str | None) -> str | None:
+    """The state a meter should be in: the one its operator's hold pins (`held_action`, the
+    hold's command; None: not held), else the one its newest balance asks for."""
+    return desired if held_action is None else rules.desired_for(held_action)
 
 
 def _balance_reason(event: BalanceEvent) -> str:

@@ -113,16 +113,16 @@ class BalanceIntake:
         now = self._clock()
         judged = outcome.decision
         for old in judged.superseded:
-            # The contract reports a superseded command as failed, saying why.
+            # Superseded is not a fault: its own status, and why (not an error).
             self.notifier.command(
                 command_id=old.command_id,
                 meter_id=event.meter_id,
                 action=old.action,
-                status=domain.FAILED,
+                status=old.status,
                 attempt=0,
                 ts=now,
                 event_id=event.event_id,
-                error=old.reason,
+                detail=old.reason,
             )
         if judged.low_balance:
             self.notifier.notification(

@@ -1,28 +1,43 @@
-"""Operator commands (`headend relay --meter ID disconnect|reconnect --reason TEXT`), created
-from the CLI's own process: they go into the database, where a running daemon's scan finds
-them within about a second."""
+"""Operator commands (`headend relay --meter ID disconnect|reconnect --reason TEXT [--hold]`,
+`headend relay --meter ID release --reason TEXT`), made from the CLI's own process: they go into
+the database, where a running daemon's scan finds them within about a second."""
 
 from __future__ import annotations
 
 from headend.domain import ACTIONS
 from headend.storage import Repository
+from headend.storage.records import Release
 
-__all__ = ["create_operator_command"]
+__all__ = ["create_operator_command", "release_operator_hold"]
+
+
+def _reason(reason: str) -> str:
+    if not reason or not reason.strip():
+        raise ValueError("an operator command needs a reason")
+    return reason.strip()
 
 
 async def create_operator_command(
-    repository: Repository, meter_id: str, action: str, reason: str
+    repository: Repository, meter_id: str, action: str, reason: str, *, hold: bool = False
 ) -> str:
     """An operator override (`headend relay --meter ID disconnect|reconnect --reason TEXT`).
 
-    Sets the meter's desired state, supersedes its active command and queues this one, in
-    one transaction; a running daemon picks it up on its next scan (about a second). Returns
-    the command id. Raises UnknownMeter, or ValueError for an unknown action / empty reason."""
+    Supersedes the meter's active command and queues this one, in one transaction; a running
+    daemon picks it up on its next scan (about a second). Without `hold` it sets the meter's
+    desired state (the next balance event may change it again); with `hold` it pins the
+    relay there until `release_operator_hold`, whatever billing says meanwhile. Returns the
+    command id. Raises UnknownMeter, HoldConflict (a held meter takes only --hold), or
+    ValueError for an unknown action / empty reason."""
     if action not in ACTIONS:
         raise ValueError(f"action must be disconnect or reconnect, got {action!r}")
-    if not reason or not reason.strip():
-        raise ValueError("an operator command needs a reason")
     command, _superseded = await repository.create_command(
-        meter_id, action, source="operator", reason=f"operator: {reason.strip()}"
+        meter_id, action, source="operator", reason=f"operator: {_reason(reason)}", hold=hold
     )
     return command.command_id
+
+
+async def release_operator_hold(repository: Repository, meter_id: str, reason: str) -> Release:
+    """Lift an operator's hold: the meter goes where its newest balance says (a command when
+    it is not there yet, which a running daemon picks up like any other). Raises
+    UnknownMeter, HoldConflict (not held), or ValueError for an empty reason."""
+    return await repository.release_hold(meter_id, _reason(reason))

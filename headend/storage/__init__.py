@@ -7,12 +7,14 @@ from headend.storage.records import (
     BalanceOutcome,
     CommandInfo,
     FleetSummary,
+    HoldInfo,
     MeterRow,
     ProfileRow,
     ReadingRow,
     RelayStateInfo,
 )
 from headend.storage.repository import (
+    HoldConflict,
     InvocationCounterExhausted,
     Repository,
     UnknownMeter,
@@ -24,6 +26,8 @@ __all__ = [
     "CommandInfo",
     "Database",
     "FleetSummary",
+    "HoldConflict",
+    "HoldInfo",
     "InvocationCounterExhausted",
     "MeterRow",
     "ProfileRow",

@@ -46,6 +46,7 @@ def _balance_read() -> Any:
             m.last_balance.label("m_last_balance"),
             m.desired_relay_state.label("m_desired_relay_state"),
             m.confirmed_relay_state.label("m_confirmed_relay_state"),
+            m.hold.label("m_hold"),
             *[col.label(f"c_{col.name}") for col in COMMANDS.c],
             dup_id.label("dup_id"),
             dup_outcome.label("dup_outcome"),
@@ -127,8 +128,14 @@ class Balances(Store):
                     confirmed_state=row.m_confirmed_relay_state,
                     active_command=None
                     if active is None
-                    else ActiveCommand(active.command_id, active.action, active.status),
+                    else ActiveCommand(
+                        active.command_id,
+                        active.action,
+                        active.status,
+                        active.episode_started_at or active.created_at,
+                    ),
                     default_threshold=self.warning_threshold,
+                    hold=row.m_hold,
                 ),
                 event,
             )
@@ -230,6 +237,7 @@ async def _apply_decision(
             event_id=event.event_id,
             seq=event.seq,
             reason=judged.command.reason,
+            episode_started_at=judged.command.episode_started_at,
         )
         await session.execute(insert(COMMANDS).values(values))
         active = CommandInfo(**values)

@@ -15,13 +15,14 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import case, insert, literal, or_, select, update
+from sqlalchemy import case, func, insert, literal, or_, select, update
 
 from headend import domain
 from headend.relay import decision, lifecycle
 from headend.storage import models
 from headend.storage.alarms import clear_standing, insert_alarm
 from headend.storage.core import ALARMS, COMMANDS, METERS, Store
+from headend.storage.holds import HELD_ACTION
 from headend.storage.meters import UnknownMeter
 from headend.storage.records import AlarmInfo, CommandInfo, RelayStateInfo
 from headend.storage.relay_states import check_relay_state, write_relay_state
@@ -81,56 +82,18 @@ def new_command_values(
 class Confirmation:
     """What `confirm_command` did: the command as confirmed (None when it was no longer
     active), the meter's confirmed relay state and balance as they were before this
-    read-back, and how many alarms were cleared."""
+    read-back, how many alarms were cleared, and whether the meter is held."""
 
     command: CommandInfo | None
     previous_state: str | None
     last_balance: Decimal | None
     last_balance_currency: str | None
     alarms_cleared: int = 0
+    hold: bool = False  # the meter is held (the retained relay message says so)
 
 
 class Commands(Store):
-    async def create_command(
-        self, meter_id: str, action: str, *, source: str = "operator", reason: str | None = None
-    ) -> tuple[CommandInfo, tuple[str, ...]]:
-        """An operator's (or start-up's) command: sets the meter's desired state to what the
-        action leads to, supersedes the meter's active command, queues this one.
-        Returns the command and the ids it superseded. Raises UnknownMeter."""
-        now = self.now()
-        m = METERS.c
-        async with self.db.transaction() as session:
-            found = await session.scalar(
-                select(m.meter_id).where(m.meter_id == meter_id).with_for_update()
-            )
-            if found is None:
-                raise UnknownMeter(meter_id)
-            change = decision.override(action, source)
-            active = await session.execute(
-                select(_c.command_id, _c.status).where(
-                    _c.meter_id == meter_id, _c.status.in_(_ACTIVE)
-                )
-            )
-            superseded: list[str] = []
-            for old in active.all():
-                await session.execute(
-                    update(COMMANDS)
-                    .where(_c.command_id == old.command_id)
-                    .values(
-                        status=lifecycle.go(old.status, lifecycle.SUPERSEDE),
-                        updated_at=now,
-                        last_error=change.supersede_reason,
-                    )
-                )
-                superseded.append(old.command_id)
-            await session.execute(
-                update(METERS)
-                .where(m.meter_id == meter_id)
-                .values(desired_relay_state=change.desired_state, desired_at=now, updated_at=now)
-            )
-            values = new_command_values(meter_id, action, source=source, now=now, reason=reason)
-            await session.execute(insert(COMMANDS).values(values))
-            return CommandInfo(**values), tuple(superseded)
+    """Commands as the controller moves them (operators' commands: storage/overrides.py)."""
 
     async def reconcile_commands(self, *, source: str = "startup") -> list[CommandInfo]:
         """Queue a command for every meter whose desired relay state is not what it last
@@ -143,7 +106,11 @@ class Commands(Store):
             meters = await session.execute(
                 select(
                     m.meter_id, m.desired_relay_state, m.desired_seq, m.confirmed_relay_state
-                ).where(m.desired_relay_state.is_not(None), m.meter_id.not_in(busy))
+                ).where(
+                    m.desired_relay_state.is_not(None),
+                    m.meter_id.not_in(busy),
+                    m.hold.is_(False),  # a held meter stays where its hold pins it
+                )
             )
             for meter in meters.all():
                 needed = decision.reconcile(meter.desired_relay_state, meter.confirmed_relay_state)
@@ -173,13 +140,15 @@ class Commands(Store):
     async def command_and_desired(
         self, command_id: str
     ) -> tuple[CommandInfo | None, bool, str | None]:
-        """The command, whether its meter is in the inventory and the meter's desired relay
-        state, in one read: what is checked right before a relay is operated."""
+        """The command, whether its meter is in the inventory and the state the meter should
+        be in (what its hold pins, else what its newest balance asks), in one read: what is
+        checked right before a relay is operated."""
         stmt = (
             select(
                 COMMANDS,
                 METERS.c.meter_id.label("m_meter_id"),
                 METERS.c.desired_relay_state.label("m_desired"),
+                HELD_ACTION.label("m_held_action"),
             )
             .select_from(COMMANDS.outerjoin(METERS, METERS.c.meter_id == _c.meter_id))
             .where(_c.command_id == command_id)
@@ -190,8 +159,8 @@ class Commands(Store):
             return None, False, None
         values = dict(row._mapping)
         meter_found = values.pop("m_meter_id") is not None
-        desired = values.pop("m_desired")
-        return CommandInfo(**values), meter_found, desired
+        wanted = decision.target(values.pop("m_desired"), values.pop("m_held_action"))
+        return CommandInfo(**values), meter_found, wanted
 
     async def pending_commands(
         self, *, due_before: datetime | None = None, meter_id: str | None = None
@@ -287,8 +256,10 @@ class Commands(Store):
                         m.meter_id,
                         m.confirmed_relay_state,
                         m.confirmed_at,
+                        m.awaiting_alarm_raised,
                         m.last_balance,
                         m.last_balance_currency,
+                        m.hold,
                         standing.label("standing"),
                     )
                     .select_from(COMMANDS.join(METERS, m.meter_id == _c.meter_id))
@@ -306,7 +277,13 @@ class Commands(Store):
             readback = RelayStateInfo(
                 found.meter_id, state, output_state, control_state, ts or now, reason, command_id
             )
-            await write_relay_state(session, readback, found.confirmed_at, now)
+            await write_relay_state(
+                session,
+                readback,
+                found.confirmed_at,
+                now,
+                awaiting_alarm_raised=found.awaiting_alarm_raised,
+            )
             row = (
                 await session.execute(
                     update(COMMANDS)
@@ -329,18 +306,21 @@ class Commands(Store):
                 last_balance=found.last_balance,
                 last_balance_currency=found.last_balance_currency,
                 alarms_cleared=cleared,
+                hold=found.hold,
             )
 
-    async def overdue_commands(self, created_before: datetime) -> list[CommandInfo]:
-        """Active commands created before `created_before` with no overdue alarm yet."""
+    async def overdue_commands(self, started_before: datetime) -> list[CommandInfo]:
+        """Active commands whose episode started before `started_before` (a command that
+        superseded another counts from the first of them) with no overdue alarm yet."""
+        started = func.coalesce(_c.episode_started_at, _c.created_at)
         stmt = (
             select(COMMANDS)
             .where(
                 _c.status.in_(_ACTIVE),
-                _c.created_at < created_before,
+                started < started_before,
                 _c.overdue_alarm_raised.is_(False),
             )
-            .order_by(_c.created_at)
+            .order_by(started)
         )
         async with self.db.session() as session:
             return [command_info(r) for r in await session.execute(stmt)]

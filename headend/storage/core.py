@@ -21,6 +21,7 @@ from headend.storage.models import (
     Command,
     InvocationCounter,
     Meter,
+    OperatorAction,
     ProfileEntry,
     Reading,
     RelayState,
@@ -34,6 +35,7 @@ __all__ = [
     "COUNTERS",
     "EVENTS",
     "METERS",
+    "OPERATOR_ACTIONS",
     "PROFILES",
     "READINGS",
     "RELAY_STATES",
@@ -62,6 +64,7 @@ EVENTS = _table(BalanceEvent)
 READINGS = _table(Reading)
 PROFILES = _table(ProfileEntry)
 COUNTERS = _table(InvocationCounter)
+OPERATOR_ACTIONS = _table(OperatorAction)
 
 
 class Store:

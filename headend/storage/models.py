@@ -51,7 +51,9 @@ __all__ = [
 
 # A command is active (the controller works on it) until it is confirmed or superseded; its
 # statuses and their transitions are headend/relay/lifecycle.py's table.
-COMMAND_SOURCES = ("balance", "operator", "startup")
+# Who asked: billing, an operator, start-up reconciliation, the release of a hold, or a poll
+# that read the relay on while it should be off.
+COMMAND_SOURCES = ("balance", "operator", "startup", "release", "drift")
 
 # Autoincrement surrogate keys: BIGINT on PostgreSQL, INTEGER (rowid) on SQLite.
 BigId = BigInteger().with_variant(Integer(), "sqlite")

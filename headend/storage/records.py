@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from headend.domain import ACTIVE_COMMAND_STATUSES
-from headend.relay.decision import DUPLICATE, Decision
+from headend.relay.decision import DUPLICATE, Decision, Superseded
 from headend.storage import models
 
 __all__ = [
@@ -21,10 +21,12 @@ __all__ = [
     "BalanceOutcome",
     "CommandInfo",
     "FleetSummary",
+    "HoldInfo",
     "MeterRow",
     "ProfileRow",
     "ReadingRow",
     "RelayStateInfo",
+    "Release",
     "json_safe",
 ]
 
@@ -93,6 +95,29 @@ class BalanceOutcome:
 
 
 @dataclass(frozen=True, slots=True)
+class HoldInfo:
+    """A meter an operator's hold pins: why, since when, the state it is held in, and the
+    state its newest balance asks for (where it goes on release)."""
+
+    meter_id: str
+    reason: str | None
+    since: datetime | None
+    held_state: str | None
+    desired_state: str | None
+    confirmed_state: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """What lifting a hold did: the command that takes the meter where its balance says
+    (None: none needed, or one is already pending) and the commands it superseded."""
+
+    detail: str
+    command: CommandInfo | None
+    superseded: tuple[Superseded, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class RelayStateInfo:
     meter_id: str
     state: str
@@ -147,6 +172,11 @@ class MeterRow:
     last_balance_currency: str | None
     warning_active: bool
     last_reading_at: datetime | None
+    hold: bool  # an operator's hold pins the relay (billing switches nothing)
+    hold_reason: str | None
+    hold_at: datetime | None
+    ready_since: datetime | None  # waiting in ready_for_reconnection for the customer
+    awaiting_alarm_raised: bool
     created_at: datetime
     updated_at: datetime
     password_enc: str | None = field(default=None, repr=False)

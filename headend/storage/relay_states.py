@@ -1,18 +1,22 @@
-"""Relay states read back from meters: the history, and the meter's confirmed state.
+"""Relay states read back from meters: the history, the meter's confirmed state, and the clock
+of a meter waiting in ready_for_reconnection for its customer.
 
 Read-backs can arrive out of order (a retry's late answer, an operator's tool): the history
-keeps every one, the meter's confirmed state only the newest. `write_relay_state` is the one
-place a read-back is written; confirming a command calls it inside its own transaction."""
+keeps them, the meter's confirmed state only the newest. `write_relay_state` is the one place
+a read-back is written; confirming a command (storage/commands.py) and a poll's read-back
+(storage/readbacks.py) call it inside their own transactions."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, replace
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from headend import domain
+from headend.storage.alarms import clear_standing
 from headend.storage.core import METERS, RELAY_STATES, Store
 from headend.storage.meters import UnknownMeter
 from headend.storage.models import RelayState
@@ -28,23 +32,39 @@ def check_relay_state(state: str) -> None:
 
 
 async def write_relay_state(
-    session: AsyncSession, readback: RelayStateInfo, confirmed_at: datetime | None, now: datetime
+    session: AsyncSession,
+    readback: RelayStateInfo,
+    confirmed_at: datetime | None,
+    now: datetime,
+    *,
+    awaiting_alarm_raised: bool = False,
+    history: bool = True,
 ) -> None:
-    """The history row, and the meter's confirmed state unless a newer read-back (its
-    `confirmed_at`, read under the meter's row lock) is already recorded."""
+    """The history row (with `history`), and the meter's confirmed state unless a newer
+    read-back (its `confirmed_at`, read under the meter's row lock) is already recorded.
+
+    The newest read-back also keeps the customer's clock: ready_for_reconnection starts it
+    (once), any other state ends the episode and clears its awaiting_customer alarm
+    (`awaiting_alarm_raised`: one was raised, read under the same lock)."""
     readback = replace(readback, ts=to_utc(readback.ts))
-    await session.execute(insert(RELAY_STATES).values(asdict(readback)))
-    if confirmed_at is None or confirmed_at <= readback.ts:
-        await session.execute(
-            update(METERS)
-            .where(METERS.c.meter_id == readback.meter_id)
-            .values(
-                confirmed_relay_state=readback.state,
-                confirmed_output_state=readback.output_state,
-                confirmed_at=readback.ts,
-                updated_at=now,
-            )
-        )
+    if history:
+        await session.execute(insert(RELAY_STATES).values(asdict(readback)))
+    if confirmed_at is not None and confirmed_at > readback.ts:
+        return
+    m = METERS.c
+    values: dict[str, Any] = {
+        "confirmed_relay_state": readback.state,
+        "confirmed_output_state": readback.output_state,
+        "confirmed_at": readback.ts,
+        "updated_at": now,
+    }
+    if readback.state == domain.READY_FOR_RECONNECTION:
+        values["ready_since"] = func.coalesce(m.ready_since, readback.ts)
+    else:
+        values.update(ready_since=None, awaiting_alarm_raised=False)
+    await session.execute(update(METERS).where(m.meter_id == readback.meter_id).values(values))
+    if awaiting_alarm_raised and readback.state != domain.READY_FOR_RECONNECTION:
+        await clear_standing(session, (domain.AWAITING_CUSTOMER,), readback.meter_id, now)
 
 
 class RelayStates(Store):
@@ -58,9 +78,10 @@ class RelayStates(Store):
         reason: str | None = None,
         ts: datetime | None = None,
         command_id: str | None = None,
-    ) -> None:
+    ) -> bool:
         """Store a relay state read back from a meter (history), and make it the meter's
-        confirmed state unless a newer read-back is already recorded. Raises UnknownMeter."""
+        confirmed state unless a newer read-back is already recorded. Returns whether the
+        meter is held (the retained relay message says so). Raises UnknownMeter."""
         check_relay_state(state)
         now = self.now()
         readback = RelayStateInfo(
@@ -68,14 +89,23 @@ class RelayStates(Store):
         )
         m = METERS.c
         async with self.db.transaction() as session:
-            confirmed_at = (
+            meter = (
                 await session.execute(
-                    select(m.confirmed_at).where(m.meter_id == meter_id).with_for_update()
+                    select(m.confirmed_at, m.awaiting_alarm_raised, m.hold)
+                    .where(m.meter_id == meter_id)
+                    .with_for_update()
                 )
             ).first()
-            if confirmed_at is None:
+            if meter is None:
                 raise UnknownMeter(meter_id)
-            await write_relay_state(session, readback, confirmed_at[0], now)
+            await write_relay_state(
+                session,
+                readback,
+                meter.confirmed_at,
+                now,
+                awaiting_alarm_raised=meter.awaiting_alarm_raised,
+            )
+            return bool(meter.hold)
 
     async def relay_history(self, meter_id: str, *, limit: int = 100) -> list[RelayStateInfo]:
         stmt = (

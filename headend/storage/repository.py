@@ -13,20 +13,25 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from headend.storage.alarms import Alarms
+from headend.storage.awaiting import Awaiting
 from headend.storage.balances import Balances
 from headend.storage.commands import Commands, Confirmation
 from headend.storage.core import Clock
 from headend.storage.counters import IC_MAX, Counters, InvocationCounterExhausted
 from headend.storage.db import Database
 from headend.storage.fleet import Fleet
+from headend.storage.holds import HoldConflict, Holds
 from headend.storage.meters import Meters, UnknownMeter
 from headend.storage.outbox import OutboxStore
+from headend.storage.overrides import Overrides
+from headend.storage.readbacks import Readbacks
 from headend.storage.readings import Readings
 from headend.storage.relay_states import RelayStates
 
 __all__ = [
     "IC_MAX",
     "Confirmation",
+    "HoldConflict",
     "InvocationCounterExhausted",
     "Repository",
     "UnknownMeter",
@@ -55,8 +60,12 @@ class Repository:
         readings = Readings(db, clock)
         balances = Balances(db, clock, warning_threshold)
         commands = Commands(db, clock)
+        overrides = Overrides(db, clock)
+        holds = Holds(db, clock)
         relay_states = RelayStates(db, clock)
+        readbacks = Readbacks(db, clock)
         alarms = Alarms(db, clock)
+        awaiting = Awaiting(db, clock)
         counters = Counters(db, clock)
         fleet = Fleet(db, clock)
         self.outbox = OutboxStore(db, clock)
@@ -76,7 +85,9 @@ class Repository:
         self.record_balance_event = balances.record_balance_event
         self.balance_events = balances.balance_events
 
-        self.create_command = commands.create_command
+        self.create_command = overrides.create_command
+        self.release_hold = overrides.release_hold
+        self.held_meters = holds.held_meters
         self.reconcile_commands = commands.reconcile_commands
         self.get_command = commands.get_command
         self.command_and_desired = commands.command_and_desired
@@ -89,10 +100,12 @@ class Repository:
 
         self.record_relay_state = relay_states.record_relay_state
         self.relay_history = relay_states.relay_history
+        self.record_poll_readback = readbacks.record_poll_readback
 
         self.raise_alarm = alarms.raise_alarm
         self.clear_alarms = alarms.clear_alarms
         self.list_alarms = alarms.list_alarms
+        self.raise_awaiting_customers = awaiting.raise_awaiting_customers
 
         self.reserve_invocation_counter = counters.reserve_invocation_counter
 

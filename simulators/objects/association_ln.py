@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from cosem_objects.apdu.common import ActionResult, SelectiveAccess
-from cosem_objects.axdr import Data
 from cosem_objects.classes import AssociationLN, Obises
+from cosem_objects.data import Data
 from simulators.objects.model import (
     AccessLevel,
     AssociationContext,

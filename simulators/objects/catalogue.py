@@ -7,8 +7,8 @@ treated as management (a lab setting)."""
 
 from __future__ import annotations
 
-from cosem_objects.axdr import Data
 from cosem_objects.classes import Obises, SecuritySetup
+from cosem_objects.data import Data
 from cosem_objects.obis import Obis
 from simulators.objects.association_ln import association_object
 from simulators.objects.clock import CLOCK

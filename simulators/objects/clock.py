@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from cosem_objects.apdu.common import ActionResult, DataAccessResult, SelectiveAccess
-from cosem_objects.axdr import Data, DataType
 from cosem_objects.classes import Clock, Obises
+from cosem_objects.data import Data, DataType
 from cosem_objects.dates import CosemDateTime
 from cosem_objects.errors import DecodeError
 from simulators.objects.model import (

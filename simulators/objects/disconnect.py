@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from cosem_objects.apdu.common import ActionResult, DataAccessResult, SelectiveAccess
-from cosem_objects.axdr import Data, DataType
 from cosem_objects.classes import DisconnectControl, Obises, Transition
+from cosem_objects.data import Data, DataType
 from simulators.objects.model import (
     AccessLevel,
     AssociationContext,

@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cosem_objects.apdu.common import ActionResult, DataAccessResult, SelectiveAccess
-from cosem_objects.axdr import Data, DataType
 from cosem_objects.classes import Obises, ProfileGeneric
+from cosem_objects.data import Data, DataType
 from cosem_objects.obis import Obis
 from simulators.objects.clock import as_date_time
 from simulators.objects.model import (

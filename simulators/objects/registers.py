@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cosem_objects.axdr import Data, DataType
 from cosem_objects.classes import ScalerUnit
+from cosem_objects.data import Data, DataType
 from cosem_objects.obis import Obis
 from simulators.objects.model import AccessLevel, AttributeDef, CosemObject, Meter
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from cosem_objects.apdu.common import ActionResult, DataAccessResult, SelectiveAccess
-from cosem_objects.axdr import Data, DataType
+from cosem_objects.data import Data, DataType
 from cosem_objects.errors import ProtocolError
 from cosem_objects.obis import Obis
 from simulators.meter import ENERGY_REGISTERS, SimMeter
