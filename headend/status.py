@@ -20,6 +20,7 @@ async def status_report(url: str, *, limit: int = 50) -> dict[str, Any]:
         pending = await repository.pending_commands()
         holds = await repository.held_meters()
         alarms = await repository.list_alarms(limit=limit)
+        outbox_depth, outbox_oldest = await repository.outbox.depth()
     finally:
         await db.dispose()
     return {
@@ -30,6 +31,7 @@ async def status_report(url: str, *, limit: int = 50) -> dict[str, Any]:
         "escalated_commands": summary.escalated_commands,
         "active_alarms": summary.active_alarms,
         "last_reading_at": _iso(summary.last_reading_at),
+        "outbox": {"depth": outbox_depth, "oldest": _iso(outbox_oldest)},
         "pending_commands": [
             {
                 "command_id": c.command_id,

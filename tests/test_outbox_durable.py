@@ -258,3 +258,27 @@ async def test_a_message_is_staged_in_the_transaction_of_its_change(
         outbox.done(message)
         await outbox.wait_empty()
         assert (await repository.outbox.depth())[0] == 0
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+async def test_an_operator_command_from_another_process_is_announced(
+    sim_fleet, tmp_path: Path, dialect: str
+) -> None:
+    """The CLI writes the command and its 'queued' message in one transaction; whichever
+    daemon drains the table publishes it."""
+    async with sim_fleet(1) as fleet, fleet_database(dialect, tmp_path, fleet) as (db, _key):
+        repository = Repository(db)
+        outbox = DurableOutbox(repository.outbox)
+        notifier = Notifier(outbox, Topics("billing", "headend"))
+        meter_id = fleet.config(0).meter_id
+        command_id = await create_operator_command(
+            repository, meter_id, "disconnect", "fire brigade", notifier=notifier
+        )
+        message = await outbox.next()
+        body = json.loads(message.payload)
+        assert message.topic == f"headend/meters/{meter_id}/commands"
+        assert (body["command_id"], body["status"], body["action"]) == (
+            command_id,
+            "queued",
+            "disconnect",
+        )

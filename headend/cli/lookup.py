@@ -17,6 +17,9 @@ from headend.cli.common import fail, load_cli_config
 from headend.meters.counters import invocation_counter_store
 from headend.meters.inventory import load_meter
 from headend.meters.secrets import SecretsError
+from headend.mqtt.durable_outbox import DurableOutbox
+from headend.mqtt.notifier import Notifier
+from headend.mqtt.topics import Topics
 from headend.relay.operator import create_operator_command, release_operator_hold
 from headend.storage import Database, HoldConflict, Repository, UnknownMeter, installation
 
@@ -78,14 +81,18 @@ def operator_override(
     return _with_repository(
         meter_id,
         config_path,
-        lambda repo: create_operator_command(repo, meter_id, action, reason, hold=hold),
+        lambda repo, notifier: create_operator_command(
+            repo, meter_id, action, reason, hold=hold, notifier=notifier
+        ),
     )
 
 
 def operator_release(meter_id: str, reason: str, config_path: Path | None) -> dict[str, Any]:
     """Lift an operator's hold; what it did, as the CLI prints it."""
     release = _with_repository(
-        meter_id, config_path, lambda repo: release_operator_hold(repo, meter_id, reason)
+        meter_id,
+        config_path,
+        lambda repo, notifier: release_operator_hold(repo, meter_id, reason, notifier=notifier),
     )
     command = release.command
     return {
@@ -101,14 +108,20 @@ def operator_release(meter_id: str, reason: str, config_path: Path | None) -> di
 
 
 def _with_repository(
-    meter_id: str, config_path: Path | None, work: Callable[[Repository], Awaitable[T]]
+    meter_id: str,
+    config_path: Path | None,
+    work: Callable[[Repository, Notifier], Awaitable[T]],
 ) -> T:
+    """Run `work` on the database, with a Notifier whose messages go into the outbox table
+    in work's transaction (the running daemon publishes them)."""
     config = load_cli_config(config_path)
 
     async def run() -> T:
         db = await Database.open(config.database.url)
         try:
-            return await work(Repository(db))
+            repository = Repository(db)
+            topics = Topics(config.mqtt.billing_prefix, config.mqtt.headend_prefix)
+            return await work(repository, Notifier(DurableOutbox(repository.outbox), topics))
         finally:
             await db.dispose()
 

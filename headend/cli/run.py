@@ -60,7 +60,9 @@ def status(ctx: typer.Context, config: ConfigOpt = None, as_json: JsonOpt = Fals
         f"[bold]active commands[/bold] {report['active_commands']} "
         f"({report['escalated_commands']} escalated)   "
         f"[bold]active alarms[/bold] {report['active_alarms']}   "
-        f"[bold]last reading[/bold] {report['last_reading_at'] or '-'}"
+        f"[bold]last reading[/bold] {report['last_reading_at'] or '-'}   "
+        f"[bold]outbox[/bold] {report['outbox']['depth']} waiting"
+        + (f" since {report['outbox']['oldest']}" if report["outbox"]["oldest"] else "")
     )
     if report["pending_commands"]:
         table = Table("meter", "action", "status", "attempt", "source", "created", "last error")

@@ -1,10 +1,17 @@
 """Operator commands (`headend relay --meter ID disconnect|reconnect --reason TEXT [--hold]`,
 `headend relay --meter ID release --reason TEXT`), made from the CLI's own process: they go into
-the database, where a running daemon's scan finds them within about a second."""
+the database, where a running daemon's scan finds them within about a second. Given a
+`Notifier` (over the durable outbox), what they change is announced in the same transaction:
+the daemon's outbox drains the table whichever process wrote the rows."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+from headend import domain
 from headend.domain import ACTIONS
+from headend.mqtt.notifier import Notifier
+from headend.relay.messages import publish_command
 from headend.storage import Repository
 from headend.storage.records import Release
 
@@ -18,7 +25,13 @@ def _reason(reason: str) -> str:
 
 
 async def create_operator_command(
-    repository: Repository, meter_id: str, action: str, reason: str, *, hold: bool = False
+    repository: Repository,
+    meter_id: str,
+    action: str,
+    reason: str,
+    *,
+    hold: bool = False,
+    notifier: Notifier | None = None,
 ) -> str:
     """An operator override (`headend relay --meter ID disconnect|reconnect --reason TEXT`).
 
@@ -30,14 +43,37 @@ async def create_operator_command(
     ValueError for an unknown action / empty reason."""
     if action not in ACTIONS:
         raise ValueError(f"action must be disconnect or reconnect, got {action!r}")
-    command, _superseded = await repository.create_command(
-        meter_id, action, source="operator", reason=f"operator: {_reason(reason)}", hold=hold
-    )
+    why = f"operator: {_reason(reason)}"
+    async with repository.db.transaction():
+        command, _superseded = await repository.create_command(
+            meter_id, action, source="operator", reason=why, hold=hold
+        )
+        if notifier is not None:
+            publish_command(notifier, command, domain.QUEUED, datetime.now(UTC))
     return command.command_id
 
 
-async def release_operator_hold(repository: Repository, meter_id: str, reason: str) -> Release:
+async def release_operator_hold(
+    repository: Repository, meter_id: str, reason: str, *, notifier: Notifier | None = None
+) -> Release:
     """Lift an operator's hold: the meter goes where its newest balance says (a command when
     it is not there yet, which a running daemon picks up like any other). Raises
     UnknownMeter, HoldConflict (not held), or ValueError for an empty reason."""
-    return await repository.release_hold(meter_id, _reason(reason))
+    why = _reason(reason)
+    async with repository.db.transaction():
+        release = await repository.release_hold(meter_id, why)
+        if notifier is not None:
+            now = datetime.now(UTC)
+            for old in release.superseded:
+                notifier.command(
+                    command_id=old.command_id,
+                    meter_id=meter_id,
+                    action=old.action,
+                    status=old.status,
+                    attempt=0,
+                    ts=now,
+                    detail=old.reason,
+                )
+            if release.command is not None:
+                publish_command(notifier, release.command, domain.QUEUED, now)
+    return release
