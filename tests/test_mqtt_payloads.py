@@ -17,12 +17,10 @@ from hypothesis import strategies as st
 from headend.config import MqttConfig
 from headend.domain import check_meter_id, is_valid_meter_id
 from headend.meters.secrets import Secret
+from headend.mqtt.incoming import MAX_EVENT_SIZE, BadEvent, BalanceEvent, parse_balance_event
 from headend.mqtt.notifier import Notifier
 from headend.mqtt.outbox import MemoryOutbox, OutboxMessage
 from headend.mqtt.payloads import (
-    MAX_EVENT_SIZE,
-    BadEvent,
-    BalanceEvent,
     alarm_payload,
     bad_event_alarm,
     command_payload,
@@ -30,7 +28,6 @@ from headend.mqtt.payloads import (
     format_decimal,
     format_ts,
     notification_payload,
-    parse_balance_event,
     readings_payload,
     relay_payload,
     scrub_text,

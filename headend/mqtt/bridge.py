@@ -38,15 +38,10 @@ from typing import Any
 import aiomqtt
 
 from headend.config import MqttConfig
+from headend.mqtt.incoming import MAX_EVENT_SIZE, BadEvent, BalanceEvent, parse_balance_event
 from headend.mqtt.outbox import Outbox
 from headend.mqtt.paho_access import ack, drop_connection, enable_manual_ack, queue_publish
-from headend.mqtt.payloads import (
-    MAX_EVENT_SIZE,
-    BadEvent,
-    BalanceEvent,
-    parse_balance_event,
-    status_payload,
-)
+from headend.mqtt.payloads import status_payload
 from headend.mqtt.tls import tls_context_for
 from headend.mqtt.topics import Topics
 

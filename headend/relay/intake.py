@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from headend import domain
 from headend.balance_event import BalanceEvent
 from headend.meters.line_locks import RelayPressure
+from headend.mqtt.incoming import BadEvent
 from headend.mqtt.notifier import Notifier
-from headend.mqtt.payloads import BadEvent
 from headend.relay import decision
 from headend.relay.controller import RelayController
 from headend.storage import BalanceOutcome, Repository
