@@ -1,8 +1,18 @@
-"""Balance events in (``billing/balance/{meter_id}``): the parser and its limits.
+"""Balance events in (``billing/balance/{meter_id}``): the parser, its limits, and what of a
+refused message is kept.
 
 Balance events come from another system over the network, so they are parsed like any other
 untrusted input: bounded in size, strict about types, and every failure is one ``BadEvent`` with a
 reason fit for an alarm, never a stray ``ValueError``/``KeyError``.
+
+The limits are also the database's: an event this parser accepts is storable as it came on
+SQLite and on PostgreSQL, so the store can never refuse it and hold up the stream behind it
+(issue 9). PostgreSQL refuses a NUL in text and invalid UTF-8 outright, hence no NUL anywhere
+(a C publisher's trailing one included) and no unpaired surrogate in any string; the fields it
+keeps in bounded columns are bounded here (meter_id 64, event_id 128, currency 3); amounts
+fit NUMERIC(21, 6): at most ``MAX_INTEGER_DIGITS`` digits before the point and
+``MAX_FRACTION_DIGITS`` after it; ``seq`` fits BIGINT. What is kept of a refused message is
+`storable_text`: the raw payload with NULs and invalid bytes escaped, bounded.
 """
 
 from __future__ import annotations
@@ -22,23 +32,32 @@ __all__ = [
     "MAX_EVENT_ID_LEN",
     "MAX_EVENT_SIZE",
     "MAX_FRACTION_DIGITS",
+    "MAX_INTEGER_DIGITS",
     "MAX_SEQ",
+    "RAW_KEEP",
     "BadEvent",
     "BalanceEvent",
     "parse_balance_event",
+    "storable_text",
 ]
 
 MAX_EVENT_SIZE: Final = 4096
 """Largest balance event accepted, in bytes; a real one is about 200."""
-MAX_ABS_AMOUNT: Final = Decimal(10) ** 12
-"""Balances and thresholds must lie strictly inside +-10^12 (fits NUMERIC(20, 8))."""
-MAX_FRACTION_DIGITS: Final = 8
+MAX_INTEGER_DIGITS: Final = 15
+MAX_FRACTION_DIGITS: Final = 6
+MAX_ABS_AMOUNT: Final = Decimal(10) ** MAX_INTEGER_DIGITS
+"""Balances and thresholds lie strictly inside +-10^15 with at most 6 decimals
+(NUMERIC(21, 6)); trailing zeros after the point do not count."""
 MAX_SEQ: Final = 2**63 - 1
+"""BIGINT."""
 MAX_EVENT_ID_LEN: Final = 128
+RAW_KEEP: Final = MAX_EVENT_SIZE
+"""Characters of a payload kept with its record (`storable_text`)."""
 
 _CURRENCY_RE = re.compile(r"[A-Z]{3}")
-_AMOUNT_STR_RE = re.compile(r"[+-]?[0-9]{1,20}(?:\.[0-9]{1,20})?")
+_AMOUNT_STR_RE = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?")
 _PRINTABLE_RE = re.compile(r"[^\x00-\x1f\x7f-\x9f\ud800-\udfff]+")
+_SURROGATE_RE = re.compile(r"[\ud800-\udfff]")
 _MAX_TS_LEN = 40
 
 
@@ -98,13 +117,33 @@ def _amount(value: object, name: str) -> Decimal:
     _sign, digits, exponent = amount.as_tuple()
     if not isinstance(exponent, int):  # 'n', 'N', 'F': NaN / sNaN / Infinity
         raise _Reject(f"{name} is not finite")
-    if any(digits):
-        trailing = len(digits) - len("".join(map(str, digits)).rstrip("0"))
-        if exponent + trailing < -MAX_FRACTION_DIGITS:
-            raise _Reject(f"{name} has more than {MAX_FRACTION_DIGITS} decimal places")
-        if amount.adjusted() >= 12:
-            raise _Reject(f"{name} out of range")
+    if not any(digits):
+        # Zero written as 0E-400 or 0.000000000: still zero, kept in a storable form.
+        return amount if -MAX_FRACTION_DIGITS <= exponent <= 0 else Decimal(0)
+    trailing = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+    if exponent + trailing < -MAX_FRACTION_DIGITS:
+        raise _Reject(f"{name} has more than {MAX_FRACTION_DIGITS} decimal places")
+    if amount.adjusted() >= MAX_INTEGER_DIGITS:
+        raise _Reject(f"{name} out of range (more than {MAX_INTEGER_DIGITS} integer digits)")
     return amount
+
+
+def _unstorable_string(obj: object) -> str | None:
+    """Why some string (key or value, at any depth) of the parsed payload cannot be stored."""
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            if "\x00" in item:
+                return "a string in the payload contains NUL (\\u0000)"
+            if _SURROGATE_RE.search(item) is not None:
+                return "a string in the payload is not valid Unicode (unpaired surrogate)"
+    return None
 
 
 def _string(obj: Mapping[str, Any], name: str, max_len: int) -> str:
@@ -142,6 +181,8 @@ def parse_balance_event(
         raise BadEvent("payload is not bytes", meter_id=meter_id)
     if len(payload) > max_size:
         raise BadEvent(f"payload too large ({len(payload)} > {max_size} bytes)", meter_id=meter_id)
+    if b"\x00" in payload:
+        raise BadEvent("payload contains a NUL byte", meter_id=meter_id)
     try:
         text = bytes(payload).decode("utf-8")
     except UnicodeDecodeError:
@@ -159,6 +200,9 @@ def parse_balance_event(
         raise BadEvent("payload is not JSON", meter_id=meter_id) from None
     if not isinstance(obj, dict):
         raise BadEvent("payload is not a JSON object", meter_id=meter_id)
+    unstorable = _unstorable_string(obj)
+    if unstorable is not None:
+        raise BadEvent(unstorable, meter_id=meter_id, event_id=_usable_event_id(obj))
 
     try:
         missing = [
@@ -208,3 +252,11 @@ def _usable_event_id(obj: Mapping[str, Any]) -> str | None:
     ):
         return value
     return None
+
+
+def storable_text(raw: bytes, limit: int = RAW_KEEP) -> str:
+    """What of a payload is kept with its record: text that any database stores, whatever
+    arrived. Invalid UTF-8 bytes become ``\\xNN``, a NUL becomes ``\\x00`` (PostgreSQL
+    refuses both in text), and at most `limit` characters are kept."""
+    text = bytes(raw[: limit * 4]).decode("utf-8", "backslashreplace")
+    return text.replace("\x00", "\\x00")[:limit]

@@ -17,17 +17,15 @@ from datetime import UTC, datetime
 from headend import domain
 from headend.balance_event import BalanceEvent
 from headend.meters.line_locks import RelayPressure
-from headend.mqtt.incoming import BadEvent
+from headend.mqtt.incoming import BadEvent, storable_text
 from headend.mqtt.notifier import Notifier
 from headend.relay import decision
 from headend.relay.controller import RelayController
 from headend.storage import BalanceOutcome, Repository
 
-__all__ = ["RAW_KEEP", "BalanceIntake"]
+__all__ = ["BalanceIntake"]
 
 log = logging.getLogger(__name__)
-
-RAW_KEEP = 4096  # bytes of a bad payload kept with its record
 
 
 def _now() -> datetime:
@@ -70,7 +68,7 @@ class BalanceIntake:
     async def _balance(self, event: BalanceEvent, raw: bytes) -> None:
         # One transaction; a meter not in the inventory is stored as a bad event with its
         # alarm in the same one (no separate lookup on the bridge's serial path).
-        outcome = await self.repository.apply_balance_event(event, raw=_raw_text(raw))
+        outcome = await self.repository.apply_balance_event(event, raw=storable_text(raw))
         judged = outcome.decision
         if outcome.alarm is not None:
             log.warning("bad balance event for %s: %s", event.meter_id, judged.detail)
@@ -96,7 +94,7 @@ class BalanceIntake:
         self, raw: bytes, reason: str, *, meter_id: str | None, event_id: str | None
     ) -> None:
         _, alarm = await self.repository.record_balance_event(
-            raw=_raw_text(raw), detail=reason, meter_id=meter_id, event_id=event_id, seq=None
+            raw=storable_text(raw), detail=reason, meter_id=meter_id, event_id=event_id, seq=None
         )
         log.warning("bad balance event for %s: %s", meter_id, reason)
         self.notifier.bad_event(
@@ -142,7 +140,3 @@ class BalanceIntake:
             judged.outcome,
             judged.detail,
         )
-
-
-def _raw_text(raw: bytes) -> str:
-    return raw[:RAW_KEEP].decode("utf-8", "replace")
