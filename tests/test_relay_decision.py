@@ -144,6 +144,17 @@ def test_low_balance_once_per_downward_crossing_against_the_default_threshold() 
     assert not within.low_balance and within.threshold == DEFAULT
 
 
+def test_low_balance_on_a_top_up_from_below_zero_into_the_band() -> None:
+    arrears = replace(
+        FRESH, balance_seq=1, last_balance=Decimal("-5"), desired_state="disconnected"
+    )
+    top_up = decide(arrears, event(2, "8.00"))
+    assert top_up.outcome == APPLIED and top_up.desired_state == "connected"
+    assert top_up.low_balance and top_up.threshold == DEFAULT
+    assert top_up.command == NewCommand("reconnect", "balance 8.00 CNY (seq 2)")
+    assert not decide(arrears, event(2, "25.00")).low_balance  # past the band: no warning
+
+
 def test_the_event_threshold_overrides_the_default_even_when_it_is_zero() -> None:
     custom = decide(FRESH, event(1, "40", threshold="50.00"))
     assert custom.low_balance and custom.threshold == Decimal("50.00")

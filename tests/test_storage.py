@@ -340,13 +340,14 @@ async def test_no_command_when_the_meter_already_reads_back_the_desired_state(
     assert (await repo.apply_balance_event(event("M2", 1, "5"))).decision.command is None
 
 
-async def test_low_balance_notification_once_per_downward_crossing(repo: Repository) -> None:
+async def test_low_balance_notification_once_per_entry_into_the_band(repo: Repository) -> None:
     flags = []
-    for seq, balance in enumerate(["50", "19.99", "10", "25", "5", "-1", "3"], start=1):
+    for seq, balance in enumerate(["50", "19.99", "10", "25", "5", "-1", "3", "4"], start=1):
         flags.append(
             (await repo.apply_balance_event(event("M1", seq, balance))).decision.low_balance
         )
-    assert flags == [False, True, False, False, True, False, False]
+    # ... a top-up from below zero into the band (-1 -> 3) included.
+    assert flags == [False, True, False, False, True, False, True, False]
     meter = await repo.get_meter("M1")
     assert meter is not None and meter.warning_active
     # A per-event threshold overrides the configured one.
