@@ -12,16 +12,20 @@ Imports nothing of storage (storage imports this), and does no I/O and reads no 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Final, Literal
 
 from headend.balance_event import BalanceEvent
-from headend.domain import Action, CommandStatus, DesiredState
+from headend.domain import CONFLICTING_EVENT, STALE_EVENT, Action, CommandStatus, DesiredState
 from headend.relay import lifecycle, rules
 
 __all__ = [
     "APPLIED",
+    "CONFLICTING",
+    "DEAD_LETTER",
     "DUPLICATE",
+    "IDENTITY_OUTCOMES",
     "OUTCOMES",
     "REJECTED",
     "STALE",
@@ -33,6 +37,7 @@ __all__ = [
     "NewCommand",
     "Outcome",
     "Override",
+    "StoredEvent",
     "Superseded",
     "decide",
     "duplicate",
@@ -49,9 +54,21 @@ STALE: Final = "stale"
 REJECTED: Final = "rejected"
 """Cannot be applied (unknown meter, a balance that is not a number): recorded, alarmed."""
 DUPLICATE: Final = "duplicate"
-"""event_id seen before: nothing stored again."""
-Outcome = Literal["applied", "zero_no_change", "stale", "rejected", "duplicate"]
-OUTCOMES: Final = (APPLIED, ZERO_NO_CHANGE, STALE, REJECTED, DUPLICATE)
+"""(meter_id, event_id) seen before with the same content: nothing stored again."""
+CONFLICTING: Final = "conflicting"
+"""(meter_id, event_id) seen before with other content: recorded, alarmed, not applied."""
+DEAD_LETTER: Final = "dead_letter"
+"""A message that failed again and again (of whatever cause): set aside, alarmed, acknowledged
+(decided by the intake, not here: nothing could be judged)."""
+Outcome = Literal[
+    "applied", "zero_no_change", "stale", "rejected", "duplicate", "conflicting", "dead_letter"
+]
+OUTCOMES: Final = (APPLIED, ZERO_NO_CHANGE, STALE, REJECTED, DUPLICATE, CONFLICTING, DEAD_LETTER)
+IDENTITY_OUTCOMES: Final = (APPLIED, ZERO_NO_CHANGE, STALE)
+"""The outcomes of events judged against their meter: such a stored event is the
+(meter_id, event_id) it carries. A row of any other outcome (a payload refused, a meter not in
+the inventory, a dead letter) gives the pair up to a later copy, so that billing's resend of an
+event that could not be judged then is judged now rather than dropped as a duplicate."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +81,32 @@ class ActiveCommand:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """The content of an event stored before with the same (meter_id, event_id)."""
+
+    outcome: str
+    seq: int | None
+    balance: Decimal | None
+    currency: str | None
+    ts: datetime | None
+    warning_threshold: Decimal | None
+
+    def differences(self, event: BalanceEvent) -> tuple[str, ...]:
+        """The names of the fields in which `event` differs from this one."""
+        return tuple(
+            name
+            for name, before, now in (
+                ("seq", self.seq, event.seq),
+                ("balance", self.balance, event.balance),
+                ("currency", self.currency, event.currency),
+                ("ts", self.ts, event.ts),
+                ("warning_threshold", self.warning_threshold, event.warning_threshold),
+            )
+            if before != now
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class MeterSnapshot:
     """A meter's prepaid state, read under its row lock."""
 
@@ -73,6 +116,10 @@ class MeterSnapshot:
     confirmed_state: str | None  # what the relay last read back
     active_command: ActiveCommand | None
     default_threshold: Decimal  # the configured warning threshold (an event may override it)
+    last_applied_ts: datetime | None = None  # the last applied event's ts
+    same_id: StoredEvent | None = None
+    """The event stored before with this (meter_id, event_id) and an IDENTITY_OUTCOMES
+    outcome, if any."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +158,10 @@ class Decision:
     superseded: tuple[Superseded, ...] = ()
     low_balance: bool = False  # a low_balance notification is due (downward crossing)
     threshold: Decimal | None = None  # the warning threshold the balance was judged against
+    alarm: str | None = None  # an alarm to raise with the event (stale_event, ...), detail
+    holds_identity: bool = True
+    """Whether the stored event takes its (meter_id, event_id): not a conflicting copy, whose
+    pair another event holds."""
 
 
 def decide(meter: MeterSnapshot | None, event: BalanceEvent) -> Decision:
@@ -122,15 +173,12 @@ def decide(meter: MeterSnapshot | None, event: BalanceEvent) -> Decision:
     to be in the desired state already."""
     if meter is None:
         return Decision(REJECTED, "unknown meter: not in the inventory")
+    if meter.same_id is not None:
+        return _same_id(meter.same_id, event)
     if not event.balance.is_finite():
         return Decision(REJECTED, "balance is not a finite number")
     if not rules.is_newer(event.seq, meter.balance_seq):
-        return Decision(
-            STALE,
-            f"seq {event.seq} is not newer than the last applied {meter.balance_seq}: "
-            "recorded, not executed",
-            desired_state=meter.desired_state,
-        )
+        return _stale(meter, event)
     threshold = (
         event.warning_threshold if event.warning_threshold is not None else meter.default_threshold
     )
@@ -182,8 +230,45 @@ def decide(meter: MeterSnapshot | None, event: BalanceEvent) -> Decision:
 
 
 def duplicate(first_outcome: str) -> Decision:
-    """An event whose event_id was received before decides nothing again."""
+    """An event whose (meter_id, event_id) was received before decides nothing again."""
     return Decision(DUPLICATE, f"event_id already received (first outcome: {first_outcome})")
+
+
+def _same_id(earlier: StoredEvent, event: BalanceEvent) -> Decision:
+    """Billing said this (meter_id, event_id) before: a copy, or two different events under
+    one id, of which neither can be trusted over the other (the first stands)."""
+    changed = earlier.differences(event)
+    if not changed:
+        return duplicate(earlier.outcome)
+    return Decision(
+        CONFLICTING,
+        f"event_id {event.event_id} was received before with other content "
+        f"({', '.join(changed)} differ; first outcome: {earlier.outcome}): not applied",
+        alarm=CONFLICTING_EVENT,
+        holds_identity=False,
+    )
+
+
+def _stale(meter: MeterSnapshot, event: BalanceEvent) -> Decision:
+    """Not newer than the last applied event: never applied. When it is nevertheless dated
+    after that event, billing's sequence probably went back (a restored backup, a restarted
+    counter) and a person must look: each such event stays off until `headend meters
+    reset-seq` accepts the new sequence."""
+    detail = (
+        f"seq {event.seq} is not newer than the last applied {meter.balance_seq}: "
+        "recorded, not executed"
+    )
+    alarm = None
+    last_ts = meter.last_applied_ts
+    if last_ts is not None and event.ts > last_ts:
+        alarm = STALE_EVENT
+        detail = (
+            f"seq {event.seq} is not newer than the last applied {meter.balance_seq}, but its "
+            f"ts {event.ts.isoformat()} is newer than that event's {last_ts.isoformat()}: "
+            f"not applied (event_id {event.event_id}); if billing's sequence was reset, "
+            "accept it with `headend meters reset-seq`"
+        )
+    return Decision(STALE, detail, desired_state=meter.desired_state, alarm=alarm)
 
 
 def reconcile(desired: str | None, confirmed: str | None) -> NewCommand | None:

@@ -70,15 +70,19 @@ class BalanceIntake:
         # alarm in the same one (no separate lookup on the bridge's serial path).
         outcome = await self.repository.apply_balance_event(event, raw=storable_text(raw))
         judged = outcome.decision
-        if outcome.alarm is not None:
+        alarm = outcome.alarm
+        if alarm is not None and alarm.type == domain.BAD_EVENT:
             log.warning("bad balance event for %s: %s", event.meter_id, judged.detail)
             self.notifier.bad_event(
-                outcome.alarm.ts,
+                alarm.ts,
                 reason=judged.detail,
                 meter_id=event.meter_id,
                 event_id=event.event_id,
             )
             return
+        if alarm is not None:  # stale_event, conflicting_event: stored, not applied
+            log.warning("%s for %s: %s", alarm.type, event.meter_id, judged.detail)
+            self.notifier.alarm(alarm.type, alarm.ts, meter_id=alarm.meter_id, detail=alarm.detail)
         if judged.outcome == decision.REJECTED:  # e.g. a balance that is not a finite number
             alarm = await self.repository.raise_alarm(
                 domain.BAD_EVENT, event.meter_id, judged.detail, dedupe=False
