@@ -227,3 +227,40 @@ def test_at_most_one_active_command_for_the_desired_state_afterwards(
     wanted = "disconnect" if judged.desired_state == "disconnected" else "reconnect"
     assert all(action == wanted for action in afterwards)
     assert all(s.action != wanted and s.status == "superseded" for s in judged.superseded)
+
+
+def test_same_id_is_a_duplicate_or_a_conflict_whatever_the_meter_state() -> None:
+    first = event(5, "-2.00")
+    stored = decision.StoredEvent("applied", 5, Decimal("-2"), "CNY", T0, None)
+    meter = replace(FRESH, balance_seq=5, last_balance=Decimal("-2"), same_id=stored)
+    assert decide(meter, first).outcome == decision.DUPLICATE
+    for change in (
+        {"seq": 6},
+        {"balance": Decimal("3")},
+        {"currency": "EUR"},
+        {"ts": T0.replace(hour=9)},
+        {"warning_threshold": Decimal("1")},
+    ):
+        other = decide(meter, replace(first, **change))
+        assert other.outcome == decision.CONFLICTING and other.alarm == "conflicting_event"
+        assert not other.holds_identity
+        assert (other.meter, other.command, other.superseded, other.low_balance) == (
+            None,
+            None,
+            (),
+            False,
+        )
+
+
+def test_stale_event_alarm_only_when_the_ts_is_newer() -> None:
+    meter = replace(FRESH, balance_seq=10, last_balance=Decimal("-1"), last_applied_ts=T0)
+    older = decide(meter, replace(event(3, "50"), ts=T0.replace(hour=7)))
+    assert older.outcome == STALE and older.alarm is None
+    equal = decide(meter, event(10, "50"))
+    assert equal.outcome == STALE and equal.alarm is None
+    newer = decide(meter, replace(event(3, "50"), ts=T0.replace(hour=9)))
+    assert newer.outcome == STALE and newer.alarm == "stale_event"
+    assert (newer.meter, newer.command) == (None, None)
+    assert "seq 3 is not newer than the last applied 10" in newer.detail
+    # Never applied before: nothing to be stale against.
+    assert decide(replace(meter, balance_seq=None), event(3, "50")).outcome == APPLIED
