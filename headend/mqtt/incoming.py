@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final, NoReturn
@@ -37,6 +38,7 @@ __all__ = [
     "RAW_KEEP",
     "BadEvent",
     "BalanceEvent",
+    "DeadLetter",
     "parse_balance_event",
     "storable_text",
 ]
@@ -78,6 +80,30 @@ class BadEvent(Exception):
 
     def __repr__(self) -> str:
         return f"BadEvent({self.reason!r}, meter_id={self.meter_id!r}, event_id={self.event_id!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A balance message set aside after its handling failed `tries` times in a row, of
+    whatever cause: recorded with the last error, alarmed and acknowledged, so that the
+    stream never waits on one message. `message` is what the payload parsed to."""
+
+    message: BalanceEvent | BadEvent
+    tries: int
+    error: str
+    """The last failure, scrubbed of anything secret and bounded."""
+
+    @property
+    def meter_id(self) -> str | None:
+        return self.message.meter_id
+
+    @property
+    def event_id(self) -> str | None:
+        return self.message.event_id
+
+    @property
+    def seq(self) -> int | None:
+        return self.message.seq if isinstance(self.message, BalanceEvent) else None
 
 
 class _Reject(Exception):

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from headend import domain
 from headend.balance_event import BalanceEvent
 from headend.meters.line_locks import RelayPressure
-from headend.mqtt.incoming import BadEvent, storable_text
+from headend.mqtt.incoming import BadEvent, DeadLetter, storable_text
 from headend.mqtt.notifier import Notifier
 from headend.relay import decision
 from headend.relay.controller import RelayController
@@ -54,16 +54,18 @@ class BalanceIntake:
     def __repr__(self) -> str:
         return f"BalanceIntake(events_handled={self.events_handled})"
 
-    async def handle(self, event: BalanceEvent | BadEvent, raw: bytes) -> None:
+    async def handle(self, event: BalanceEvent | BadEvent | DeadLetter, raw: bytes) -> None:
         """Commit what the event means; the bridge acknowledges it once this returns."""
         with self.pressure.busy():
             self.events_handled += 1
-            if isinstance(event, BadEvent):
+            if isinstance(event, DeadLetter):
+                await self._dead_letter(event, raw)
+            elif isinstance(event, BadEvent):
                 await self._bad_event(
                     raw, event.reason, meter_id=event.meter_id, event_id=event.event_id
                 )
-                return
-            await self._balance(event, raw)
+            else:
+                await self._balance(event, raw)
 
     async def _balance(self, event: BalanceEvent, raw: bytes) -> None:
         # One transaction; a meter not in the inventory is stored as a bad event with its
@@ -106,6 +108,27 @@ class BalanceIntake:
             reason=reason,
             meter_id=meter_id,
             event_id=event_id,
+        )
+
+    async def _dead_letter(self, letter: DeadLetter, raw: bytes) -> None:
+        """A message that failed again and again: kept (as a storable minimum: no content
+        columns but seq, which could be what failed) with the error, alarmed as a bad_event
+        that says it was dead-lettered; the bridge then acknowledges it."""
+        reason = f"dead-lettered after {letter.tries} failed tries: {letter.error}"
+        _, alarm = await self.repository.record_balance_event(
+            raw=storable_text(raw),
+            outcome=decision.DEAD_LETTER,
+            detail=reason,
+            meter_id=letter.meter_id,
+            event_id=letter.event_id,
+            seq=letter.seq,
+        )
+        log.error("balance message for %s %s", letter.meter_id, reason)
+        self.notifier.bad_event(
+            alarm.ts if alarm else self._clock(),
+            reason=reason,
+            meter_id=letter.meter_id,
+            event_id=letter.event_id,
         )
 
     def _publish(self, event: BalanceEvent, outcome: BalanceOutcome) -> None:
