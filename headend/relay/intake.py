@@ -6,7 +6,9 @@ returns, so everything here happens before the PUBACK: the event and what it mea
 committed in one transaction (relay/decision.py decides, storage/balances.py applies), the
 messages that decision calls for are published from the same Decision (nothing is judged
 twice), and a command it created goes straight to the controller rather than waiting for the
-next scan."""
+next scan. A refused payload (BadEvent) and a message the bridge set aside after repeated
+failures (DeadLetter) are recorded with their bad_event alarm, so that they can be
+acknowledged too."""
 
 from __future__ import annotations
 
