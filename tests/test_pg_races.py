@@ -59,6 +59,7 @@ async def while_blocked(db: Database, holder_pid: int, work: Awaitable[T]) -> as
                     ),
                     {"pid": holder_pid},
                 )
+                await observer.rollback()  # pg_stat_activity is a snapshot per transaction
                 if waiting:
                     break
                 assert not task.done(), task.result()  # it did not wait: the test proves nothing

@@ -114,7 +114,7 @@ class Balances(Store):
         now = self.now()
         params = {"meter_id": event.meter_id, "event_id": event.event_id}
         async with self.db.transaction() as session:
-            locked = await session.scalar(_LOCK_METER, params)
+            locked = await session.scalar(_LOCK_METER, {"meter_id": event.meter_id})
             if locked is None:
                 judged = decision.decide(None, event)
                 row_id, alarm = await _store_unapplied(
