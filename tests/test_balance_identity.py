@@ -6,6 +6,8 @@ is never applied, and raises `stale_event` when its ts is newer than the last ap
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -16,8 +18,10 @@ from typing import Any
 import pytest
 from db_support import DIALECTS, temp_database
 from sqlalchemy import func, select
+from typer.testing import CliRunner
 
 from headend.balance_event import BalanceEvent
+from headend.cli.app import app
 from headend.storage import Database, Repository, UnknownMeter
 from headend.storage.models import BalanceEvent as EventRow
 from headend.storage.models import Command, Meter, OperatorAction
@@ -205,3 +209,27 @@ async def test_reset_seq_lets_the_next_event_apply(repo: Repository, db: Databas
     assert await repo.reset_balance_seq("M2", "never had a balance") is None
     with pytest.raises(UnknownMeter):
         await repo.reset_balance_seq("NOPE", "typo")
+
+
+def test_reset_seq_command_line(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
+
+    async def prepare() -> None:
+        async with await Database.open(url) as db:
+            await add_meters(db, "M1")
+            await Repository(db).apply_balance_event(event("M1", 9, "-1", "a"))
+
+    asyncio.run(prepare())
+    env = {"HEADEND_DATABASE_URL": url}
+    runner = CliRunner(mix_stderr=False)
+    ok = runner.invoke(app, ["meters", "reset-seq", "M1", "--reason", "backup restored"], env=env)
+    assert ok.exit_code == 0, ok.stderr
+    assert "last applied seq: 9" in ok.stdout
+    again = runner.invoke(
+        app, ["meters", "reset-seq", "M1", "--reason", "again", "--json"], env=env
+    )
+    assert json.loads(again.stdout) == {"meter_id": "M1", "previous_seq": None}
+    no_reason = runner.invoke(app, ["meters", "reset-seq", "M1", "--reason", " "], env=env)
+    assert no_reason.exit_code == 2 and "--reason" in no_reason.stderr
+    unknown = runner.invoke(app, ["meters", "reset-seq", "NOPE", "--reason", "x"], env=env)
+    assert unknown.exit_code == 1 and "no meter 'NOPE'" in unknown.stderr
