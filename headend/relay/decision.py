@@ -156,9 +156,9 @@ class Decision:
     meter: MeterUpdate | None = None  # None: the meter is left as it was
     command: NewCommand | None = None
     superseded: tuple[Superseded, ...] = ()
-    low_balance: bool = False  # a low_balance notification is due (downward crossing)
+    low_balance: bool = False  # a low_balance notification is due (entry into the band)
     threshold: Decimal | None = None  # the warning threshold the balance was judged against
-    alarm: str | None = None  # an alarm to raise with the event (stale_event, ...), detail
+    alarm: str | None = None  # raised in the event's transaction, with `detail`
     holds_identity: bool = True
     """Whether the stored event takes its (meter_id, event_id): not a conflicting copy, whose
     pair another event holds."""
@@ -167,7 +167,9 @@ class Decision:
 def decide(meter: MeterSnapshot | None, event: BalanceEvent) -> Decision:
     """What `event` means for `meter` (None: not in the inventory).
 
-    Only an event newer than the last applied one changes anything. Its balance becomes the
+    An event the meter has under its (meter_id, event_id) already is a duplicate, or with
+    other content a conflict; neither is applied. Only an event newer than the last applied
+    one changes anything (an older one dated later raises stale_event). Its balance becomes the
     meter's, and the desired relay state follows its sign (0: no change); an active command
     for the other action is superseded, and a command is created when the meter is not known
     to be in the desired state already."""
