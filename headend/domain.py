@@ -60,6 +60,11 @@ AWAITING_CUSTOMER: Final = "awaiting_customer"
 """A meter waited in ready_for_reconnection past relay.overdue_after_s: a person calls."""
 METER_UNREACHABLE: Final = "meter_unreachable"
 BAD_EVENT: Final = "bad_event"
+"""A balance message that cannot be stored or applied as it came, or was dead-lettered."""
+CONFLICTING_EVENT: Final = "conflicting_event"
+"""The same (meter_id, event_id) again with other content: not applied."""
+STALE_EVENT: Final = "stale_event"
+"""A seq not newer than the last applied one, but a newer ts: billing's sequence went back."""
 OUTBOX_OVERFLOW: Final = "outbox_overflow"
 ALARM_TYPES: Final = (
     RELAY_COMMAND_OVERDUE,
@@ -69,6 +74,8 @@ ALARM_TYPES: Final = (
     AWAITING_CUSTOMER,
     METER_UNREACHABLE,
     BAD_EVENT,
+    CONFLICTING_EVENT,
+    STALE_EVENT,
     OUTBOX_OVERFLOW,
 )
 """Alarm types the head-end raises; the MQTT payload accepts any snake_case name."""

@@ -35,9 +35,10 @@ from mqtt_support import (
 from headend.config import MqttConfig, TlsConfig
 from headend.meters.secrets import Secret
 from headend.mqtt.bridge import MqttBridge
+from headend.mqtt.incoming import BadEvent, BalanceEvent
 from headend.mqtt.notifier import Notifier
 from headend.mqtt.outbox import MemoryOutbox, OutboxMessage
-from headend.mqtt.payloads import BadEvent, BalanceEvent, encode_payload
+from headend.mqtt.payloads import encode_payload
 from headend.mqtt.topics import Topics
 
 REPO = Path(__file__).resolve().parents[1]

@@ -144,6 +144,17 @@ def test_low_balance_once_per_downward_crossing_against_the_default_threshold() 
     assert not within.low_balance and within.threshold == DEFAULT
 
 
+def test_low_balance_on_a_top_up_from_below_zero_into_the_band() -> None:
+    arrears = replace(
+        FRESH, balance_seq=1, last_balance=Decimal("-5"), desired_state="disconnected"
+    )
+    top_up = decide(arrears, event(2, "8.00"))
+    assert top_up.outcome == APPLIED and top_up.desired_state == "connected"
+    assert top_up.low_balance and top_up.threshold == DEFAULT
+    assert top_up.command == NewCommand("reconnect", "balance 8.00 CNY (seq 2)")
+    assert not decide(arrears, event(2, "25.00")).low_balance  # past the band: no warning
+
+
 def test_the_event_threshold_overrides_the_default_even_when_it_is_zero() -> None:
     custom = decide(FRESH, event(1, "40", threshold="50.00"))
     assert custom.low_balance and custom.threshold == Decimal("50.00")
@@ -294,3 +305,40 @@ def test_going_into_arrears_reads_back_even_a_meter_last_seen_off() -> None:
     assert decide(replace(off, desired_state=None), event(2, "-5")).command is not None
     still = decide(replace(off, desired_state="disconnected"), event(2, "-6"))
     assert still.command is None and still.detail == "disconnected: meter already disconnected"
+
+
+def test_same_id_is_a_duplicate_or_a_conflict_whatever_the_meter_state() -> None:
+    first = event(5, "-2.00")
+    stored = decision.StoredEvent("applied", 5, Decimal("-2"), "CNY", T0, None)
+    meter = replace(FRESH, balance_seq=5, last_balance=Decimal("-2"), same_id=stored)
+    assert decide(meter, first).outcome == decision.DUPLICATE
+    for change in (
+        {"seq": 6},
+        {"balance": Decimal("3")},
+        {"currency": "EUR"},
+        {"ts": T0.replace(hour=9)},
+        {"warning_threshold": Decimal("1")},
+    ):
+        other = decide(meter, replace(first, **change))
+        assert other.outcome == decision.CONFLICTING and other.alarm == "conflicting_event"
+        assert not other.holds_identity
+        assert (other.meter, other.command, other.superseded, other.low_balance) == (
+            None,
+            None,
+            (),
+            False,
+        )
+
+
+def test_stale_event_alarm_only_when_the_ts_is_newer() -> None:
+    meter = replace(FRESH, balance_seq=10, last_balance=Decimal("-1"), last_applied_ts=T0)
+    older = decide(meter, replace(event(3, "50"), ts=T0.replace(hour=7)))
+    assert older.outcome == STALE and older.alarm is None
+    equal = decide(meter, event(10, "50"))
+    assert equal.outcome == STALE and equal.alarm is None
+    newer = decide(meter, replace(event(3, "50"), ts=T0.replace(hour=9)))
+    assert newer.outcome == STALE and newer.alarm == "stale_event"
+    assert (newer.meter, newer.command) == (None, None)
+    assert "seq 3 is not newer than the last applied 10" in newer.detail
+    # Never applied before: nothing to be stale against.
+    assert decide(replace(meter, balance_seq=None), event(3, "50")).outcome == APPLIED

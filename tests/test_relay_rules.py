@@ -51,15 +51,19 @@ def test_only_newer_seq_applies() -> None:
     assert not rules.is_newer(3, 4)  # out of order
 
 
-def test_low_balance_once_per_downward_crossing() -> None:
-    seen = [Decimal(x) for x in ("50", "19.99", "10", "5", "25", "15", "-3", "4", "30", "20")]
+def test_low_balance_once_per_entry_into_the_band() -> None:
+    seen = [Decimal(x) for x in ("50", "19.99", "10", "5", "25", "15", "-3", "4", "6", "30", "20")]
     fired = []
     previous: Decimal | None = None
     for balance in seen:
         fired.append(rules.low_balance_crossing(previous, balance, THRESHOLD))
         previous = balance
-    #            50     19.99 10     5      25     15    -3     4      30     20
-    assert fired == [False, True, False, False, False, True, False, False, False, False]
+    # A top-up from below zero into the band (-3 -> 4) warns too; moving within it does not.
+    #            50     19.99 10     5      25     15    -3     4     6      30     20
+    assert fired == [False, True, False, False, False, True, False, True, False, False, False]
+    assert not rules.low_balance_crossing(Decimal("-3"), Decimal("-1"), THRESHOLD)
+    assert not rules.low_balance_crossing(Decimal("-3"), Decimal("20"), THRESHOLD)
+    assert rules.low_balance_crossing(Decimal("-0.01"), Decimal("0"), THRESHOLD)
 
 
 def test_first_balance_in_band_warns() -> None:
@@ -72,7 +76,7 @@ def test_first_balance_in_band_warns() -> None:
 @given(st.lists(balances, min_size=1, max_size=40))
 @settings(max_examples=300, deadline=None)
 def test_crossings_never_exceed_entries_into_band(sequence: list[Decimal]) -> None:
-    """Every notification is a distinct entry into the band from at or above the threshold."""
+    """Every notification is a distinct entry into the band (from above it or below zero)."""
     previous: Decimal | None = None
     warned_in_this_stay = False
     for balance in sequence:

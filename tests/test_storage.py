@@ -277,16 +277,16 @@ async def test_zero_balance_changes_nothing_but_is_the_newest(repo: Repository) 
     assert await repo.pending_commands(meter_id="M2") == []
 
 
-async def test_duplicate_event_id_is_ignored(repo: Repository, db: Database) -> None:
+async def test_duplicate_event_is_ignored(repo: Repository, db: Database) -> None:
+    # (The same pair with other content: tests/test_balance_identity.py.)
     first = await repo.apply_balance_event(event("M1", 3, "-2", event_id="evt-1"))
     again = await repo.apply_balance_event(event("M1", 3, "-2", event_id="evt-1"))
-    later_copy = await repo.apply_balance_event(event("M1", 4, "-2", event_id="evt-1"))
     assert first.decision.outcome == "applied"
-    assert again.duplicate and later_copy.duplicate
+    assert again.duplicate
     assert again.event_row_id == first.event_row_id
     assert await count(db, BalanceEvent) == 1
     assert await count(db, Command) == 1
-    # Copies are told apart by event_id alone: another id with the same content is stored.
+    # Copies are told apart by (meter_id, event_id): another id with the same content is stored.
     await repo.apply_balance_event(event("M2", 1, "5", event_id="evt-2"))
     other = await repo.apply_balance_event(event("M2", 1, "5", event_id="evt-3"))
     assert not other.duplicate and other.decision.outcome == "stale"
@@ -340,13 +340,14 @@ async def test_no_command_when_the_meter_already_reads_back_the_desired_state(
     assert (await repo.apply_balance_event(event("M2", 1, "5"))).decision.command is None
 
 
-async def test_low_balance_notification_once_per_downward_crossing(repo: Repository) -> None:
+async def test_low_balance_notification_once_per_entry_into_the_band(repo: Repository) -> None:
     flags = []
-    for seq, balance in enumerate(["50", "19.99", "10", "25", "5", "-1", "3"], start=1):
+    for seq, balance in enumerate(["50", "19.99", "10", "25", "5", "-1", "3", "4"], start=1):
         flags.append(
             (await repo.apply_balance_event(event("M1", seq, balance))).decision.low_balance
         )
-    assert flags == [False, True, False, False, True, False, False]
+    # ... a top-up from below zero into the band (-1 -> 3) included.
+    assert flags == [False, True, False, False, True, False, True, False]
     meter = await repo.get_meter("M1")
     assert meter is not None and meter.warning_active
     # A per-event threshold overrides the configured one.

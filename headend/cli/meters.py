@@ -1,6 +1,7 @@
-"""`headend meters import|list|show`: the meter inventory from the command line.
+"""`headend meters import|list|show|reset-seq`: the meter inventory from the command line.
 
-Secrets are never printed: a password or key shows as 'set' or '-' (JSON: "set" or null)."""
+Secrets are never printed: a password or key shows as 'set' or '-' (JSON: "set" or null).
+Commands that change a meter only write the database, so they work beside a running daemon."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from headend.cli.common import EXIT_CONFIG, ConfigOpt, JsonOpt, fail, load_cli_c
 from headend.config import Config
 from headend.meters.inventory import ImportResult, InventoryError, import_inventory
 from headend.meters.secrets import SecretsError
-from headend.storage import Database, Repository
+from headend.storage import Database, Repository, UnknownMeter
 from headend.storage.records import AlarmInfo, CommandInfo, MeterRow
 
 __all__ = ["meter_summary", "meters_app"]
@@ -29,7 +30,8 @@ __all__ = ["meter_summary", "meters_app"]
 T = TypeVar("T")
 
 meters_app = typer.Typer(
-    help="The meter inventory: import a CSV, list meters, show one.", no_args_is_help=True
+    help="The meter inventory: import a CSV, list meters, show one, reset a balance sequence.",
+    no_args_is_help=True,
 )
 
 
@@ -243,3 +245,33 @@ def show_command(
         )
     for alarm in alarms:
         console.print(f"alarm {alarm.type}: {alarm.detail or ''}", highlight=False)
+
+
+@meters_app.command("reset-seq")
+def reset_seq_command(
+    ctx: typer.Context,
+    meter_id: Annotated[str, typer.Argument(help="The meter's id (serial number).")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded with the action).")],
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Accept a new balance sequence for a meter (billing restored a backup or restarted its
+    counter): the next balance event applies whatever its seq. Recorded with the reason;
+    works beside a running daemon (it only writes the database)."""
+    reason = reason.strip()
+    if not reason:
+        fail("reset-seq needs --reason", EXIT_CONFIG)
+    cfg = load_cli_config(config, ctx)
+    try:
+        previous = _with_database(
+            cfg, lambda db: Repository(db).reset_balance_seq(meter_id, reason)
+        )
+    except UnknownMeter:
+        fail(f"no meter {meter_id!r} in the inventory", 1)
+    if as_json:
+        sys.stdout.write(json.dumps({"meter_id": meter_id, "previous_seq": previous}) + "\n")
+        return
+    typer.echo(
+        f"meter {meter_id}: balance sequence reset (last applied seq: "
+        f"{'none' if previous is None else previous}); the next balance event applies"
+    )

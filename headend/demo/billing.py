@@ -12,7 +12,7 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import aiomqtt
 
@@ -29,6 +29,8 @@ class Step:
     raw: bytes | None = None
     note: str = ""
     button: bool = False  # the customer presses the meter's button instead
+    copy: bool = False  # resend the meter's event of this seq exactly (a duplicate)
+    late_s: float = 0.0  # the event is dated this long ago (delivered out of order)
 
 
 @dataclass
@@ -51,8 +53,8 @@ class DemoScript:
             Step(7.0, 0, "-5.00", 3, note="below zero: disconnect"),
             Step(7.0, READY_MODE_METER, "-1.50", 2, note="below zero: disconnect"),
             Step(7.5, 3, "0", 2, note="exactly zero: no change"),
-            Step(9.0, 0, "-5.00", 3, note="duplicate (same seq): ignored"),
-            Step(9.0, 1, "-10.00", 1, note="out of order (old seq): ignored"),
+            Step(9.0, 0, "-5.00", 3, copy=True, note="duplicate (same event): ignored"),
+            Step(9.0, 1, "-10.00", 1, late_s=3600, note="out of order (old seq): ignored"),
             Step(10.0, 4, None, raw=b"this is not json", note="malformed: bad_event"),
             Step(10.0, -1, "5.00", 1, note="unknown meter: bad_event"),
             Step(14.0, 0, "25.00", 4, note="payment: reconnect"),
@@ -83,6 +85,7 @@ async def play(
         host, port, identifier=f"demo-billing-{os.getpid()}", timeout=10
     ) as c:
         began = time.monotonic()
+        sent: dict[tuple[str, int], bytes] = {}
         for step in script.steps:
             delay = step.at * scale - (time.monotonic() - began)
             if delay > 0:
@@ -94,16 +97,21 @@ async def play(
                 continue
             if step.raw is not None:
                 payload = step.raw
+            elif step.copy:
+                payload = sent[meter_id, step.seq]
             else:
+                # Events are (meter_id, event_id): a late one is another event of billing's.
+                ts = datetime.now(UTC) - timedelta(seconds=step.late_s)
                 payload = json.dumps(
                     {
                         "meter_id": meter_id,
                         "balance": step.balance,
                         "currency": "CNY",
                         "seq": step.seq,
-                        "event_id": f"demo-{meter_id}-{step.seq}",
-                        "ts": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+                        "event_id": f"demo-{meter_id}-{step.seq}-{step.at:g}",
+                        "ts": ts.isoformat().replace("+00:00", "Z"),
                     }
                 ).encode()
+                sent[meter_id, step.seq] = payload
             view.log(f"billing -> {meter_id}: balance {step.balance or '?'} ({step.note})")
             await c.publish(f"billing/balance/{meter_id}", payload, qos=1, timeout=10)

@@ -4,9 +4,9 @@ broker for single-box use."""
 
 from headend.mqtt.bridge import BalanceHandler, BridgeStats, MqttBridge
 from headend.mqtt.broker import EmbeddedBroker, embedded_broker
+from headend.mqtt.incoming import BadEvent, BalanceEvent, DeadLetter, parse_balance_event
 from headend.mqtt.notifier import Notifier
 from headend.mqtt.outbox import MemoryOutbox, Outbox, OutboxMessage
-from headend.mqtt.payloads import BadEvent, BalanceEvent, parse_balance_event
 from headend.mqtt.topics import Topics
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "BalanceEvent",
     "BalanceHandler",
     "BridgeStats",
+    "DeadLetter",
     "EmbeddedBroker",
     "MemoryOutbox",
     "MqttBridge",

@@ -9,6 +9,12 @@ Why it is shaped this way:
   order the messages came (MQTT-4.6.0-2) because events are handled one at a time, in order.
   An acknowledgement is never sent on a later connection than the one the message came on:
   packet ids are per connection, and a stale PUBACK could confirm some other event.
+- One message never holds up the stream: the failures of each message (by topic and payload)
+  are counted across redeliveries, and the delivery that fails for the ``max_tries``-th time is
+  handed to ``on_balance`` once more as a ``DeadLetter`` (to be recorded and alarmed) and then
+  acknowledged. The original is tried on every delivery first, so a database that was away
+  for a while costs retries, not the message; if even the dead letter cannot be recorded the
+  message stays unacknowledged, as before.
 - Never lose an outgoing message while the broker is away: the ``Notifier`` only queues in the
   outbox (it never blocks the caller, e.g. the relay controller); a sender drains the outbox
   while connected and removes a message only once the broker has it. See ``outbox.py`` for what
@@ -38,15 +44,17 @@ from typing import Any
 import aiomqtt
 
 from headend.config import MqttConfig
-from headend.mqtt.outbox import Outbox
-from headend.mqtt.paho_access import ack, drop_connection, enable_manual_ack, queue_publish
-from headend.mqtt.payloads import (
+from headend.mqtt.dead_letters import MAX_TRIES, TryCounter, describe_failure
+from headend.mqtt.incoming import (
     MAX_EVENT_SIZE,
     BadEvent,
     BalanceEvent,
+    DeadLetter,
     parse_balance_event,
-    status_payload,
 )
+from headend.mqtt.outbox import Outbox
+from headend.mqtt.paho_access import ack, drop_connection, enable_manual_ack, queue_publish
+from headend.mqtt.payloads import status_payload
 from headend.mqtt.tls import tls_context_for
 from headend.mqtt.topics import Topics
 
@@ -54,8 +62,9 @@ __all__ = ["BalanceHandler", "BridgeStats", "MqttBridge"]
 
 log = logging.getLogger(__name__)
 
-BalanceHandler = Callable[[BalanceEvent | BadEvent, bytes], Awaitable[None]]
-"""Called once per balance message (again after a redelivery); must commit before returning."""
+BalanceHandler = Callable[[BalanceEvent | BadEvent | DeadLetter, bytes], Awaitable[None]]
+"""Called once per balance message (again after a redelivery); must commit before returning.
+A DeadLetter comes right after the same message failed for the ``max_tries``-th time."""
 
 
 class _Outcome(enum.Enum):
@@ -78,6 +87,7 @@ class BridgeStats:
     acked: int = 0
     bad_events: int = 0
     handler_failures: int = 0
+    dead_letters: int = 0
     ignored: int = 0
     """Messages on topics that are not balance topics (amqtt sends stray retained messages)."""
     published: int = 0
@@ -100,6 +110,7 @@ class MqttBridge:
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 30.0,
         stop_grace_s: float = 5.0,
+        max_tries: int = MAX_TRIES,
         rng: random.Random | None = None,
     ) -> None:
         """``host``/``port`` override the settings (e.g. the embedded broker's address)."""
@@ -125,6 +136,7 @@ class MqttBridge:
         self._backoff_initial = backoff_initial_s
         self._backoff_max = backoff_max_s
         self._stop_grace = stop_grace_s
+        self._tries = TryCounter(max_tries)
         self._rng = rng or random.Random()
         self._stop_requested = asyncio.Event()
         self._connected = asyncio.Event()
@@ -372,22 +384,52 @@ class MqttBridge:
                 self.stats.bad_events += 1
             self._idle.clear()
             try:
-                if self._handler_timeout is None:
-                    await self._on_balance(event, raw)
-                else:
-                    async with asyncio.timeout(self._handler_timeout):
-                        await self._on_balance(event, raw)
-            except Exception as exc:
-                self.stats.handler_failures += 1
-                log.warning(
-                    "balance handler failed on %s (left unacknowledged, will be redelivered)",
-                    topic[:200],
-                    exc_info=exc,
-                )
-                raise _HandlerFailedError from exc
+                await self._handle(topic, event, raw)
             finally:
                 self._idle.set()
             self._ack(client, generation, message)
+
+    async def _handle(self, topic: str, event: BalanceEvent | BadEvent, raw: bytes) -> None:
+        """Hand the message over; raises _HandlerFailedError while it is to stay unacked."""
+        key = self._tries.key(topic, raw)
+        try:
+            await self._call_handler(event, raw)
+        except Exception as exc:
+            self.stats.handler_failures += 1
+            tries = self._tries.failed(key)
+            if not self._tries.exhausted(tries):
+                log.warning(
+                    "balance handler failed on %s (try %d of %d; left unacknowledged, will be "
+                    "redelivered)",
+                    topic[:200],
+                    tries,
+                    self._tries.max_tries,
+                    exc_info=exc,
+                )
+                raise _HandlerFailedError from exc
+            letter = DeadLetter(event, tries, describe_failure(exc))
+            log.error("balance message on %s failed %d times: dead-lettered", topic[:200], tries)
+            try:
+                await self._call_handler(letter, raw)
+            except Exception as failure:  # counted: the original is tried first next time
+                log.warning("dead letter for %s not recorded", topic[:200], exc_info=failure)
+                raise _HandlerFailedError from failure
+            self.stats.dead_letters += 1
+        self._tries.forget(key)
+
+    async def _call_handler(self, event: BalanceEvent | BadEvent | DeadLetter, raw: bytes) -> None:
+        if self._handler_timeout is None:
+            await self._on_balance(event, raw)
+            return
+        try:
+            async with asyncio.timeout(self._handler_timeout) as deadline:
+                await self._on_balance(event, raw)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            raise TimeoutError(
+                f"balance handler took longer than {self._handler_timeout:g} s"
+            ) from None
 
     def _ack(self, client: aiomqtt.Client, generation: int, message: aiomqtt.Message) -> None:
         if message.qos == 0:

@@ -1,12 +1,9 @@
-"""MQTT payloads of the contract (DESIGN.md): the billing events we accept and everything we send.
+"""MQTT payloads the head-end sends (DESIGN.md, "MQTT contract"), and the text rules they share.
 
-Balance events come from another system over the network, so they are parsed like any other
-untrusted input: bounded in size, strict about types, and every failure is one ``BadEvent`` with a
-reason fit for an alarm, never a stray ``ValueError``/``KeyError``. Outgoing payloads are built
-only from the fields the contract names; decimals travel as strings (no float rounding on the
-integrator's side) and timestamps as ISO 8601 UTC with ``Z``. Free text (errors, details) is
-bounded and scrubbed of anything that looks like a credential, since it often comes from
-exception messages.
+Outgoing payloads are built only from the fields the contract names; decimals travel as strings
+(no float rounding on the integrator's side) and timestamps as ISO 8601 UTC with ``Z``. Free
+text (errors, details) is bounded and scrubbed of anything that looks like a credential, since
+it often comes from exception messages. Incoming balance events are parsed in ``incoming.py``.
 """
 
 from __future__ import annotations
@@ -15,14 +12,12 @@ import json
 import re
 from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
-from typing import Any, Final, NoReturn
+from decimal import Decimal
+from typing import Any, Final
 
-from headend.balance_event import BalanceEvent
 from headend.domain import (
     ACTIONS,
     COMMAND_STATUSES,
-    MAX_METER_ID_LEN,
     NOTIFICATION_TYPES,
     RELAY_STATES,
     Action,
@@ -31,13 +26,12 @@ from headend.domain import (
     RelayState,
     is_valid_meter_id,
 )
+from headend.mqtt.incoming import MAX_EVENT_ID_LEN
 
 __all__ = [
-    "MAX_ABS_AMOUNT",
-    "MAX_EVENT_SIZE",
-    "MAX_FRACTION_DIGITS",
-    "BadEvent",
-    "BalanceEvent",
+    "MAX_TEXT_LEN",
+    "Payload",
+    "ReadingValue",
     "alarm_payload",
     "bad_event_alarm",
     "command_payload",
@@ -45,205 +39,15 @@ __all__ = [
     "format_decimal",
     "format_ts",
     "notification_payload",
-    "parse_balance_event",
     "readings_payload",
     "relay_payload",
     "scrub_text",
     "status_payload",
 ]
 
-MAX_EVENT_SIZE: Final = 4096
-"""Largest balance event accepted, in bytes; a real one is about 200."""
-MAX_ABS_AMOUNT: Final = Decimal(10) ** 12
-"""Balances and thresholds must lie strictly inside +-10^12 (fits NUMERIC(20, 8))."""
-MAX_FRACTION_DIGITS: Final = 8
-MAX_SEQ: Final = 2**63 - 1
-MAX_EVENT_ID_LEN: Final = 128
 MAX_TEXT_LEN: Final = 500
 
 _ALARM_TYPE_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
-_CURRENCY_RE = re.compile(r"[A-Z]{3}")
-_AMOUNT_STR_RE = re.compile(r"[+-]?[0-9]{1,20}(?:\.[0-9]{1,20})?")
-_PRINTABLE_RE = re.compile(r"[^\x00-\x1f\x7f-\x9f\ud800-\udfff]+")
-_MAX_TS_LEN = 40
-
-
-# ---------------------------------------------------------------------------------------------
-# Incoming: billing/balance/{meter_id}
-# ---------------------------------------------------------------------------------------------
-
-
-class BadEvent(Exception):
-    """A balance message that cannot be applied; recorded and alarmed, never executed.
-
-    ``meter_id`` is the topic's meter id when it is a valid one; ``event_id`` is filled in when
-    the payload got far enough to carry a usable one, so billing can correlate the alarm.
-    """
-
-    def __init__(
-        self, reason: str, *, meter_id: str | None = None, event_id: str | None = None
-    ) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.meter_id = meter_id
-        self.event_id = event_id
-
-    def __repr__(self) -> str:
-        return f"BadEvent({self.reason!r}, meter_id={self.meter_id!r}, event_id={self.event_id!r})"
-
-
-class _Reject(Exception):
-    pass
-
-
-def _reject_constant(name: str) -> NoReturn:
-    raise _Reject(f"non-finite number {name}")
-
-
-def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # Two "balance" keys would mean two different events depending on the parser; refuse.
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise _Reject(f"duplicate key {key[:40]!r}")
-        obj[key] = value
-    return obj
-
-
-def _amount(value: object, name: str) -> Decimal:
-    if isinstance(value, bool):
-        raise _Reject(f"{name} must be a decimal string or number, not a boolean")
-    if isinstance(value, int):
-        amount = Decimal(value)
-    elif isinstance(value, Decimal):  # JSON numbers with a fraction or exponent
-        amount = value
-    elif isinstance(value, str):
-        if _AMOUNT_STR_RE.fullmatch(value) is None:
-            raise _Reject(f"{name} is not a decimal number")
-        try:
-            amount = Decimal(value)
-        except InvalidOperation:
-            raise _Reject(f"{name} is not a decimal number") from None
-    else:
-        raise _Reject(f"{name} must be a decimal string or number")
-    _sign, digits, exponent = amount.as_tuple()
-    if not isinstance(exponent, int):  # 'n', 'N', 'F': NaN / sNaN / Infinity
-        raise _Reject(f"{name} is not finite")
-    if any(digits):
-        trailing = len(digits) - len("".join(map(str, digits)).rstrip("0"))
-        if exponent + trailing < -MAX_FRACTION_DIGITS:
-            raise _Reject(f"{name} has more than {MAX_FRACTION_DIGITS} decimal places")
-        if amount.adjusted() >= 12:
-            raise _Reject(f"{name} out of range")
-    return amount
-
-
-def _string(obj: Mapping[str, Any], name: str, max_len: int) -> str:
-    value = obj.get(name)
-    if not isinstance(value, str):
-        raise _Reject(f"{name} must be a string")
-    if not 1 <= len(value) <= max_len or _PRINTABLE_RE.fullmatch(value) is None:
-        raise _Reject(f"{name} must be 1-{max_len} printable characters")
-    return value
-
-
-def _timestamp(value: object) -> datetime:
-    if not isinstance(value, str) or len(value) > _MAX_TS_LEN:
-        raise _Reject("ts must be an ISO 8601 string")
-    try:
-        ts = datetime.fromisoformat(value)
-    except ValueError:
-        raise _Reject("ts is not ISO 8601") from None
-    if ts.tzinfo is None or ts.utcoffset() is None:
-        raise _Reject("ts has no time zone")
-    try:
-        return ts.astimezone(UTC)
-    except OverflowError:
-        raise _Reject("ts out of range") from None
-
-
-def parse_balance_event(
-    topic_meter_id: str, payload: bytes, max_size: int = MAX_EVENT_SIZE
-) -> BalanceEvent:
-    """Parse one ``billing/balance/{meter_id}`` payload, or raise ``BadEvent`` saying why."""
-    meter_id = topic_meter_id if is_valid_meter_id(topic_meter_id) else None
-    if meter_id is None:
-        raise BadEvent("bad meter id in topic")
-    if not isinstance(payload, bytes | bytearray | memoryview):
-        raise BadEvent("payload is not bytes", meter_id=meter_id)
-    if len(payload) > max_size:
-        raise BadEvent(f"payload too large ({len(payload)} > {max_size} bytes)", meter_id=meter_id)
-    try:
-        text = bytes(payload).decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadEvent("payload is not UTF-8", meter_id=meter_id) from None
-    try:
-        obj = json.loads(
-            text,
-            parse_float=Decimal,
-            parse_constant=_reject_constant,
-            object_pairs_hook=_object_without_duplicates,
-        )
-    except _Reject as exc:
-        raise BadEvent(f"payload is not acceptable JSON: {exc}", meter_id=meter_id) from None
-    except (ValueError, RecursionError):
-        raise BadEvent("payload is not JSON", meter_id=meter_id) from None
-    if not isinstance(obj, dict):
-        raise BadEvent("payload is not a JSON object", meter_id=meter_id)
-
-    try:
-        missing = [
-            name
-            for name in ("meter_id", "balance", "currency", "seq", "event_id", "ts")
-            if name not in obj
-        ]
-        if missing:
-            raise _Reject(f"missing field(s): {', '.join(missing)}")
-        event_id = _string(obj, "event_id", MAX_EVENT_ID_LEN)
-        body_meter_id = _string(obj, "meter_id", MAX_METER_ID_LEN)
-        if body_meter_id != meter_id:
-            raise _Reject("meter_id does not match the topic")
-        balance = _amount(obj["balance"], "balance")
-        currency = obj["currency"]
-        if not isinstance(currency, str) or _CURRENCY_RE.fullmatch(currency) is None:
-            raise _Reject("currency must be a three-letter ISO 4217 code")
-        seq = obj["seq"]
-        if isinstance(seq, bool) or not isinstance(seq, int):
-            raise _Reject("seq must be an integer")
-        if not 0 <= seq <= MAX_SEQ:
-            raise _Reject("seq out of range")
-        ts = _timestamp(obj["ts"])
-        threshold_raw = obj.get("warning_threshold")
-        threshold = None if threshold_raw is None else _amount(threshold_raw, "warning_threshold")
-        if threshold is not None and threshold < 0:
-            raise _Reject("warning_threshold is negative")
-    except _Reject as exc:
-        raise BadEvent(str(exc), meter_id=meter_id, event_id=_usable_event_id(obj)) from None
-    return BalanceEvent(
-        meter_id=meter_id,
-        balance=balance,
-        currency=currency,
-        seq=seq,
-        event_id=event_id,
-        ts=ts,
-        warning_threshold=threshold,
-    )
-
-
-def _usable_event_id(obj: Mapping[str, Any]) -> str | None:
-    value = obj.get("event_id")
-    if (
-        isinstance(value, str)
-        and 1 <= len(value) <= MAX_EVENT_ID_LEN
-        and _PRINTABLE_RE.fullmatch(value) is not None
-    ):
-        return value
-    return None
-
-
-# ---------------------------------------------------------------------------------------------
-# Outgoing
-# ---------------------------------------------------------------------------------------------
 
 Payload = dict[str, Any]
 ReadingValue = Decimal | int | float | str | bool | bytes | None

@@ -124,10 +124,10 @@ class RelayController:
     # -- the service -------------------------------------------------------------------------
     async def run(self) -> None:
         """Reconcile, then execute due commands until cancelled (or `stop()`)."""
-        async with self.repository.db.transaction():  # the commands and their messages
-            created = await self.repository.reconcile_commands()
-            for command in created:
-                self._publish_command(command, domain.QUEUED)
+        # Each command and its 'queued' message commit together, meter by meter.
+        created = await self.repository.reconcile_commands(
+            on_created=lambda command: self._publish_command(command, domain.QUEUED)
+        )
         if created:
             log.info("start-up: %d meter(s) not in their desired relay state", len(created))
         async with asyncio.TaskGroup() as tg:

@@ -18,12 +18,22 @@ from decimal import Decimal
 from typing import Final, Literal
 
 from headend.balance_event import BalanceEvent
-from headend.domain import DISCONNECTED, Action, CommandStatus, DesiredState
+from headend.domain import (
+    CONFLICTING_EVENT,
+    DISCONNECTED,
+    STALE_EVENT,
+    Action,
+    CommandStatus,
+    DesiredState,
+)
 from headend.relay import lifecycle, rules
 
 __all__ = [
     "APPLIED",
+    "CONFLICTING",
+    "DEAD_LETTER",
     "DUPLICATE",
+    "IDENTITY_OUTCOMES",
     "OUTCOMES",
     "REJECTED",
     "STALE",
@@ -36,6 +46,7 @@ __all__ = [
     "Outcome",
     "Override",
     "Step",
+    "StoredEvent",
     "Superseded",
     "converge",
     "decide",
@@ -55,9 +66,21 @@ STALE: Final = "stale"
 REJECTED: Final = "rejected"
 """Cannot be applied (unknown meter, a balance that is not a number): recorded, alarmed."""
 DUPLICATE: Final = "duplicate"
-"""event_id seen before: nothing stored again."""
-Outcome = Literal["applied", "zero_no_change", "stale", "rejected", "duplicate"]
-OUTCOMES: Final = (APPLIED, ZERO_NO_CHANGE, STALE, REJECTED, DUPLICATE)
+"""(meter_id, event_id) seen before with the same content: nothing stored again."""
+CONFLICTING: Final = "conflicting"
+"""(meter_id, event_id) seen before with other content: recorded, alarmed, not applied."""
+DEAD_LETTER: Final = "dead_letter"
+"""A message that failed again and again (of whatever cause): set aside, alarmed, acknowledged
+(decided by the intake, not here: nothing could be judged)."""
+Outcome = Literal[
+    "applied", "zero_no_change", "stale", "rejected", "duplicate", "conflicting", "dead_letter"
+]
+OUTCOMES: Final = (APPLIED, ZERO_NO_CHANGE, STALE, REJECTED, DUPLICATE, CONFLICTING, DEAD_LETTER)
+IDENTITY_OUTCOMES: Final = (APPLIED, ZERO_NO_CHANGE, STALE)
+"""The outcomes of events judged against their meter: such a stored event is the
+(meter_id, event_id) it carries. A row of any other outcome (a payload refused, a meter not in
+the inventory, a dead letter) gives the pair up to a later copy, so that billing's resend of an
+event that could not be judged then is judged now rather than dropped as a duplicate."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +95,32 @@ class ActiveCommand:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """The content of an event stored before with the same (meter_id, event_id)."""
+
+    outcome: str
+    seq: int | None
+    balance: Decimal | None
+    currency: str | None
+    ts: datetime | None
+    warning_threshold: Decimal | None
+
+    def differences(self, event: BalanceEvent) -> tuple[str, ...]:
+        """The names of the fields in which `event` differs from this one."""
+        return tuple(
+            name
+            for name, before, now in (
+                ("seq", self.seq, event.seq),
+                ("balance", self.balance, event.balance),
+                ("currency", self.currency, event.currency),
+                ("ts", self.ts, event.ts),
+                ("warning_threshold", self.warning_threshold, event.warning_threshold),
+            )
+            if before != now
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class MeterSnapshot:
     """A meter's prepaid state, read under its row lock."""
 
@@ -82,6 +131,10 @@ class MeterSnapshot:
     active_command: ActiveCommand | None
     default_threshold: Decimal  # the configured warning threshold (an event may override it)
     hold: bool = False  # an operator's hold pins the relay: billing switches nothing
+    last_applied_ts: datetime | None = None  # the last applied event's ts
+    same_id: StoredEvent | None = None
+    """The event stored before with this (meter_id, event_id) and an IDENTITY_OUTCOMES
+    outcome, if any."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,28 +174,31 @@ class Decision:
     meter: MeterUpdate | None = None  # None: the meter is left as it was
     command: NewCommand | None = None
     superseded: tuple[Superseded, ...] = ()
-    low_balance: bool = False  # a low_balance notification is due (downward crossing)
+    low_balance: bool = False  # a low_balance notification is due (entry into the band)
     threshold: Decimal | None = None  # the warning threshold the balance was judged against
+    alarm: str | None = None  # raised in the event's transaction, with `detail`
+    holds_identity: bool = True
+    """Whether the stored event takes its (meter_id, event_id): not a conflicting copy, whose
+    pair another event holds."""
 
 
 def decide(meter: MeterSnapshot | None, event: BalanceEvent) -> Decision:
     """What `event` means for `meter` (None: not in the inventory).
 
-    Only an event newer than the last applied one changes anything. Its balance becomes the
+    An event the meter has under its (meter_id, event_id) already is a duplicate, or with
+    other content a conflict; neither is applied. Only an event newer than the last applied
+    one changes anything (an older one dated later raises stale_event). Its balance becomes the
     meter's, and the desired relay state follows its sign (0: no change); an active command
     for the other action is superseded, and a command is created when the meter is not known
     to be in the desired state already."""
     if meter is None:
         return Decision(REJECTED, "unknown meter: not in the inventory")
+    if meter.same_id is not None:
+        return _same_id(meter.same_id, event)
     if not event.balance.is_finite():
         return Decision(REJECTED, "balance is not a finite number")
     if not rules.is_newer(event.seq, meter.balance_seq):
-        return Decision(
-            STALE,
-            f"seq {event.seq} is not newer than the last applied {meter.balance_seq}: "
-            "recorded, not executed",
-            desired_state=meter.desired_state,
-        )
+        return _stale(meter, event)
     threshold = (
         event.warning_threshold if event.warning_threshold is not None else meter.default_threshold
     )
@@ -239,8 +295,45 @@ def converge(
 
 
 def duplicate(first_outcome: str) -> Decision:
-    """An event whose event_id was received before decides nothing again."""
+    """An event whose (meter_id, event_id) was received before decides nothing again."""
     return Decision(DUPLICATE, f"event_id already received (first outcome: {first_outcome})")
+
+
+def _same_id(earlier: StoredEvent, event: BalanceEvent) -> Decision:
+    """Billing said this (meter_id, event_id) before: a copy, or two different events under
+    one id, of which neither can be trusted over the other (the first stands)."""
+    changed = earlier.differences(event)
+    if not changed:
+        return duplicate(earlier.outcome)
+    return Decision(
+        CONFLICTING,
+        f"event_id {event.event_id} was received before with other content "
+        f"({', '.join(changed)} differ; first outcome: {earlier.outcome}): not applied",
+        alarm=CONFLICTING_EVENT,
+        holds_identity=False,
+    )
+
+
+def _stale(meter: MeterSnapshot, event: BalanceEvent) -> Decision:
+    """Not newer than the last applied event: never applied. When it is nevertheless dated
+    after that event, billing's sequence probably went back (a restored backup, a restarted
+    counter) and a person must look: each such event stays off until `headend meters
+    reset-seq` accepts the new sequence."""
+    detail = (
+        f"seq {event.seq} is not newer than the last applied {meter.balance_seq}: "
+        "recorded, not executed"
+    )
+    alarm = None
+    last_ts = meter.last_applied_ts
+    if last_ts is not None and event.ts > last_ts:
+        alarm = STALE_EVENT
+        detail = (
+            f"seq {event.seq} is not newer than the last applied {meter.balance_seq}, but its "
+            f"ts {event.ts.isoformat()} is newer than that event's {last_ts.isoformat()}: "
+            f"not applied (event_id {event.event_id}); if billing's sequence was reset, "
+            "accept it with `headend meters reset-seq`"
+        )
+    return Decision(STALE, detail, desired_state=meter.desired_state, alarm=alarm)
 
 
 def reconcile(desired: str | None, confirmed: str | None) -> NewCommand | None:

@@ -6,7 +6,9 @@ returns, so everything here happens before the PUBACK: the event and what it mea
 committed in one transaction (relay/decision.py decides, storage/balances.py applies)
 together with the messages that decision calls for (published from the same Decision: nothing
 is judged twice; written to the outbox in that transaction: storage/unit.py), and a command it
-created goes straight to the controller rather than waiting for the next scan."""
+created goes straight to the controller rather than waiting for the next scan. A refused
+payload (BadEvent) and a message the bridge set aside after repeated failures (DeadLetter) are
+recorded with their bad_event alarm, so that they can be acknowledged too."""
 
 from __future__ import annotations
 
@@ -17,18 +19,16 @@ from datetime import UTC, datetime
 from headend import domain
 from headend.balance_event import BalanceEvent
 from headend.meters.line_locks import RelayPressure
+from headend.mqtt.incoming import BadEvent, DeadLetter, storable_text
 from headend.mqtt.notifier import Notifier
-from headend.mqtt.payloads import BadEvent
 from headend.relay import decision
 from headend.relay.controller import RelayController
 from headend.storage import BalanceOutcome, Repository
 from headend.storage.unit import transactional
 
-__all__ = ["RAW_KEEP", "BalanceIntake"]
+__all__ = ["BalanceIntake"]
 
 log = logging.getLogger(__name__)
-
-RAW_KEEP = 4096  # bytes of a bad payload kept with its record
 
 
 def _now() -> datetime:
@@ -58,31 +58,37 @@ class BalanceIntake:
         return f"BalanceIntake(events_handled={self.events_handled})"
 
     @transactional
-    async def handle(self, event: BalanceEvent | BadEvent, raw: bytes) -> None:
+    async def handle(self, event: BalanceEvent | BadEvent | DeadLetter, raw: bytes) -> None:
         """Commit what the event means; the bridge acknowledges it once this returns."""
         with self.pressure.busy():
             self.events_handled += 1
-            if isinstance(event, BadEvent):
+            if isinstance(event, DeadLetter):
+                await self._dead_letter(event, raw)
+            elif isinstance(event, BadEvent):
                 await self._bad_event(
                     raw, event.reason, meter_id=event.meter_id, event_id=event.event_id
                 )
-                return
-            await self._balance(event, raw)
+            else:
+                await self._balance(event, raw)
 
     async def _balance(self, event: BalanceEvent, raw: bytes) -> None:
         # One transaction; a meter not in the inventory is stored as a bad event with its
         # alarm in the same one (no separate lookup on the bridge's serial path).
-        outcome = await self.repository.apply_balance_event(event, raw=_raw_text(raw))
+        outcome = await self.repository.apply_balance_event(event, raw=storable_text(raw))
         judged = outcome.decision
-        if outcome.alarm is not None:
+        alarm = outcome.alarm
+        if alarm is not None and alarm.type == domain.BAD_EVENT:
             log.warning("bad balance event for %s: %s", event.meter_id, judged.detail)
             self.notifier.bad_event(
-                outcome.alarm.ts,
+                alarm.ts,
                 reason=judged.detail,
                 meter_id=event.meter_id,
                 event_id=event.event_id,
             )
             return
+        if alarm is not None:  # stale_event, conflicting_event: stored, not applied
+            log.warning("%s for %s: %s", alarm.type, event.meter_id, judged.detail)
+            self.notifier.alarm(alarm.type, alarm.ts, meter_id=alarm.meter_id, detail=alarm.detail)
         if judged.outcome == decision.REJECTED:  # e.g. a balance that is not a finite number
             alarm = await self.repository.raise_alarm(
                 domain.BAD_EVENT, event.meter_id, judged.detail, dedupe=False
@@ -98,7 +104,7 @@ class BalanceIntake:
         self, raw: bytes, reason: str, *, meter_id: str | None, event_id: str | None
     ) -> None:
         _, alarm = await self.repository.record_balance_event(
-            raw=_raw_text(raw), detail=reason, meter_id=meter_id, event_id=event_id, seq=None
+            raw=storable_text(raw), detail=reason, meter_id=meter_id, event_id=event_id, seq=None
         )
         log.warning("bad balance event for %s: %s", meter_id, reason)
         self.notifier.bad_event(
@@ -106,6 +112,27 @@ class BalanceIntake:
             reason=reason,
             meter_id=meter_id,
             event_id=event_id,
+        )
+
+    async def _dead_letter(self, letter: DeadLetter, raw: bytes) -> None:
+        """A message that failed again and again: kept (as a storable minimum: no content
+        columns but seq, which could be what failed) with the error, alarmed as a bad_event
+        that says it was dead-lettered; the bridge then acknowledges it."""
+        reason = f"dead-lettered after {letter.tries} failed tries: {letter.error}"
+        _, alarm = await self.repository.record_balance_event(
+            raw=storable_text(raw),
+            outcome=decision.DEAD_LETTER,
+            detail=reason,
+            meter_id=letter.meter_id,
+            event_id=letter.event_id,
+            seq=letter.seq,
+        )
+        log.error("balance message for %s %s", letter.meter_id, reason)
+        self.notifier.bad_event(
+            alarm.ts if alarm else self._clock(),
+            reason=reason,
+            meter_id=letter.meter_id,
+            event_id=letter.event_id,
         )
 
     def _publish(self, event: BalanceEvent, outcome: BalanceOutcome) -> None:
@@ -144,7 +171,3 @@ class BalanceIntake:
             judged.outcome,
             judged.detail,
         )
-
-
-def _raw_text(raw: bytes) -> str:
-    return raw[:RAW_KEEP].decode("utf-8", "replace")

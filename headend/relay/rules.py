@@ -60,13 +60,15 @@ def is_newer(seq: int, last_applied_seq: int | None) -> bool:
 
 
 def low_balance_crossing(previous: Decimal | None, current: Decimal, threshold: Decimal) -> bool:
-    """True once per downward crossing into 0 <= balance < threshold.
+    """True once per entry into 0 <= balance < threshold: from above it (a downward crossing)
+    or from below zero (a top-up that does not reach the threshold: the customer is back on
+    supply but about to run out again, issue 9).
 
-    A first-ever balance already in the band counts as a crossing (the customer has not been
-    warned yet); moving within the band, or climbing into it from below zero, does not."""
+    A first-ever balance already in the band counts too (the customer has not been warned
+    yet); moving within the band does not."""
     if not (Decimal(0) <= current < threshold):
         return False
-    return previous is None or previous >= threshold
+    return previous is None or previous >= threshold or previous < 0
 
 
 def needs_command(desired: str | None, confirmed: str | None) -> bool:

@@ -1,11 +1,14 @@
 """Balance events, each stored with what was done about it in the transaction that does it.
 
-The meter, its active command and a stored event with the same event_id are read in one
-SELECT under the meter's row lock; relay/decision.py decides what the event means; then only
-the writes follow, as Core statements (the ORM's loads, identity map and flushes cost several
-times more CPU and round trips on this, the MQTT bridge's serial path). A kill -9 at any
-point leaves the event either applied completely (balance, desired state, superseded and new
-command) or not stored at all, so billing's redelivery applies it then."""
+The meter's row lock is taken first, then the meter, its active command and a stored event
+with the same (meter_id, event_id) are read in one SELECT; relay/decision.py decides what the
+event means; then only the writes follow, as Core statements (the ORM's loads, identity map
+and flushes cost several times more CPU and round trips on this, the MQTT bridge's serial
+path). The read is a statement of its own after the lock: under PostgreSQL's READ COMMITTED a
+locking SELECT that waited re-reads only the locked row, and would show the command rows as
+they were before the wait (issue 9). A kill -9 at any point leaves the event either applied
+completely (balance, desired state, superseded and new command) or not stored at all, so
+billing's redelivery applies it then."""
 
 from __future__ import annotations
 
@@ -20,40 +23,53 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from headend import domain
 from headend.balance_event import BalanceEvent
 from headend.relay import decision
-from headend.relay.decision import ActiveCommand, Decision, MeterSnapshot
-from headend.storage.alarms import insert_alarm
+from headend.relay.decision import ActiveCommand, Decision, MeterSnapshot, StoredEvent
+from headend.storage.alarms import clear_standing, insert_alarm
 from headend.storage.commands import new_command_values
 from headend.storage.core import COMMANDS, EVENTS, METERS, Clock, Store
 from headend.storage.db import Database
+from headend.storage.meters import UnknownMeter
+from headend.storage.models import OperatorAction
 from headend.storage.records import AlarmInfo, BalanceOutcome, CommandInfo
 
 __all__ = ["Balances"]
 
 _COMMAND_FIELDS = tuple(col.name for col in COMMANDS.c)
+_STORED_FIELDS = ("outcome", "seq", "balance", "currency", "ts", "warning_threshold")
+RESET_SEQ = "reset_seq"
+"""operator_actions.action of `headend meters reset-seq`."""
+
+_LOCK_METER = (
+    select(METERS.c.meter_id)
+    .where(METERS.c.meter_id == bindparam("meter_id", type_=METERS.c.meter_id.type))
+    .with_for_update()
+)
+"""The meter's row lock, which every writer of its prepaid state and commands takes first;
+no row when the meter is unknown."""
 
 
 def _balance_read() -> Any:
-    """The meter, its active command (c_ columns) and a stored event with the same event_id
-    (dup_ columns), in one statement; no row when the meter is unknown."""
+    """The meter, its active command (c_ columns) and a stored event with the same
+    (meter_id, event_id) (e_ columns), in one statement, run once the meter is locked."""
     m, c, e = METERS.c, COMMANDS.c, EVENTS.c
-    event_id = bindparam("event_id", type_=e.event_id.type)
-    dup_id = select(e.id).where(e.event_id == event_id).scalar_subquery()
-    dup_outcome = select(e.outcome).where(e.event_id == event_id).scalar_subquery()
     active = and_(c.meter_id == m.meter_id, c.status.in_(tuple(domain.ACTIVE_COMMAND_STATUSES)))
+    same_id = and_(
+        e.meter_id == m.meter_id, e.event_id == bindparam("event_id", type_=e.event_id.type)
+    )
     return (
         select(
             m.balance_seq.label("m_balance_seq"),
             m.last_balance.label("m_last_balance"),
+            m.last_balance_at.label("m_last_balance_at"),
             m.desired_relay_state.label("m_desired_relay_state"),
             m.confirmed_relay_state.label("m_confirmed_relay_state"),
             m.hold.label("m_hold"),
             *[col.label(f"c_{col.name}") for col in COMMANDS.c],
-            dup_id.label("dup_id"),
-            dup_outcome.label("dup_outcome"),
+            e.id.label("e_id"),
+            *[e[name].label(f"e_{name}") for name in _STORED_FIELDS],
         )
-        .select_from(METERS.outerjoin(COMMANDS, active))
+        .select_from(METERS.outerjoin(COMMANDS, active).outerjoin(EVENTS, same_id))
         .where(m.meter_id == bindparam("meter_id", type_=m.meter_id.type))
-        .with_for_update(of=METERS)
     )
 
 
@@ -74,17 +90,21 @@ class Balances(Store):
         """Store a billing event (`raw`: its payload as received) and act on it, in one
         transaction, as relay/decision.py decides. An event about a meter not in the
         inventory is stored as it arrived, rejected, with a bad_event alarm in the same
-        transaction (one round trip per event on the bridge's serial path, no lookup
-        first). An event_id seen before is a duplicate: nothing is stored again."""
+        transaction (no lookup first). A (meter_id, event_id) seen before is a duplicate
+        (nothing stored again) or, with other content, a conflicting event (stored without
+        the pair, alarmed, not applied)."""
         try:
             return await self._apply(event, raw)
         except IntegrityError:
-            # A concurrent transaction stored the same event_id first.
+            # A concurrent transaction stored the same (meter_id, event_id) first (only
+            # possible for a meter not in the inventory: the others are locked).
             e = EVENTS.c
             async with self.db.session() as session:
                 existing = (
                     await session.execute(
-                        select(e.id, e.outcome).where(e.event_id == event.event_id)
+                        select(e.id, e.outcome).where(
+                            e.meter_id == event.meter_id, e.event_id == event.event_id
+                        )
                     )
                 ).first()
             if existing is None:
@@ -93,13 +113,10 @@ class Balances(Store):
 
     async def _apply(self, event: BalanceEvent, raw: str | None) -> BalanceOutcome:
         now = self.now()
+        params = {"meter_id": event.meter_id, "event_id": event.event_id}
         async with self.db.transaction() as session:
-            row = (
-                await session.execute(
-                    _BALANCE_READ, {"meter_id": event.meter_id, "event_id": event.event_id}
-                )
-            ).first()
-            if row is None:
+            locked = await session.scalar(_LOCK_METER, {"meter_id": event.meter_id})
+            if locked is None:
                 judged = decision.decide(None, event)
                 row_id, alarm = await _store_unapplied(
                     session,
@@ -113,8 +130,15 @@ class Balances(Store):
                     alarm_type=domain.BAD_EVENT,
                 )
                 return BalanceOutcome(judged, row_id, alarm=alarm)
-            if row.dup_id is not None:
-                return BalanceOutcome(decision.duplicate(row.dup_outcome), row.dup_id)
+            row = (await session.execute(_BALANCE_READ, params)).one()
+            same_id = None
+            if row.e_id is not None:
+                if row.e_outcome in decision.IDENTITY_OUTCOMES:
+                    same_id = StoredEvent(*(getattr(row, f"e_{name}") for name in _STORED_FIELDS))
+                else:  # never judged: this copy is
+                    await session.execute(
+                        update(EVENTS).where(EVENTS.c.id == row.e_id).values(event_id=None)
+                    )
             active = None
             if row.c_command_id is not None:
                 active = CommandInfo(
@@ -136,13 +160,17 @@ class Balances(Store):
                     ),
                     default_threshold=self.warning_threshold,
                     hold=row.m_hold,
+                    last_applied_ts=row.m_last_balance_at,
+                    same_id=same_id,
                 ),
                 event,
             )
+            if judged.outcome == decision.DUPLICATE:
+                return BalanceOutcome(judged, row.e_id)
             active = await _apply_decision(session, now, event, judged, active)
             row_id = await _insert_event(
                 session,
-                event_id=event.event_id,
+                event_id=event.event_id if judged.holds_identity else None,
                 meter_id=event.meter_id,
                 seq=event.seq,
                 balance=event.balance if event.balance.is_finite() else None,
@@ -156,7 +184,12 @@ class Balances(Store):
                 command_id=active.command_id if judged.command and active else None,
                 low_balance=judged.low_balance,
             )
-            return BalanceOutcome(judged, row_id, command=active)
+            alarm = None
+            if judged.alarm is not None:
+                alarm = await insert_alarm(
+                    session, judged.alarm, event.meter_id, judged.detail, now
+                )
+            return BalanceOutcome(judged, row_id, command=active, alarm=alarm)
 
     async def record_balance_event(
         self,
@@ -185,6 +218,36 @@ class Balances(Store):
                 seq=seq,
                 alarm_type=alarm_type,
             )
+
+    async def reset_balance_seq(self, meter_id: str, reason: str) -> int | None:
+        """An operator accepts a new sequence from billing for the meter (`headend meters
+        reset-seq`): its last applied seq is forgotten, so the next event applies whatever
+        its seq, the action is recorded with its reason, and the meter's standing
+        stale_event alarms are cleared. Under the meter's row lock, like a balance event, so
+        a running daemon's intake sees either the old or the new sequence, never half.
+        Returns the seq forgotten. Raises UnknownMeter."""
+        now = self.now()
+        m = METERS.c
+        async with self.db.transaction() as session:
+            if await session.scalar(_LOCK_METER, {"meter_id": meter_id}) is None:
+                raise UnknownMeter(meter_id)
+            previous = await session.scalar(select(m.balance_seq).where(m.meter_id == meter_id))
+            await session.execute(
+                update(METERS)
+                .where(m.meter_id == meter_id)
+                .values(balance_seq=None, updated_at=now)
+            )
+            await session.execute(
+                insert(OperatorAction).values(
+                    meter_id=meter_id,
+                    action=RESET_SEQ,
+                    reason=reason,
+                    detail=f"balance_seq {previous} forgotten: the next event applies",
+                    ts=now,
+                )
+            )
+            await clear_standing(session, (domain.STALE_EVENT,), meter_id, now)
+            return None if previous is None else int(previous)
 
     async def balance_events(self, meter_id: str, *, limit: int = 100) -> list[dict[str, Any]]:
         """A meter's recent balance events, newest first, with what was done about each."""
@@ -280,10 +343,13 @@ async def _store_unapplied(
     alarm_type: str | None,
 ) -> tuple[int, AlarmInfo | None]:
     """An event stored as it arrived, not applied, with an alarm of `alarm_type` (if any).
-    Its event_id is dropped when another event has it: the raw record is kept, the id
-    belongs to the other event."""
-    if event_id is not None:
-        taken = await session.scalar(select(EVENTS.c.id).where(EVENTS.c.event_id == event_id))
+    Its event_id is dropped when another event of the meter has it: the raw record is kept,
+    the pair belongs to the other event."""
+    if event_id is not None and meter_id is not None:
+        e = EVENTS.c
+        taken = await session.scalar(
+            select(e.id).where(e.meter_id == meter_id, e.event_id == event_id)
+        )
         if taken is not None:
             event_id = None
     row_id = await _insert_event(

@@ -9,19 +9,19 @@ built; the balance path inserts it inside its own transaction."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import case, func, insert, literal, or_, select, update
+from sqlalchemy import case, func, literal, or_, select, update
 
 from headend import domain
 from headend.relay import decision, lifecycle
 from headend.storage import models
 from headend.storage.alarms import clear_standing, insert_alarm
-from headend.storage.core import ALARMS, COMMANDS, METERS, Store
+from headend.storage.core import ALARMS, COMMANDS, METERS, Store, dialect_insert
 from headend.storage.holds import HELD_ACTION
 from headend.storage.meters import UnknownMeter
 from headend.storage.records import AlarmInfo, CommandInfo, RelayStateInfo
@@ -33,6 +33,10 @@ _UNSET: Any = object()
 _ACTIVE = tuple(domain.ACTIVE_COMMAND_STATUSES)
 
 _c = COMMANDS.c
+_BUSY = select(_c.meter_id).where(_c.status.in_(_ACTIVE))
+"""Meters with an active command."""
+_ACTIVE_ROW = _c.status.in_(_ACTIVE)
+"""The predicate of the one-active-command-per-meter index (models.Command)."""
 # Per lifecycle event: the statuses it may leave, and the status each one takes.
 _LEAVES = {event: _c.status.in_(tuple(lifecycle.moves(event))) for event in lifecycle.EVENTS}
 _TAKES = {event: case(dict(lifecycle.moves(event)), value=_c.status) for event in lifecycle.EVENTS}
@@ -95,40 +99,90 @@ class Confirmation:
 class Commands(Store):
     """Commands as the controller moves them (operators' commands: storage/overrides.py)."""
 
-    async def reconcile_commands(self, *, source: str = "startup") -> list[CommandInfo]:
+    async def reconcile_commands(
+        self,
+        *,
+        source: str = "startup",
+        on_created: Callable[[CommandInfo], None] | None = None,
+    ) -> list[CommandInfo]:
         """Queue a command for every meter whose desired relay state is not what it last
-        read back and that has no active command (run at start-up)."""
-        now = self.now()
+        read back and that has no active command (run at start-up).
+
+        Start-up is when billing's unacknowledged events are redelivered, so each meter this
+        finds is settled in a transaction of its own under its row lock, like a balance
+        event, from what it reads once it holds the lock: an event or an operator command
+        committed meanwhile is seen, not raced into the one-active-command index (issue 9).
+        `on_created` runs in each new command's transaction (its 'queued' message commits
+        with it: storage/unit.py)."""
         m = METERS.c
-        busy = select(_c.meter_id).where(_c.status.in_(_ACTIVE))
-        created: list[dict[str, Any]] = []
-        async with self.db.transaction() as session:
+        async with self.db.session() as session:
             meters = await session.execute(
-                select(
-                    m.meter_id, m.desired_relay_state, m.desired_seq, m.confirmed_relay_state
-                ).where(
+                select(m.meter_id, m.desired_relay_state, m.confirmed_relay_state)
+                .where(
                     m.desired_relay_state.is_not(None),
-                    m.meter_id.not_in(busy),
+                    m.meter_id.not_in(_BUSY),
                     m.hold.is_(False),  # a held meter stays where its hold pins it
                 )
+                .order_by(m.meter_id)
             )
-            for meter in meters.all():
-                needed = decision.reconcile(meter.desired_relay_state, meter.confirmed_relay_state)
-                if needed is None:
-                    continue
-                created.append(
-                    new_command_values(
-                        meter.meter_id,
-                        needed.action,
-                        source=source,
-                        now=now,
-                        seq=meter.desired_seq,
-                        reason=needed.reason,
-                    )
+            candidates = [
+                meter.meter_id
+                for meter in meters.all()
+                if decision.reconcile(meter.desired_relay_state, meter.confirmed_relay_state)
+            ]
+        created = []
+        for meter_id in candidates:
+            command = await self._reconcile_meter(meter_id, source, on_created)
+            if command is not None:
+                created.append(command)
+        return created
+
+    async def _reconcile_meter(
+        self, meter_id: str, source: str, on_created: Callable[[CommandInfo], None] | None
+    ) -> CommandInfo | None:
+        now = self.now()
+        m = METERS.c
+        async with self.db.transaction() as session:
+            locked = await session.scalar(
+                select(m.meter_id).where(m.meter_id == meter_id).with_for_update()
+            )
+            if locked is None:
+                return None
+            meter = (
+                await session.execute(
+                    select(
+                        m.desired_relay_state,
+                        m.desired_seq,
+                        m.confirmed_relay_state,
+                        m.hold,
+                        m.meter_id.in_(_BUSY).label("busy"),
+                    ).where(m.meter_id == meter_id)
                 )
-            if created:
-                await session.execute(insert(COMMANDS), created)
-        return [CommandInfo(**values) for values in created]
+            ).one()
+            needed = decision.reconcile(meter.desired_relay_state, meter.confirmed_relay_state)
+            if meter.busy or meter.hold or needed is None:
+                return None
+            values = new_command_values(
+                meter_id,
+                needed.action,
+                source=source,
+                now=now,
+                seq=meter.desired_seq,
+                reason=needed.reason,
+            )
+            # The index's own guard as well, for a writer that did not take the meter lock.
+            inserted = await session.scalar(
+                dialect_insert(session, COMMANDS)
+                .values(values)
+                .on_conflict_do_nothing(index_elements=[_c.meter_id], index_where=_ACTIVE_ROW)
+                .returning(_c.command_id)
+            )
+            if inserted is None:
+                return None
+            command = CommandInfo(**values)
+            if on_created is not None:
+                on_created(command)
+            return command
 
     async def get_command(self, command_id: str) -> CommandInfo | None:
         async with self.db.session() as session:

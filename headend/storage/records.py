@@ -82,7 +82,8 @@ class BalanceOutcome:
     """What was done about one balance event (stored with it, in the same transaction): the
     decision applied (relay/decision.py; a duplicate or an unknown meter decides nothing but
     says so), the stored event's row, the meter's active command afterwards, and the alarm
-    raised with it (an event about a meter not in the inventory)."""
+    raised with it (bad_event for a meter not in the inventory, conflicting_event,
+    stale_event)."""
 
     decision: Decision
     event_row_id: int | None

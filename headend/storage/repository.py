@@ -84,6 +84,7 @@ class Repository:
         self.apply_balance_event = balances.apply_balance_event
         self.record_balance_event = balances.record_balance_event
         self.balance_events = balances.balance_events
+        self.reset_balance_seq = balances.reset_balance_seq
 
         self.create_command = overrides.create_command
         self.release_hold = overrides.release_hold
