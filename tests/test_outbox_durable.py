@@ -24,8 +24,8 @@ from mqtt_support import Broker, Collector, MosquittoProcess, mosquitto_binary, 
 from test_daemon_e2e import DaemonProcess, balance_payload, headend
 
 from headend.mqtt.durable_outbox import DurableOutbox
+from headend.mqtt.incoming import parse_balance_event
 from headend.mqtt.notifier import Notifier
-from headend.mqtt.payloads import parse_balance_event
 from headend.mqtt.topics import Topics
 from headend.relay.controller import RelayController
 from headend.relay.intake import BalanceIntake
