@@ -13,7 +13,8 @@ __all__ = ["status_report"]
 
 async def status_report(url: str, *, limit: int = 50) -> dict[str, Any]:
     """What `headend status` shows, as plain data (also used by the demo and tests)."""
-    db = await Database.open(url)
+    # A read: it never changes the schema, so it never waits for the write lock either.
+    db = await Database.open(url, run_migrations=False)
     try:
         repository = Repository(db)
         summary = await repository.fleet_summary()

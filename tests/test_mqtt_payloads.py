@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -619,6 +620,10 @@ def test_notifier_builds_each_kind_of_message_on_its_topic() -> None:
         ("site7/hes/alarms", 1, False, False),
     ]
     payloads = [json.loads(m.payload) for m in sent]
+    # Every message carries its own id, in the payload and on the message (the outbox's key).
+    ids = [body.pop("message_id") for body in payloads]
+    assert ids == [m.message_id for m in sent] and len(set(ids)) == len(ids)
+    assert all(uuid.UUID(i).version == 4 for i in ids)
     assert payloads[0]["values"] == {"1.0.1.8.0.255": {"value": "1.5", "unit": "Wh"}}
     assert payloads[1]["state"] == "disconnected" and payloads[1]["reason"] == "arrears"
     assert list(payloads[2])[-2:] == ["source", "state"]  # extras after the contract's fields
