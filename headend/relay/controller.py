@@ -283,21 +283,22 @@ class RelayController:
         self._publish_command(sent, domain.SENT)
         return True
 
-    @transactional
     async def _still_wanted(self, command: CommandInfo) -> bool:
-        """The command is active and its action is what the meter's desired state asks."""
+        """The command is active and its action is what the meter's desired state asks.
+        (A read; only a command given up takes a write transaction, with its message.)"""
         current, meter_found, wanted = await self.repository.command_and_desired(command.command_id)
         if current is None or not current.active or not meter_found:
             return False
         if wanted is not None and rules.action_for(wanted) != command.action:
-            superseded = await self.repository.update_command(
-                command.command_id,
-                lifecycle.SUPERSEDE,
-                last_error=f"desired state is now {wanted}",
-            )
-            if superseded is not None:
-                why = {"detail": f"desired state is now {wanted}"}
-                self._publish_command(superseded, domain.SUPERSEDED, extra=why)
+            async with self.repository.db.transaction():
+                superseded = await self.repository.update_command(
+                    command.command_id,
+                    lifecycle.SUPERSEDE,
+                    last_error=f"desired state is now {wanted}",
+                )
+                if superseded is not None:
+                    why = {"detail": f"desired state is now {wanted}"}
+                    self._publish_command(superseded, domain.SUPERSEDED, extra=why)
             return False
         return True
 
