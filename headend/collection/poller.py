@@ -30,6 +30,7 @@ from headend import domain
 from headend.collection.capabilities import Capabilities, CapabilityCache
 from headend.collection.scheduler import PollJob
 from headend.mqtt.notifier import Notifier
+from headend.relay import drift
 from headend.relay.messages import publish_alarm, publish_command, publish_relay
 from headend.storage import ProfileRow, ReadingRow, Repository
 from headend.storage.batching import ImmediateReadings
@@ -184,15 +185,30 @@ class Poller:
         if not rows:
             return 0
         notifier = self.notifier
+        # Most read-backs find the relay where it was and where it should be: no news to
+        # record, only the retained relay message to refresh, which then rides in the
+        # readings' transaction instead of a write transaction of its own.
+        news, hold = True, False
+        if relay is not None:
+            report.relay_state = relay.state
+            news, hold = await self.repository.readback_news(
+                meter_id, relay.state, relay.output_state
+            )
 
         def publish() -> None:  # in the transaction that stores the rows
-            if notifier is not None:
-                values = {r.obis: (_publishable(r.value), r.unit) for r in readings.values()}
-                notifier.readings(meter_id, ts, values)
+            if notifier is None:
+                return
+            values = {r.obis: (_publishable(r.value), r.unit) for r in readings.values()}
+            notifier.readings(meter_id, ts, values)
+            if relay is not None and not news:
+                publish_relay(notifier, meter_id, relay, read_at, "poll", hold)
 
         await self.readings_sink.store_readings(rows, publish)
         if relay is not None:
-            await self._relay_readback(meter_id, relay, read_at, report)
+            if news:
+                await self._relay_readback(meter_id, relay, read_at, report)
+            else:
+                report.drift = drift.IN_STEP
         return len(rows)
 
     async def _relay_status(self, session: DlmsSession, report: PollReport) -> RelayStatus | None:
@@ -218,7 +234,6 @@ class Poller:
                 if outcome.command is not None:
                     # The relay controller's scan runs it (within its scan interval).
                     publish_command(self.notifier, outcome.command, domain.QUEUED, ts)
-        report.relay_state = status.state
         report.drift = outcome.drift.outcome
         if outcome.alarm is not None:
             log.warning("meter %s: %s", meter_id, outcome.alarm.detail)

@@ -66,13 +66,36 @@ def _poll_read() -> Any:
         HELD_ACTION.label("held_action"),
         pending.label("pending"),
         standing.label("standing"),
-    ).with_for_update(of=METERS)
+    )
 
 
-_POLL_READ = _poll_read()
+_POLL_PEEK = _poll_read()
+_POLL_READ = _POLL_PEEK.with_for_update(of=METERS)
 
 
 class Readbacks(Store):
+    async def readback_news(
+        self, meter_id: str, state: str, output_state: bool
+    ) -> tuple[bool, bool]:
+        """(Whether a poll's read-back changes anything: the confirmed state, the drift
+        judgement or a standing mismatch alarm; whether the meter is held). Most polls read
+        a relay where it was and where it should be; those cost one read here and no write
+        transaction of their own (on SQLite the one writer is shared with balance events)."""
+        async with self.db.session() as session:
+            meter = (await session.execute(_POLL_PEEK.where(METERS.c.meter_id == meter_id))).first()
+        if meter is None:
+            return True, False  # let the recording say so (UnknownMeter)
+        if (meter.confirmed_relay_state, meter.confirmed_output_state) != (state, output_state):
+            return True, bool(meter.hold)
+        judged = drift.judge(
+            decision.target(meter.desired_relay_state, meter.held_action),
+            state,
+            output_state,
+            held=meter.hold,
+            pending=meter.pending,
+        )
+        return judged.outcome != drift.IN_STEP or bool(meter.standing), bool(meter.hold)
+
     async def record_poll_readback(
         self, meter_id: str, state: str, output_state: bool, *, ts: datetime | None = None
     ) -> PollReadback:

@@ -102,6 +102,7 @@ class Repository:
         self.record_relay_state = relay_states.record_relay_state
         self.relay_history = relay_states.relay_history
         self.record_poll_readback = readbacks.record_poll_readback
+        self.readback_news = readbacks.readback_news
 
         self.raise_alarm = alarms.raise_alarm
         self.clear_alarms = alarms.clear_alarms
