@@ -33,7 +33,7 @@ from headend.mqtt.notifier import Notifier
 from headend.relay import drift
 from headend.relay.messages import publish_alarm, publish_command, publish_relay
 from headend.storage import ProfileRow, ReadingRow, Repository
-from headend.storage.batching import ImmediateReadings
+from headend.storage.batching import ImmediateReadings, Then
 
 __all__ = ["PollReport", "PollSettings", "Poller"]
 
@@ -90,7 +90,7 @@ def _publishable(value: Any) -> Any:
 
 class ReadingsSink(Protocol):
     async def store_readings(
-        self, rows: Iterable[ReadingRow], then: Callable[[], None] | None = None
+        self, rows: Iterable[ReadingRow], then: Then | None = None
     ) -> int: ...
 
 
@@ -185,9 +185,9 @@ class Poller:
         if not rows:
             return 0
         notifier = self.notifier
-        # Most read-backs find the relay where it was and where it should be: no news to
-        # record, only the retained relay message to refresh, which then rides in the
-        # readings' transaction instead of a write transaction of its own.
+        # Most read-backs find the relay where it was and where it should be: nothing to
+        # record, only the retained relay message to refresh. Either way it happens in the
+        # readings' (batched) transaction, not in a write transaction of its own.
         news, hold = True, False
         if relay is not None:
             report.relay_state = relay.state
@@ -195,20 +195,20 @@ class Poller:
                 meter_id, relay.state, relay.output_state
             )
 
-        def publish() -> None:  # in the transaction that stores the rows
-            if notifier is None:
+        async def record() -> None:  # in the (batched) transaction that stores the rows
+            if notifier is not None:
+                values = {r.obis: (_publishable(r.value), r.unit) for r in readings.values()}
+                notifier.readings(meter_id, ts, values)
+            if relay is None:
                 return
-            values = {r.obis: (_publishable(r.value), r.unit) for r in readings.values()}
-            notifier.readings(meter_id, ts, values)
-            if relay is not None and not news:
-                publish_relay(notifier, meter_id, relay, read_at, "poll", hold)
-
-        await self.readings_sink.store_readings(rows, publish)
-        if relay is not None:
             if news:
                 await self._relay_readback(meter_id, relay, read_at, report)
             else:
                 report.drift = drift.IN_STEP
+                if notifier is not None:
+                    publish_relay(notifier, meter_id, relay, read_at, "poll", hold)
+
+        await self.readings_sink.store_readings(rows, record)
         return len(rows)
 
     async def _relay_status(self, session: DlmsSession, report: PollReport) -> RelayStatus | None:
@@ -222,18 +222,17 @@ class Poller:
     async def _relay_readback(
         self, meter_id: str, status: RelayStatus, ts: dt.datetime, report: PollReport
     ) -> None:
-        """Store the read-back and what it means (relay/drift.py), and say so, in one
-        transaction (storage/unit.py)."""
-        async with self.repository.db.transaction():
-            outcome = await self.repository.record_poll_readback(
-                meter_id, status.state, status.output_state, ts=ts
-            )
-            if self.notifier is not None:
-                publish_relay(self.notifier, meter_id, status, ts, "poll", outcome.hold)
-                publish_alarm(self.notifier, outcome.alarm)
-                if outcome.command is not None:
-                    # The relay controller's scan runs it (within its scan interval).
-                    publish_command(self.notifier, outcome.command, domain.QUEUED, ts)
+        """Store the read-back and what it means (relay/drift.py), and say so, in the
+        readings' transaction (storage/unit.py)."""
+        outcome = await self.repository.record_poll_readback(
+            meter_id, status.state, status.output_state, ts=ts
+        )
+        if self.notifier is not None:
+            publish_relay(self.notifier, meter_id, status, ts, "poll", outcome.hold)
+            publish_alarm(self.notifier, outcome.alarm)
+            if outcome.command is not None:
+                # The relay controller's scan runs it (within its scan interval).
+                publish_command(self.notifier, outcome.command, domain.QUEUED, ts)
         report.drift = outcome.drift.outcome
         if outcome.alarm is not None:
             log.warning("meter %s: %s", meter_id, outcome.alarm.detail)

@@ -4,17 +4,21 @@ A thousand polls in flight would otherwise each take a pooled connection and (on
 single write lock for four rows, and a relay command's transaction would wait behind them.
 Polls hand their rows to one writer task and wait until the batch holding them is committed,
 so a poll still publishes only what is stored, and a failed write fails the polls it carried.
-What a poll publishes about its rows (`then`) runs inside the batch's transaction, so the
-readings and their messages in the outbox commit together (storage/unit.py)."""
+What a poll records and publishes about its rows (`then`) runs inside the batch's transaction,
+so the readings, the poll's other small writes (its relay read-back) and their messages in the
+outbox commit together (storage/unit.py), in one write transaction for many polls."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from headend.storage.records import ReadingRow
 from headend.storage.repository import Repository
+
+Then = Callable[[], Awaitable[None]]
+"""What a poll does in its readings' transaction: storage calls and messages, no network."""
 
 
 class ReadingBatcher:
@@ -30,11 +34,9 @@ class ReadingBatcher:
         self._full = asyncio.Event()
         self._stopping = False
 
-    async def store_readings(
-        self, rows: Iterable[ReadingRow], then: Callable[[], None] | None = None
-    ) -> int:
+    async def store_readings(self, rows: Iterable[ReadingRow], then: Then | None = None) -> int:
         """Queue rows for the next batch; returns once they are committed (their count).
-        `then` runs in the committing transaction, after the rows are written."""
+        `then` runs (awaited) in the committing transaction, after the rows are written."""
         batch = list(rows)
         if not batch:
             return 0
@@ -90,24 +92,20 @@ class ImmediateReadings:
     def __init__(self, repository: Repository) -> None:
         self.repository = repository
 
-    async def store_readings(
-        self, rows: Iterable[ReadingRow], then: Callable[[], None] | None = None
-    ) -> int:
+    async def store_readings(self, rows: Iterable[ReadingRow], then: Then | None = None) -> int:
         return await _store(self.repository, [(list(rows), then)])
 
 
-_Batch = tuple[list[ReadingRow], Callable[[], None] | None, asyncio.Future[None]]
+_Batch = tuple[list[ReadingRow], Then | None, asyncio.Future[None]]
 
 
-async def _store(
-    repository: Repository, polls: list[tuple[list[ReadingRow], Callable[[], None] | None]]
-) -> int:
+async def _store(repository: Repository, polls: list[tuple[list[ReadingRow], Then | None]]) -> int:
     """Polls' rows and what they publish about them, in one transaction."""
     async with repository.db.transaction():
         stored = await repository.store_readings(row for rows, _ in polls for row in rows)
         for _rows, then in polls:
             if then is not None:
-                then()
+                await then()
     return stored
 
 
