@@ -89,9 +89,7 @@ def _publishable(value: Any) -> Any:
 
 
 class ReadingsSink(Protocol):
-    async def store_readings(
-        self, rows: Iterable[ReadingRow], then: Then | None = None
-    ) -> int: ...
+    async def store_readings(self, rows: Iterable[ReadingRow], then: Then | None = None) -> int: ...
 
 
 class Poller:

@@ -25,7 +25,7 @@ from headend.balance_event import BalanceEvent
 from headend.relay import decision
 from headend.relay.decision import ActiveCommand, Decision, MeterSnapshot, StoredEvent
 from headend.storage.alarms import clear_standing, insert_alarm
-from headend.storage.commands import new_command_values
+from headend.storage.commands import insert_command, supersede_command
 from headend.storage.core import COMMANDS, EVENTS, METERS, Clock, Store
 from headend.storage.db import Database
 from headend.storage.meters import UnknownMeter
@@ -284,15 +284,12 @@ async def _apply_decision(
 ) -> CommandInfo | None:
     """Write what `judged` says; returns the meter's active command afterwards."""
     for old in judged.superseded:
-        await session.execute(
-            update(COMMANDS)
-            .where(COMMANDS.c.command_id == old.command_id)
-            .values(status=old.status, updated_at=now, last_error=old.reason)
-        )
+        await supersede_command(session, old, now)
         if active is not None and active.command_id == old.command_id:
             active = None
     if judged.command is not None:
-        values = new_command_values(
+        active = await insert_command(
+            session,
             event.meter_id,
             judged.command.action,
             source="balance",
@@ -302,8 +299,6 @@ async def _apply_decision(
             reason=judged.command.reason,
             episode_started_at=judged.command.episode_started_at,
         )
-        await session.execute(insert(COMMANDS).values(values))
-        active = CommandInfo(**values)
     if judged.meter is not None:
         meter_values: dict[str, Any] = {
             "balance_seq": event.seq,

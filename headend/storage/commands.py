@@ -15,7 +15,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import case, func, literal, or_, select, update
+from sqlalchemy import case, func, insert, literal, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from headend import domain
 from headend.relay import decision, lifecycle
@@ -27,7 +28,14 @@ from headend.storage.meters import UnknownMeter
 from headend.storage.records import AlarmInfo, CommandInfo, RelayStateInfo
 from headend.storage.relay_states import check_relay_state, write_relay_state
 
-__all__ = ["Commands", "Confirmation", "command_info", "new_command_values"]
+__all__ = [
+    "Commands",
+    "Confirmation",
+    "command_info",
+    "insert_command",
+    "new_command_values",
+    "supersede_command",
+]
 
 _UNSET: Any = object()
 _ACTIVE = tuple(domain.ACTIVE_COMMAND_STATUSES)
@@ -80,6 +88,42 @@ def new_command_values(
         "last_error": None,
         "episode_started_at": episode_started_at or now,
     }
+
+
+async def insert_command(
+    session: AsyncSession,
+    meter_id: str,
+    action: str,
+    *,
+    source: str,
+    now: datetime,
+    event_id: str | None = None,
+    seq: int | None = None,
+    reason: str | None = None,
+    episode_started_at: datetime | None = None,
+) -> CommandInfo:
+    """Queue a new command in `session`'s transaction (the caller holds the meter's lock)."""
+    values = new_command_values(
+        meter_id,
+        action,
+        source=source,
+        now=now,
+        event_id=event_id,
+        seq=seq,
+        reason=reason,
+        episode_started_at=episode_started_at,
+    )
+    await session.execute(insert(COMMANDS).values(values))
+    return CommandInfo(**values)
+
+
+async def supersede_command(session: AsyncSession, old: decision.Superseded, now: datetime) -> None:
+    """Give up an active command as a decision said (its status and why)."""
+    await session.execute(
+        update(COMMANDS)
+        .where(COMMANDS.c.command_id == old.command_id)
+        .values(status=old.status, updated_at=now, last_error=old.reason)
+    )
 
 
 @dataclass(frozen=True, slots=True)

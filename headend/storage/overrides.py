@@ -8,15 +8,13 @@ release the meter goes where its newest balance says (relay/decision.py, `releas
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import insert, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import select, update
 
 from headend import domain
 from headend.relay import decision, lifecycle
 from headend.relay.decision import ActiveCommand, Superseded
-from headend.storage.commands import command_info, new_command_values
+from headend.storage.commands import command_info, insert_command, supersede_command
 from headend.storage.core import COMMANDS, METERS, Store
 from headend.storage.holds import HoldConflict, pin, unpin
 from headend.storage.meters import UnknownMeter
@@ -67,7 +65,7 @@ class Overrides(Store):
             superseded: list[str] = []
             episode: datetime | None = None
             for old in active.all():
-                await _supersede(
+                await supersede_command(
                     session,
                     Superseded(
                         old.command_id,
@@ -80,12 +78,17 @@ class Overrides(Store):
                 superseded.append(old.command_id)
                 started = old.episode_started_at or old.created_at
                 episode = started if episode is None else min(episode, started)
-            values = new_command_values(
-                meter_id, action, source=source, now=now, reason=reason, episode_started_at=episode
+            command = await insert_command(
+                session,
+                meter_id,
+                action,
+                source=source,
+                now=now,
+                reason=reason,
+                episode_started_at=episode,
             )
-            await session.execute(insert(COMMANDS).values(values))
             if hold:
-                detail = f"{action}: command {values['command_id']}"
+                detail = f"{action}: command {command.command_id}"
                 await pin(session, meter_id, reason or source, detail, now)
             else:
                 await session.execute(
@@ -95,7 +98,7 @@ class Overrides(Store):
                         desired_relay_state=change.desired_state, desired_at=now, updated_at=now
                     )
                 )
-            return CommandInfo(**values), tuple(superseded)
+            return command, tuple(superseded)
 
     async def release_hold(self, meter_id: str, reason: str) -> Release:
         """Lift the meter's hold: it goes where its newest balance says (a command when it is
@@ -128,10 +131,11 @@ class Overrides(Store):
                 reason,
             )
             for old in step.superseded:
-                await _supersede(session, old, now)
+                await supersede_command(session, old, now)
             command = None
             if step.command is not None:
-                values = new_command_values(
+                command = await insert_command(
+                    session,
                     meter_id,
                     step.command.action,
                     source="release",
@@ -140,8 +144,6 @@ class Overrides(Store):
                     reason=step.command.reason,
                     episode_started_at=step.command.episode_started_at,
                 )
-                await session.execute(insert(COMMANDS).values(values))
-                command = CommandInfo(**values)
             await unpin(session, meter_id, reason, step.detail, now)
             return Release(step.detail, command, step.superseded)
 
@@ -153,8 +155,3 @@ def _active(command: CommandInfo) -> ActiveCommand:
         command.status,
         command.episode_started_at or command.created_at,
     )
-
-
-async def _supersede(session: AsyncSession, old: Superseded, now: datetime) -> None:
-    values: dict[str, Any] = {"status": old.status, "updated_at": now, "last_error": old.reason}
-    await session.execute(update(COMMANDS).where(_c.command_id == old.command_id).values(values))

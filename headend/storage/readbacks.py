@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 
 from headend import domain
 from headend.relay import decision, drift
 from headend.storage.alarms import clear_standing, insert_alarm
-from headend.storage.commands import new_command_values
+from headend.storage.commands import insert_command
 from headend.storage.core import ALARMS, COMMANDS, METERS, Store
 from headend.storage.holds import HELD_ACTION
 from headend.storage.meters import UnknownMeter
@@ -73,6 +73,24 @@ _POLL_PEEK = _poll_read()
 _POLL_READ = _POLL_PEEK.with_for_update(of=METERS)
 
 
+def _changed(meter: Any, state: str, output_state: bool) -> bool:
+    """The read-back differs from the meter's confirmed state (a row of `_poll_read`)."""
+    return bool(
+        (meter.confirmed_relay_state, meter.confirmed_output_state) != (state, output_state)
+    )
+
+
+def _judge(meter: Any, state: str, output_state: bool) -> drift.Drift:
+    """relay/drift.py's judgement of a read-back for a row of `_poll_read`."""
+    return drift.judge(
+        decision.target(meter.desired_relay_state, meter.held_action),
+        state,
+        output_state,
+        held=meter.hold,
+        pending=meter.pending,
+    )
+
+
 class Readbacks(Store):
     async def readback_news(
         self, meter_id: str, state: str, output_state: bool
@@ -85,15 +103,9 @@ class Readbacks(Store):
             meter = (await session.execute(_POLL_PEEK.where(METERS.c.meter_id == meter_id))).first()
         if meter is None:
             return True, False  # let the recording say so (UnknownMeter)
-        if (meter.confirmed_relay_state, meter.confirmed_output_state) != (state, output_state):
+        if _changed(meter, state, output_state):
             return True, bool(meter.hold)
-        judged = drift.judge(
-            decision.target(meter.desired_relay_state, meter.held_action),
-            state,
-            output_state,
-            held=meter.hold,
-            pending=meter.pending,
-        )
+        judged = _judge(meter, state, output_state)
         return judged.outcome != drift.IN_STEP or bool(meter.standing), bool(meter.hold)
 
     async def record_poll_readback(
@@ -109,25 +121,15 @@ class Readbacks(Store):
             meter = (await session.execute(_POLL_READ.where(METERS.c.meter_id == meter_id))).first()
             if meter is None:
                 raise UnknownMeter(meter_id)
-            changed = (meter.confirmed_relay_state, meter.confirmed_output_state) != (
-                state,
-                output_state,
-            )
             await write_relay_state(
                 session,
                 readback,
                 meter.confirmed_at,
                 now,
                 awaiting_alarm_raised=meter.awaiting_alarm_raised,
-                history=changed,
+                history=_changed(meter, state, output_state),
             )
-            judged = drift.judge(
-                decision.target(meter.desired_relay_state, meter.held_action),
-                state,
-                output_state,
-                held=meter.hold,
-                pending=meter.pending,
-            )
+            judged = _judge(meter, state, output_state)
             if judged.outcome == drift.IN_STEP and meter.standing:
                 cleared = await clear_standing(
                     session, (domain.RELAY_STATE_MISMATCH,), meter_id, now
@@ -142,7 +144,8 @@ class Readbacks(Store):
                 )
             command = None
             if judged.command is not None:
-                values = new_command_values(
+                command = await insert_command(
+                    session,
                     meter_id,
                     judged.command.action,
                     source="drift",
@@ -150,6 +153,4 @@ class Readbacks(Store):
                     seq=meter.desired_seq,
                     reason=judged.command.reason,
                 )
-                await session.execute(insert(COMMANDS).values(values))
-                command = CommandInfo(**values)
             return PollReadback(meter.hold, judged, alarm, command)
