@@ -18,6 +18,7 @@ from headend.collection.scheduler import PollJob, Scheduler
 from headend.meters.access import MeterAccess
 from headend.meters.line_locks import POLL, RelayPressure
 from headend.mqtt.notifier import Notifier
+from headend.relay.messages import publish_alarm
 from headend.storage import Repository
 
 __all__ = ["CollectionService"]
@@ -159,9 +160,7 @@ class CollectionService:
                     job.meter_id,
                     f"{failures} polls failed in a row; last: {error}",
                 )
-                if alarm is not None and self.notifier is not None:
-                    self.notifier.alarm(
-                        alarm.type, alarm.ts, meter_id=alarm.meter_id, detail=alarm.detail
-                    )
+                if self.notifier is not None:
+                    publish_alarm(self.notifier, alarm)
         except Exception:
             log.exception("recording the poll outcome of %s failed", job.meter_id)

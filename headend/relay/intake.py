@@ -23,6 +23,7 @@ from headend.mqtt.incoming import BadEvent, DeadLetter, storable_text
 from headend.mqtt.notifier import Notifier
 from headend.relay import decision
 from headend.relay.controller import RelayController
+from headend.relay.messages import publish_alarm
 from headend.storage import BalanceOutcome, Repository
 from headend.storage.unit import transactional
 
@@ -88,15 +89,12 @@ class BalanceIntake:
             return
         if alarm is not None:  # stale_event, conflicting_event: stored, not applied
             log.warning("%s for %s: %s", alarm.type, event.meter_id, judged.detail)
-            self.notifier.alarm(alarm.type, alarm.ts, meter_id=alarm.meter_id, detail=alarm.detail)
+            publish_alarm(self.notifier, alarm)
         if judged.outcome == decision.REJECTED:  # e.g. a balance that is not a finite number
             alarm = await self.repository.raise_alarm(
                 domain.BAD_EVENT, event.meter_id, judged.detail, dedupe=False
             )
-            if alarm is not None:
-                self.notifier.alarm(
-                    alarm.type, alarm.ts, meter_id=alarm.meter_id, detail=alarm.detail
-                )
+            publish_alarm(self.notifier, alarm)
             return
         self._publish(event, outcome)
 
