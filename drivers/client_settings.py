@@ -9,19 +9,10 @@ import enum
 from dataclasses import dataclass, field
 
 from cosem_objects import security
-from cosem_objects.acse import Conformance
+from cosem_objects.acse import DEFAULT_LN_CONFORMANCE, Conformance
 
-DEFAULT_CONFORMANCE = (
-    Conformance.BLOCK_TRANSFER_GET
-    | Conformance.BLOCK_TRANSFER_SET
-    | Conformance.BLOCK_TRANSFER_ACTION
-    | Conformance.MULTIPLE_REFERENCES
-    | Conformance.GET
-    | Conformance.SET
-    | Conformance.SELECTIVE_ACCESS
-    | Conformance.ACTION
-    | Conformance.GENERAL_BLOCK_TRANSFER
-)
+# The common LN proposal, plus general block transfer (which we can receive).
+DEFAULT_CONFORMANCE = DEFAULT_LN_CONFORMANCE | Conformance.GENERAL_BLOCK_TRANSFER
 
 
 class Authentication(enum.StrEnum):

@@ -17,6 +17,7 @@ from cosem_objects import security
 from cosem_objects.acse import (
     AARE,
     AARQ,
+    DEFAULT_LN_CONFORMANCE,
     AcseServiceUserDiagnostic,
     AssociationResult,
     Conformance,
@@ -41,16 +42,7 @@ from simulators.meter import SimMeter
 from simulators.objects.model import AccessLevel, AssociationContext
 
 # What the meter offers; the association gets the intersection with what the client proposes.
-SERVER_CONFORMANCE = (
-    Conformance.BLOCK_TRANSFER_GET
-    | Conformance.BLOCK_TRANSFER_SET
-    | Conformance.BLOCK_TRANSFER_ACTION
-    | Conformance.MULTIPLE_REFERENCES
-    | Conformance.GET
-    | Conformance.SET
-    | Conformance.SELECTIVE_ACCESS
-    | Conformance.ACTION
-)
+SERVER_CONFORMANCE = DEFAULT_LN_CONFORMANCE
 CIPHERED_CONFORMANCE = SERVER_CONFORMANCE | Conformance.GENERAL_PROTECTION
 DLMS_VERSION = 6
 VAA_NAME_LN = 0x0007
