@@ -12,7 +12,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy import Table, and_, bindparam, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from headend.storage.core import (
     BATCH,
@@ -81,19 +82,8 @@ class Readings(Store):
         if not unique:
             return 0
         values = list(unique.values())
-        inserted = 0
         async with self.db.transaction() as session:
-            # One cached statement, executed for many parameter sets: SQLAlchemy batches them
-            # as multi-row INSERTs ("insertmanyvalues") without compiling SQL per call, and
-            # RETURNING counts only the rows that were new.
-            stmt = (
-                dialect_insert(session, READINGS)
-                .on_conflict_do_nothing(index_elements=["meter_id", "obis", "ts"])
-                .returning(READINGS.c.id)
-            )
-            for start in range(0, len(values), BATCH):
-                result = await session.execute(stmt, values[start : start + BATCH])
-                inserted += len(result.all())
+            inserted = await _insert_new(session, READINGS, ("meter_id", "obis", "ts"), values)
             ts_param = bindparam("b_ts", type_=UtcDateTime())
             await session.execute(
                 update(METERS)
@@ -169,17 +159,8 @@ class Readings(Store):
         if not unique:
             return 0
         values = list(unique.values())
-        inserted = 0
         async with self.db.transaction() as session:
-            stmt = (
-                dialect_insert(session, PROFILES)
-                .on_conflict_do_nothing(index_elements=["meter_id", "profile", "ts"])
-                .returning(PROFILES.c.id)
-            )
-            for start in range(0, len(values), BATCH):
-                result = await session.execute(stmt, values[start : start + BATCH])
-                inserted += len(result.all())
-        return inserted
+            return await _insert_new(session, PROFILES, ("meter_id", "profile", "ts"), values)
 
     async def last_profile_ts(self, meter_id: str, profile: str) -> datetime | None:
         """Where profile catch-up resumes: the newest stored entry's time."""
@@ -205,3 +186,23 @@ class Readings(Store):
                 ProfileRow(r.meter_id, r.profile, r.ts, r.values)
                 for r in (await session.scalars(stmt))
             ]
+
+
+async def _insert_new(
+    session: AsyncSession, table: Table, keys: tuple[str, ...], values: list[dict[str, Any]]
+) -> int:
+    """Insert rows, skipping those whose `keys` are stored already; how many were new.
+
+    One cached statement, executed for many parameter sets: SQLAlchemy batches them as
+    multi-row INSERTs ("insertmanyvalues") without compiling SQL per call, and RETURNING
+    counts only the rows that were new."""
+    stmt = (
+        dialect_insert(session, table)
+        .on_conflict_do_nothing(index_elements=list(keys))
+        .returning(table.c.id)
+    )
+    inserted = 0
+    for start in range(0, len(values), BATCH):
+        result = await session.execute(stmt, values[start : start + BATCH])
+        inserted += len(result.all())
+    return inserted
