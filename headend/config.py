@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, is_dataclass
+from dataclasses import dataclass, field, is_dataclass, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from headend.config_loader import (
     mask_credentials,
     setting_fields,
 )
+from headend.config_prepaid import PREPAID_CHECKS, PrepaidConfig, QuietWindow, validate_prepaid
 from headend.meters.secrets import (
     MASTER_KEY_ENV,
     MasterKey,
@@ -35,13 +36,18 @@ from headend.meters.secrets import (
 
 __all__ = [
     "CONFIG_ENV",
+    "ClusterConfig",
     "Config",
     "ConfigError",
     "DatabaseConfig",
+    "ListenerConfig",
     "LoggingConfig",
+    "MetricsConfig",
     "MqttConfig",
     "NotificationsConfig",
     "PollingConfig",
+    "PrepaidConfig",
+    "QuietWindow",
     "RelayConfig",
     "SecurityConfig",
     "TlsConfig",
@@ -101,6 +107,8 @@ class MqttConfig:
     password: Secret[str] | None = field(default=None, repr=False)
     keepalive: int = 60
     tls: TlsConfig = field(default_factory=TlsConfig)
+    # With the cluster on, balances arrive on $share/{share_group}/{billing_prefix}/balance/+.
+    share_group: str = "headend"
 
     @property
     def embedded(self) -> bool:
@@ -151,6 +159,32 @@ class SecurityConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """Several head-ends on one PostgreSQL: meters are leased to one member at a time."""
+
+    enabled: bool = False
+    instance_id: str = ""  # "" = hostname-pid
+    lease_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class ListenerConfig:
+    """Meters that call in (pushes, IDIS "always on"): off unless a port is set."""
+
+    host: str = "0.0.0.0"  # meters call in from the field, not from this box
+    tcp_port: int = 0  # wrapper or HDLC over TCP (told apart by the first byte)
+    udp_port: int = 0  # wrapper datagrams
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """/metrics, /healthz, /readyz on one plain HTTP port: off unless a port is set."""
+
+    host: str = "127.0.0.1"  # "0.0.0.0" for a Prometheus or kubelet on another host
+    port: int = 0
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = "INFO"
     format: str = "json"
@@ -165,6 +199,10 @@ class Config:
     notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    listener: ListenerConfig = field(default_factory=ListenerConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    prepaid: PrepaidConfig = field(default_factory=PrepaidConfig)
     # The file it came from (not a setting).
     source: Path | None = field(default=None, compare=False, metadata={"setting": False})
 
@@ -244,6 +282,12 @@ def _database_url(v: str) -> str | None:
     return None
 
 
+def _share_group(v: str) -> str | None:
+    if not v or any(c in v for c in "/+#\x00"):
+        return f"must be a name without '/', '+' or '#', got {v!r}"
+    return None
+
+
 def _obis(v: str) -> str | None:
     from cosem_objects.obis import Obis
 
@@ -287,6 +331,14 @@ _CHECKS: dict[str, Check] = {
     "security.master_key_file": _existing_file,
     "logging.level": _one_of(*LOG_LEVELS),
     "logging.format": _one_of(*LOG_FORMATS),
+    "mqtt.share_group": _share_group,
+    "cluster.lease_s": _gt(0),
+    "listener.host": _non_empty,
+    "listener.tcp_port": _between(0, 65535),
+    "listener.udp_port": _between(0, 65535),
+    "metrics.host": _non_empty,
+    "metrics.port": _between(0, 65535),
+    **PREPAID_CHECKS,
 }
 
 
@@ -317,6 +369,12 @@ def _validate(config: Config) -> None:
             f"must not exceed relay.retry_max_backoff_s ({config.relay.retry_max_backoff_s:g}), "
             f"got {config.relay.retry_base_s:g}",
         )
+    if config.cluster.enabled and config.database.dialect != "postgresql":
+        raise ConfigError(
+            "cluster.enabled",
+            "a cluster needs PostgreSQL (database.url is SQLite); set cluster.enabled = false",
+        )
+    validate_prepaid(config.prepaid)
     tls = config.mqtt.tls
     if (tls.cert_file is None) != (tls.key_file is None):
         raise ConfigError("mqtt.tls.key_file", "cert_file and key_file go together")
@@ -331,8 +389,6 @@ def _validate(config: Config) -> None:
 
 def _normalise(config: Config) -> Config:
     """Canonical spellings: OBIS codes dotted, log level upper case."""
-    from dataclasses import replace
-
     from cosem_objects.obis import Obis
 
     polling = replace(config.polling, obis=tuple(str(Obis.parse(c)) for c in config.polling.obis))
@@ -368,13 +424,8 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
     except TypeError as exc:  # pragma: no cover - a dataclass/field mismatch is a bug here
         raise ConfigError("config", str(exc)) from None
     # Lower-case log levels are accepted: normalise before validating.
-    built = Config(
-        database=built.database,
-        mqtt=built.mqtt,
-        polling=built.polling,
-        relay=built.relay,
-        notifications=built.notifications,
-        security=built.security,
+    built = replace(
+        built,
         logging=LoggingConfig(level=built.logging.level.upper(), format=built.logging.format),
         source=path,
     )

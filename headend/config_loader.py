@@ -81,6 +81,12 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
+def _file_key(f: Field[Any]) -> str:
+    """The key's spelling in the file: its field name, unless that is a Python keyword
+    (``from`` is declared ``start`` with metadata key="from")."""
+    return str(f.metadata.get("key", f.name))
+
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -160,6 +166,8 @@ class TreeLoader:
             if isinstance(value, str):
                 return Secret(value)
             raise ConfigError(key, "must be a string")
+        if is_dataclass(base):  # an item of a list of tables
+            return self.build(base, key, value, {})  # type: ignore[arg-type]
         if origin is tuple:
             (item_tp, _) = typing.get_args(base)
             items = value
@@ -186,18 +194,19 @@ class TreeLoader:
         if not isinstance(table, Mapping):
             raise ConfigError(key, f"must be a table, got {self.describe(key, table)}")
         hints = typing.get_type_hints(cls)
-        known = {f.name for f in setting_fields(cls)}
+        known = {_file_key(f) for f in setting_fields(cls)}
         for name in table:
             if name not in known:
                 raise ConfigError(f"{key}.{name}", f"unknown key in [{key}]")
         kwargs: dict[str, Any] = {}
         for f in setting_fields(cls):
-            sub = f"{key}.{f.name}" if key else f.name
+            name = _file_key(f)
+            sub = f"{key}.{name}" if key else name
             tp = hints[f.name]
             if is_dataclass(tp):
-                kwargs[f.name] = self.build(tp, sub, table.get(f.name, {}), env)  # type: ignore[arg-type]
+                kwargs[f.name] = self.build(tp, sub, table.get(name, {}), env)  # type: ignore[arg-type]
                 continue
-            if sub in self.env_only and f.name in table:
+            if sub in self.env_only and name in table:
                 raise ConfigError(sub, f"not allowed in the config file; {self.env_only[sub]}")
             env_name = env_var_name(sub)
             if env_name in env:
@@ -205,8 +214,8 @@ class TreeLoader:
                     kwargs[f.name] = self.convert(sub, tp, env[env_name], from_env=True)
                 except ConfigError as exc:
                     raise ConfigError(sub, f"{exc.message} (from {env_name})") from None
-            elif f.name in table:
-                kwargs[f.name] = self.convert(sub, tp, table[f.name], from_env=False)
+            elif name in table:
+                kwargs[f.name] = self.convert(sub, tp, table[name], from_env=False)
         return cls(**kwargs)
 
 
