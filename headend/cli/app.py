@@ -9,6 +9,7 @@ import typer
 
 from headend.cli import device as cli_device
 from headend.cli.common import ConfigOpt, configure_cli_logging
+from headend.cli.decode import decode as field_decode
 from headend.cli.meters import meters_app
 from headend.cli.run import demo, run, status
 
@@ -35,6 +36,7 @@ app.command("run")(run)
 app.command("status")(status)
 app.command("demo")(demo)
 cli_device.register(app)
+app.command("decode")(field_decode)
 
 
 def main() -> None:
