@@ -26,8 +26,9 @@ EXIT_USAGE = 2
 
 HexArgs = Annotated[
     list[str] | None,
-    typer.Argument(help="Hex bytes (spaces, colons, 0x prefixes and line breaks allowed).",
-                   show_default=False),
+    typer.Argument(
+        help="Hex bytes (spaces, colons, 0x prefixes and line breaks allowed).", show_default=False
+    ),
 ]
 FileOpt = Annotated[
     Path | None, typer.Option("--file", "-f", help="Read the hex from a file ('-': stdin).")

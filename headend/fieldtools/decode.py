@@ -23,6 +23,7 @@ from cosem_objects.apdu import GbtReassembler, GeneralBlockTransfer, GetResponse
 from cosem_objects.axdr import decode_data_all
 from cosem_objects.classes import plain_value
 from cosem_objects.data import Data
+from cosem_objects.dates import CosemDateTime
 from cosem_objects.decode import decode_apdu
 from cosem_objects.errors import DecodeError, ProtocolError, SecurityError
 from cosem_objects.security import (
@@ -35,13 +36,14 @@ from cosem_objects.security import (
     decrypt,
     decrypt_unauthenticated,
     security_json,
+    unwrap_service_specific,
 )
 from drivers.hdlc import FrameType, HdlcAddress, HdlcFrame, encode_address
 from drivers.hdlc.parameters import HdlcParameters
 from drivers.wrapper import WRAPPER_VERSION, WrapperReader
 from headend.fieldtools.hdlc_join import HdlcStream, join_hdlc
 from headend.fieldtools.hexinput import HexInput
-from headend.fieldtools.values import meter_values, typed
+from headend.fieldtools.values import datetime_text, meter_values, typed
 from headend.fieldtools.values import rows as value_rows
 
 GENERAL_DED_CIPHERING = 0xDC
@@ -79,6 +81,7 @@ class DecodedApdu:
     security: dict[str, Any] | None = None
     plaintext_hex: str | None = None
     warnings: list[str] = field(default_factory=list)
+    datetime: str | None = None  # the APDU's own time stamp (a notification's date-time)
 
     @property
     def type_name(self) -> str:
@@ -112,6 +115,7 @@ class DecodedApdu:
             "apdu": self.json,
             "security": self.security,
             "plaintext_hex": self.plaintext_hex,
+            "datetime": self.datetime,
             "data": {name: typed(item) for name, item in self.data},
             "value": _jsonable(self.value),
             "values": self.values,
@@ -200,9 +204,7 @@ class _Decoder:
         self.report.frames = [frame_json(frame) for frame in stream.frames]
         self.report.errors.extend(stream.problems)
         for message in stream.messages:
-            numbers = [i + 1 for i in message.frames]
-            where = f"HDLC frame {numbers[0]}" if len(numbers) == 1 else f"HDLC frames {numbers}"
-            self.take(message.info, where, ["hdlc"])
+            self.take(message.info, message.where, ["hdlc"])
 
     def wrapper(self, data: bytes) -> None:
         reader = WrapperReader()
@@ -270,7 +272,6 @@ class _Decoder:
     def _block(self, apdu: bytes, source: str, layers: list[str], depth: int) -> None:
         block = GeneralBlockTransfer.from_bytes(apdu)
         header = block.to_json()
-        header.pop("block_data", None)
         header["source"] = source
         self.report.blocks.append(header)
         if block.block_number == 1:
@@ -283,7 +284,9 @@ class _Decoder:
             self.take(whole, where, [*layers, "general-block-transfer"], depth + 1)
 
     def _general_ciphered(self, apdu: bytes, source: str, layers: list[str], depth: int) -> None:
-        name = "general-glo-ciphering" if apdu[0] == GENERAL_GLO_CIPHERING else "general-ded-ciphering"
+        name = (
+            "general-glo-ciphering" if apdu[0] == GENERAL_GLO_CIPHERING else "general-ded-ciphering"
+        )
         # Both share one layout (tag, system title, length, SC, IC, payload); only the key
         # differs, and the engineer hands us the one to use.
         ciphered = GeneralGloCiphering.from_bytes(bytes((GENERAL_GLO_CIPHERING,)) + apdu[1:])
@@ -372,8 +375,9 @@ class _Decoder:
         decoded = decode_apdu(apdu)
         name_layers = list(layers)
         json_form: dict[str, Any]
+        plaintext: str | None = None
         if isinstance(decoded, AARQ | AARE):
-            json_form = self._acse(decoded)
+            json_form, plaintext = self._acse(decoded)
         else:
             json_form = decoded.to_json()
         entry = DecodedApdu(
@@ -383,12 +387,16 @@ class _Decoder:
             apdu_hex=apdu.hex().upper(),
             json=json_form,
             data=_data_items(decoded),
+            datetime=_stamp(decoded),
+            plaintext_hex=plaintext,
         )
         self.report.apdus.append(entry)
         if isinstance(decoded, GetResponseWithBlock):
             self._get_block(decoded, source, name_layers)
 
-    def _acse(self, apdu: AARQ | AARE) -> dict[str, Any]:
+    def _acse(self, apdu: AARQ | AARE) -> tuple[dict[str, Any], str | None]:
+        """The JSON form, and the deciphered xDLMS initiate when it was ciphered (an AARQ's
+        is hidden unless secrets are shown: it carries the dedicated key)."""
         keys = self.keys.security_keys()
         redact = not self.keys.show_secrets
         if isinstance(apdu, AARQ):
@@ -406,7 +414,17 @@ class _Decoder:
             )
         if out.get("user_information_error"):
             raise DecodeError(f"{out['type']} user-information: {out['user_information_error']}")
-        return out
+        plaintext = None
+        title = apdu.calling_ap_title if isinstance(apdu, AARQ) else apdu.responding_ap_title
+        if (
+            isinstance(glo, dict)
+            and keys is not None
+            and title is not None
+            and apdu.user_information
+        ):
+            plain, _ = unwrap_service_specific(apdu.user_information, title, keys)
+            plaintext = plain.hex().upper() if not redact or isinstance(apdu, AARE) else "<hidden>"
+        return out, plaintext
 
     def _get_block(self, block: GetResponseWithBlock, source: str, layers: list[str]) -> None:
         invoke = block.invoke_id_and_priority & 0x0F
@@ -434,6 +452,14 @@ class _Decoder:
                 data=[("result", value)],
             )
         )
+
+
+def _stamp(apdu: Any) -> str | None:
+    for name in ("date_time", "time"):
+        value = getattr(apdu, name, None)
+        if isinstance(value, CosemDateTime):
+            return datetime_text(value)
+    return None
 
 
 def _data_items(apdu: Any) -> list[tuple[str, Data]]:

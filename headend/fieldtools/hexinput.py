@@ -38,7 +38,9 @@ def parse_hex_texts(texts: list[str]) -> HexInput:
     total = 0
     for number, text in enumerate(texts, start=1):
         for line_number, line in enumerate(text.splitlines(), start=1):
-            where = f"input {number}, line {line_number}" if len(texts) > 1 else f"line {line_number}"
+            where = (
+                f"input {number}, line {line_number}" if len(texts) > 1 else f"line {line_number}"
+            )
             chunk = _parse_line(line, where)
             if chunk:
                 total += len(chunk)

@@ -201,8 +201,13 @@ def _push_object_list(first: Data) -> list[tuple[int, Obis, int]] | None:
         return None
     out = []
     for entry in first.value:
-        parts = entry.value if entry.type is DataType.STRUCTURE else ()
-        if len(parts) != 4 or not _is_obis(parts[1]) or not isinstance(parts[0].value, int):
+        parts: tuple[Data, ...] = entry.value if entry.type is DataType.STRUCTURE else ()
+        if (
+            len(parts) != 4
+            or not _is_obis(parts[1])
+            or not isinstance(parts[0].value, int)
+            or not isinstance(parts[2].value, int)
+        ):
             return None
         out.append((int(parts[0].value), Obis.from_bytes(parts[1].value), int(parts[2].value)))
     return out
@@ -219,21 +224,19 @@ def meter_values(body: Data) -> list[dict[str, Any]]:
             # The L+G layout: item 0 is the push object list (whose own value is itself).
             return [
                 meter_value(obis, value, class_id=class_id, attribute=attribute)
-                for (class_id, obis, attribute), value in zip(
-                    described[1:], items[1:], strict=True
-                )
+                for (class_id, obis, attribute), value in zip(described[1:], items[1:], strict=True)
             ]
     found: list[dict[str, Any]] = []
     index = 0
     while index < len(items):
         item = items[index]
-        parts = item.value if item.type is DataType.STRUCTURE else ()
+        parts: tuple[Data, ...] = item.value if item.type is DataType.STRUCTURE else ()
         if 2 <= len(parts) <= 3 and _is_obis(parts[0]):
             scaler_unit = parts[2] if len(parts) == 3 and _is_scaler_unit(parts[2]) else None
             found.append(meter_value(Obis.from_bytes(parts[0].value), parts[1], scaler_unit))
             index += 1
-        elif _is_obis(item) and index + 1 < len(items) and items[index + 1].type not in (
-            _CONTAINERS
+        elif (
+            _is_obis(item) and index + 1 < len(items) and items[index + 1].type not in (_CONTAINERS)
         ):
             found.append(meter_value(Obis.from_bytes(item.value), items[index + 1]))
             index += 2
