@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from headend.cli import device as cli_device
+from headend.cli import fieldtools as cli_fieldtools
 from headend.cli.common import ConfigOpt, configure_cli_logging
 from headend.cli.decode import decode as field_decode
 from headend.cli.meters import meters_app
@@ -37,6 +38,7 @@ app.command("status")(status)
 app.command("demo")(demo)
 cli_device.register(app)
 app.command("decode")(field_decode)
+cli_fieldtools.register(app)
 
 
 def main() -> None:
