@@ -10,6 +10,7 @@ every wait has a deadline."""
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from dataclasses import dataclass
 
 from cosem_objects.errors import DecodeError
@@ -31,26 +32,32 @@ class LinkAnswer:
     answers: int = 1  # UA/DM frames seen (more than one: several stations took the address)
 
 
-async def _answer(
-    stream: ByteStream,
-    reader: HdlcFrameReader,
-    client: HdlcAddress,
-    server: HdlcAddress,
-    wait_s: float,
-) -> HdlcFrame | None:
-    """The first UA or DM to `client` from `server`'s station, or None after `wait_s`."""
-    try:
-        async with asyncio.timeout(wait_s):
-            while True:
-                for frame in reader.feed(await stream.read()):
-                    if (
-                        frame.frame_type in (FrameType.UA, FrameType.DM)
-                        and frame.dst.same_station(client)
-                        and frame.src.same_station(server)
-                    ):
-                        return frame
-    except (TimeoutError, LinkClosed):
-        return None
+class _Answers:
+    """UA/DM frames to `client` from `server`'s station, in arrival order; a read may bring
+    several (every station on a bus that took the address), and none is lost."""
+
+    def __init__(self, stream: ByteStream, client: HdlcAddress, server: HdlcAddress) -> None:
+        self.stream = stream
+        self.client = client
+        self.server = server
+        self.reader = HdlcFrameReader()
+        self.pending: deque[HdlcFrame] = deque()
+
+    async def next(self, wait_s: float) -> HdlcFrame | None:
+        """The next answer, or None when none came within `wait_s`."""
+        try:
+            async with asyncio.timeout(wait_s):
+                while not self.pending:
+                    for frame in self.reader.feed(await self.stream.read()):
+                        if (
+                            frame.frame_type in (FrameType.UA, FrameType.DM)
+                            and frame.dst.same_station(self.client)
+                            and frame.src.same_station(self.server)
+                        ):
+                            self.pending.append(frame)
+        except (TimeoutError, LinkClosed):
+            return None
+        return self.pending.popleft()
 
 
 async def check_link(
@@ -65,16 +72,16 @@ async def check_link(
 
     With `linger_s`, further answers are counted for that long: an address that several
     stations on a bus accept (a 1-byte address reaches them all) gets several UAs."""
-    reader = HdlcFrameReader()
+    answers = _Answers(stream, client, server)
     stream.discard()
     info = b"" if proposal is None or proposal.is_default else proposal.to_bytes()
     stream.write(HdlcFrame.make(FrameType.SNRM, server, client, info=info).to_bytes())
-    frame = await _answer(stream, reader, client, server, wait_s)
+    frame = await answers.next(wait_s)
     if frame is None:
         return None
-    answers = 1
-    while linger_s > 0 and await _answer(stream, reader, client, server, linger_s) is not None:
-        answers += 1
+    count = 1
+    while linger_s > 0 and await answers.next(linger_s) is not None:
+        count += 1
     params: HdlcParameters | None = None
     if frame.frame_type is FrameType.UA:
         try:
@@ -83,7 +90,7 @@ async def check_link(
             params = None
         # Leave the meter as we found it: disconnected.
         stream.write(HdlcFrame.make(FrameType.DISC, frame.src, client).to_bytes())
-        await _answer(stream, HdlcFrameReader(), client, frame.src, min(wait_s, DISC_WAIT_S))
+        await _Answers(stream, client, frame.src).next(min(wait_s, DISC_WAIT_S))
     return LinkAnswer(
-        frame.src, frame.frame_type is FrameType.UA, params, reader.bad_frames, answers
+        frame.src, frame.frame_type is FrameType.UA, params, answers.reader.bad_frames, count
     )

@@ -70,7 +70,7 @@ class ProbeTarget:
 @dataclass(slots=True)
 class ClientOutcome:
     client_sap: int
-    outcome: str  # accepted | needs authentication | refused | no answer
+    outcome: str  # accepted | needs authentication | refused (by its AARE) | no answer
     detail: str = ""
 
     @property
@@ -211,7 +211,8 @@ class _Prober:
         except TimeoutError:
             return ClientOutcome(sap, "no answer", "no AARE")
         except (ProtocolError, TransportError) as exc:
-            return ClientOutcome(sap, "refused", _text(exc))
+            # Not an AARE (another framing on this port, or a broken stack): no DLMS answer.
+            return ClientOutcome(sap, "no answer", f"unreadable reply: {_text(exc)}")
         finally:
             params = getattr(transport, "hdlc_parameters", None)
             if isinstance(params, HdlcParameters) and self.report.hdlc_parameters is None:
@@ -231,8 +232,12 @@ class _Prober:
     async def framing(self) -> None:
         t, report = self.target, self.report
         if t.serial_port is None:
-            report.transport = "wrapper"
-            first = await self._associate(self.transport(16, self.wait_s), 16)
+            report.transport = "wrapper"  # for self.transport(); kept only if it answers
+            try:
+                first = await self._associate(self.transport(16, self.wait_s), 16)
+            except BaseException:
+                report.transport = None
+                raise
             if first.outcome != "no answer":
                 report.server_logical = t.logical
                 report.clients.append(first)
