@@ -261,6 +261,14 @@ def test_separators_and_prefixes() -> None:
         assert report.ok and report.apdus[0].value == "V0411", text
 
 
+def test_frames_after_noise_are_still_found() -> None:
+    vector = vector_by_id("v3-get-fw-rsp")
+    report = decode_input(parse_hex_texts(["A0 13 " + vector["hex"]]))
+    assert report.layer == "hdlc" and report.ok
+    assert report.apdus[0].value == "V0411"
+    assert any("skipped" in problem for problem in report.errors)
+
+
 def test_get_with_blocks_is_joined() -> None:
     value = Data.array([Data.long_unsigned(n) for n in range(200)])
     raw = encode_data(value)

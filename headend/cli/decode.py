@@ -192,6 +192,8 @@ def _print_apdu(console: Console, number: int, apdu: DecodedApdu) -> None:
         if key in ("type", "data", "body", "block_data") or isinstance(value, dict | list):
             continue
         summary.add_row(key, str(value))
+    if apdu.datetime is not None:
+        summary.add_row("date-time", apdu.datetime)
     if apdu.security is not None:
         sec = apdu.security
         for key in ("system_title", "security_control", "invocation_counter", "tag_ok"):

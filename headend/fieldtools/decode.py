@@ -73,6 +73,16 @@ def decode_input(source: HexInput, keys: DecodeKeys | None = None) -> DecodeRepo
     else:
         decoder.bare(source)
     decoder.finish()
+    if not report.ok and report.layer == "apdu" and b"\x7e" in data:
+        # A capture cut mid-frame (or with a byte of log noise in front): the frames that
+        # follow are still worth showing, if the stream holds any.
+        framed = DecodeReport(layer="hdlc")
+        retry = _Decoder(framed, keys or DecodeKeys())
+        stream = join_hdlc(data)
+        if stream.frames:
+            retry.hdlc(stream)
+            retry.finish()
+            return framed
     return report
 
 
