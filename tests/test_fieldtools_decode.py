@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 import pytest
+from axdr_strategies import data_values, date_times
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -20,11 +21,13 @@ from vectors import vector_by_id, vector_params
 from cosem_objects.apdu import GetResponseWithBlock
 from cosem_objects.axdr import encode_data
 from cosem_objects.data import Data
+from cosem_objects.errors import DecodeError
 from drivers.hdlc import FrameType, HdlcAddress, HdlcFrame
 from drivers.wrapper import encode_wrapper
 from headend.cli.app import app
 from headend.fieldtools.decode import DecodeKeys, decode_input
 from headend.fieldtools.hexinput import HexInput, parse_hex_texts
+from headend.fieldtools.values import meter_values, octet_views, rows, typed
 
 LAYERS = ("hdlc", "wrapper", "apdu", "ciphered-apdu")
 SERVICE_SPECIFIC_GLO = {"C8", "C9", "CB", "CC", "CD", "CF", "21", "28"}
@@ -350,3 +353,42 @@ def test_fuzz_mutated_captures(data: st.DataObject) -> None:
     cut = data.draw(st.integers(1, len(raw)))
     report = decode_input(HexInput((bytes(raw[:cut]),)), KEYS)
     json.dumps(report.to_json(), default=str)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.one_of(
+        data_values, date_times.map(Data.date_time), st.binary(max_size=16).map(Data.octet_string)
+    )
+)
+def test_fuzz_value_views(value: Data) -> None:
+    """Every typed value shows, whatever its contents (wildcards, impossible dates, ...)."""
+    json.dumps([typed(value), meter_values(value)], default=str)
+    assert rows(value)
+    if isinstance(value.value, bytes):
+        assert octet_views(value.value)["hex"] == value.value.hex().upper()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(max_size=60), min_size=1, max_size=3))
+def test_fuzz_hex_text_only_clean_errors(texts: list[str]) -> None:
+    try:
+        parsed = parse_hex_texts(texts)
+    except DecodeError as exc:
+        assert "\n" not in str(exc)
+    else:
+        assert parsed.data
+
+
+def test_file_and_stdin(tmp_path) -> None:
+    vector = vector_by_id("v4-aidon-push")
+    text = vector["hex"]
+    wrapped = "\n".join(text[i : i + 64] for i in range(0, len(text), 64))
+    capture = tmp_path / "capture.txt"
+    capture.write_text(wrapped)
+    for args, stdin in ((["--file", str(capture)], None), (["--file", "-"], wrapped)):
+        result = RUNNER.invoke(app, ["decode", *args, "--json"], input=stdin)
+        assert result.exit_code == 0, result.stderr
+        assert len(json.loads(result.stdout)["apdus"][0]["values"]) == 27
+    missing = RUNNER.invoke(app, ["decode", "--file", str(tmp_path / "nope.txt")])
+    assert missing.exit_code == 5 and missing.stderr.count("\n") == 1

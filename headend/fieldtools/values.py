@@ -54,7 +54,7 @@ def datetime_text(stamp: CosemDateTime) -> str:
         try:
             return stamp.to_datetime().isoformat()
         except DecodeError:
-            return stamp.local_datetime().isoformat()
+            pass  # a deviation out of range, or a day that does not exist: show the fields
     parts = [stamp.year, stamp.month, stamp.day, stamp.hour, stamp.minute, stamp.second]
     y, mo, d, h, mi, s = ("*" if p is None else f"{p:02d}" for p in parts)
     return f"{y}-{mo}-{d}T{h}:{mi}:{s}"
