@@ -134,7 +134,7 @@ def _print_probe(report: ProbeReport) -> None:
             if physical is None and data["transport"] in ("hdlc", "serial")
             else physical,
         ),
-        ("HDLC parameters", data["hdlc_parameters"]),
+        ("HDLC parameters", _hdlc_text(data["hdlc_parameters"])),
         (
             "conformance",
             ", ".join(data["conformance"]) + f" ({data['conformance_hex']})"
@@ -164,6 +164,15 @@ def _print_probe(report: ProbeReport) -> None:
         console.print(table)
     for problem in report.errors:
         console.print(f"[red]problem:[/red] {problem}", markup=True)
+
+
+def _hdlc_text(params: dict[str, int] | None) -> str | None:
+    if params is None:
+        return None
+    return (
+        f"max info tx {params['max_info_tx']} / rx {params['max_info_rx']}, "
+        f"window tx {params['window_tx']} / rx {params['window_rx']}"
+    )
 
 
 def _print_scan(report: ScanReport) -> None:

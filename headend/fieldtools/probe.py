@@ -40,7 +40,8 @@ from drivers.transports import (
 from drivers.transports.stream import ByteStream
 from headend.fieldtools.link_check import LinkAnswer, check_link
 
-CLIENT_NAMES = {16: "public", 32: "reader", 1: "management", 17: "pre-established", 48: "other"}
+# The clients the project's meters know (README: dlms-sim); other SAPs are tried unnamed.
+CLIENT_NAMES = {16: "public", 32: "reader", 1: "management"}
 DEFAULT_CLIENT_SAPS = (16, 32, 1, 17, 48)
 MANAGEMENT_LOGICAL_DEVICE = 1
 BUS_LINGER_S = 0.3
