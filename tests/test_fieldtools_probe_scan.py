@@ -209,3 +209,70 @@ def test_scan_bad_addresses_are_a_usage_error(bad: str) -> None:
     )
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1
+
+
+# -- decode on a capture of a real session ---------------------------------------------------
+@asynccontextmanager
+async def _recording_proxy(host: str, port: int, capture: list[bytes]) -> AsyncIterator[int]:
+    """A TCP relay that keeps every chunk of both directions in arrival order (a capture)."""
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                capture.append(data)
+                writer.write(data)
+        finally:
+            writer.close()
+
+    async def relay(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        meter_r, meter_w = await asyncio.open_connection(host, port)
+        for pair in ((client_r, meter_w), (meter_r, client_w)):
+            task = asyncio.create_task(pump(*pair))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    server = await asyncio.start_server(relay, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        for task in list(tasks):
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_decode_joins_segments_and_get_blocks_of_a_captured_session(
+    sim_fleet, sim_connection
+) -> None:
+    import datetime as dt
+
+    from cosem_objects.classes import Obises
+    from drivers.connect import open_session
+    from headend.fieldtools.decode import decode_input
+    from headend.fieldtools.hexinput import parse_hex_texts
+
+    capture: list[bytes] = []
+    async with sim_fleet(1, transport="hdlc") as fleet:
+        kwargs = fleet.connection_kwargs(0)
+        async with _recording_proxy(kwargs["host"], kwargs["port"], capture) as port:
+            connection = sim_connection(fleet, 0, port=port)
+            async with open_session(connection, timeout=5) as session:
+                since = dt.datetime.now(dt.UTC) - dt.timedelta(days=3)
+                profile = await session.read_profile(Obises.LOAD_PROFILE, since)
+    assert len(profile.rows) > 50
+    # As an engineer pastes it: spaced hex, wrapped at 48 bytes a line.
+    text = "\n".join(
+        " ".join(f"{b:02X}" for b in chunk[i : i + 48])
+        for chunk in capture
+        for i in range(0, len(chunk), 48)
+    )
+    report = decode_input(parse_hex_texts([text]))
+    assert report.layer == "hdlc" and report.errors == []
+    assert any(frame["segmented"] for frame in report.frames)  # HDLC segments were joined
+    joined = [a for a in report.apdus if a.json["type"] == "get-response-joined"]
+    assert len(joined) == 1 and len(joined[0].json["blocks"]) > 1  # so were the GET blocks
+    buffer = joined[0].data[0][1]
+    assert len(buffer.value) == len(profile.rows)
+    types = [a.type_name for a in report.apdus]
+    assert types[:2] == ["AARQ", "AARE"] and "RLRQ" in types and "RLRE" in types
