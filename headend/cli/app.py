@@ -10,7 +10,6 @@ import typer
 from headend.cli import device as cli_device
 from headend.cli import fieldtools as cli_fieldtools
 from headend.cli.common import ConfigOpt, configure_cli_logging
-from headend.cli.decode import decode as field_decode
 from headend.cli.meters import meters_app
 from headend.cli.run import demo, run, status
 
@@ -37,7 +36,6 @@ app.command("run")(run)
 app.command("status")(status)
 app.command("demo")(demo)
 cli_device.register(app)
-app.command("decode")(field_decode)
 cli_fieldtools.register(app)
 
 

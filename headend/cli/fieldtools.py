@@ -1,4 +1,4 @@
-"""`headend probe` and `headend scan`: what a meter speaks, and who answers on an RS-485 bus.
+"""`headend probe` and `headend scan` (and the registration of `headend decode`): what a meter speaks, and who answers on an RS-485 bus.
 
 The work is in headend/fieldtools/ (probe.py, scan.py); this module parses options, runs it
 under one overall deadline, and prints a table (or JSON). Both exit 0 when they found something,
@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from headend.cli.decode import EXIT_NOTHING_DECODED, EXIT_USAGE, one_line_error
+from headend.cli.decode import EXIT_NOTHING_DECODED, EXIT_USAGE, decode, one_line_error
 from headend.fieldtools.probe import DEFAULT_CLIENT_SAPS, ProbeReport, ProbeTarget, probe_meter
 from headend.fieldtools.scan import AddressRangeError, ScanReport, parse_addresses, ranges, scan_bus
 
@@ -113,6 +113,8 @@ def scan(
 
 
 def register(app: typer.Typer) -> None:
+    """The field tools: decode (headend/cli/decode.py), probe and scan."""
+    app.command("decode")(decode)
     app.command("probe")(probe)
     app.command("scan")(scan)
 
