@@ -1,4 +1,5 @@
-"""`headend probe` and `headend scan` (and the registration of `headend decode`): what a meter speaks, and who answers on an RS-485 bus.
+"""`headend probe` and `headend scan`: what a meter speaks, and who answers on an RS-485 bus.
+`register` adds them, and `headend decode` (headend/cli/decode.py), to the app.
 
 The work is in headend/fieldtools/ (probe.py, scan.py); this module parses options, runs it
 under one overall deadline, and prints a table (or JSON). Both exit 0 when they found something,
