@@ -110,22 +110,22 @@ async def _silent_server() -> AsyncIterator[int]:
         await server.wait_closed()
 
 
-async def test_probe_of_something_silent_is_exit_5_one_line() -> None:
+async def test_probe_of_something_silent_is_exit_3_one_line() -> None:
     async with _silent_server() as port:
         code, out, err = await _headend(
             "probe", "--host", "127.0.0.1", "--port", str(port), "--wait", "0.3", "--json"
         )
-    assert code == 5
+    assert code == 3
     assert err.count("\n") == 1 and err.startswith("error: ") and "no answer" in err
     assert json.loads(out)["transport"] is None
 
 
-async def test_probe_of_a_closed_port_is_exit_5_one_line() -> None:
+async def test_probe_of_a_closed_port_is_exit_3_one_line() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # closed again when the block ends
     code, _, err = await _headend("probe", "--host", "127.0.0.1", "--port", str(port))
-    assert code == 5 and err.count("\n") == 1 and "Traceback" not in err
+    assert code == 3 and err.count("\n") == 1 and "Traceback" not in err
 
 
 async def test_probe_on_a_bus_needs_the_physical_address(sim_fleet) -> None:
@@ -182,7 +182,7 @@ async def test_scan_finds_every_meter_on_a_bus_of_8(sim_fleet) -> None:
         assert all(meter_id in out for meter_id in want.values())
 
 
-async def test_scan_of_an_empty_range_is_exit_5_one_line(sim_fleet) -> None:
+async def test_scan_of_an_empty_range_is_exit_3_one_line(sim_fleet) -> None:
     async with sim_fleet(1, transport="serial") as fleet:
         taken = fleet.config(0).server_physical
         code, _, err = await _headend(
@@ -194,7 +194,7 @@ async def test_scan_of_an_empty_range_is_exit_5_one_line(sim_fleet) -> None:
             "--wait",
             "0.2",
         )
-    assert code == 5
+    assert code == 3
     assert err.count("\n") == 1 and "no station answered" in err
 
 

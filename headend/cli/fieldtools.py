@@ -3,7 +3,8 @@
 
 The work is in headend/fieldtools/ (probe.py, scan.py); this module parses options, runs it
 under one overall deadline, and prints a table (or JSON). Both exit 0 when they found something,
-5 when nothing answered, 2 for bad options, with one line on stderr saying why."""
+3 when nothing answered (the meter commands' "unreachable or timeout"), 2 for bad options, with
+one line on stderr saying why."""
 
 from __future__ import annotations
 
@@ -16,11 +17,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from headend.cli.decode import EXIT_NOTHING_DECODED, EXIT_USAGE, decode, one_line_error
+from headend.cli.decode import EXIT_USAGE, decode, one_line_error
 from headend.fieldtools.probe import DEFAULT_CLIENT_SAPS, ProbeReport, ProbeTarget, probe_meter
 from headend.fieldtools.scan import AddressRangeError, ScanReport, parse_addresses, ranges, scan_bus
 
 __all__ = ["probe", "register", "scan"]
+
+EXIT_UNREACHABLE = 3  # as every meter command (DESIGN.md): nothing answered, or a timeout
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 WaitOpt = Annotated[float, typer.Option("--wait", help="Seconds to wait for each answer.")]
@@ -30,7 +33,7 @@ LogicalOpt = Annotated[int, typer.Option("--logical", help="Server logical devic
 
 def _finish(found: bool, why: str) -> None:
     if not found:
-        raise one_line_error(why, EXIT_NOTHING_DECODED)
+        raise one_line_error(why, EXIT_UNREACHABLE)
 
 
 def probe(
@@ -69,7 +72,9 @@ def probe(
             asyncio.wait_for(probe_meter(target, client_saps=saps, wait_s=wait), limit)
         )
     except TimeoutError:
-        raise one_line_error(f"probe of {target} took longer than {limit:g} s", 5) from None
+        raise one_line_error(
+            f"probe of {target} took longer than {limit:g} s", EXIT_UNREACHABLE
+        ) from None
     if as_json:
         sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
     else:
@@ -100,9 +105,11 @@ def scan(
             )
         )
     except TimeoutError:
-        raise one_line_error(f"scan of {serial_port} took longer than {limit:g} s", 5) from None
+        raise one_line_error(
+            f"scan of {serial_port} took longer than {limit:g} s", EXIT_UNREACHABLE
+        ) from None
     except OSError as exc:
-        raise one_line_error(f"{serial_port}: {exc}", EXIT_NOTHING_DECODED) from None
+        raise one_line_error(f"{serial_port}: {exc}", EXIT_UNREACHABLE) from None
     if as_json:
         sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
     else:
