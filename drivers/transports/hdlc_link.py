@@ -9,6 +9,7 @@ from collections import deque
 from collections.abc import Callable
 
 from cosem_objects.errors import ProtocolError
+from drivers import trail
 from drivers.errors import (
     ConnectionRefusedByPeer,
     LinkClosed,
@@ -108,7 +109,9 @@ class HdlcTransportBase:
         self.connection = conn
         self._opening = True
         try:
-            stream.write(conn.connect())
+            snrm = conn.connect()
+            trail.frames_sent([snrm], peer=self._describe())
+            stream.write(snrm)
             await self._pump(lambda: conn.connected, self.timeout)
         except BaseException:
             self._stream = None
@@ -124,6 +127,7 @@ class HdlcTransportBase:
             frames = conn.send_apdu(apdu)
         except ProtocolError as exc:
             raise LinkClosed(f"HDLC link to {self._describe()} is down: {exc}") from exc
+        trail.frames_sent(frames, peer=self._describe())
         for frame in frames:
             stream.write(frame)
         await self._pump(lambda: conn.all_sent, self.timeout)
@@ -174,6 +178,7 @@ class HdlcTransportBase:
                     frames = conn.on_timeout()
                 except LinkFailed as exc:
                     raise LinkTimeout(f"{self._describe()}: {exc}") from exc
+                trail.frames_sent(frames, peer=f"{self._describe()} (retransmission)")
                 for frame in frames:
                     stream.write(frame)
                 next_retry = now + interval
@@ -198,8 +203,10 @@ class HdlcTransportBase:
                 continue
             progress = True
             if isinstance(event, SendFrame):
+                trail.frames_sent([event.data], peer=self._describe())
                 stream.write(event.data)
             elif isinstance(event, ApduReceived):
+                trail.hdlc_event("I (apdu)", peer=self._describe(), size=len(event.apdu))
                 self._apdus.append(event.apdu)
             elif isinstance(event, ModeRejected):
                 if self._opening:

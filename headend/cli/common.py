@@ -4,7 +4,6 @@ database, and failing with one clear line (and an exit code) instead of a traceb
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -13,6 +12,7 @@ import typer
 from rich.console import Console
 
 from headend.config import CONFIG_ENV, Config, ConfigError, load_config
+from headend.observability.logs import configure_logging
 
 __all__ = [
     "DEFAULT_CONFIG_FILE",
@@ -71,18 +71,8 @@ def load_cli_config(option: Path | None, ctx: typer.Context | None = None) -> Co
 
 def configure_cli_logging(level: str = "WARNING") -> None:
     """Readable logs on stderr (stdout stays for tables and JSON), unless something (the
-    daemon) configured logging already."""
+    daemon) configured logging already: the same processors as the daemon's
+    (headend/observability/logs.py), rendered for a terminal."""
     if structlog.is_configured():
         return
-    import logging
-
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.dev.ConsoleRenderer(colors=False),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level)),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=False,
-    )
+    configure_logging(level, "console")
