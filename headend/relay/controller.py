@@ -227,7 +227,8 @@ class RelayController:
         unexpected) ends the same way: the command fails and waits for its backoff, so no
         error can turn into a retry on every scan."""
         attempt = command.attempt + 1
-        structlog.contextvars.bind_contextvars(command_id=command.command_id)
+        ids = {"command_id": command.command_id, "event_id": command.event_id}
+        structlog.contextvars.bind_contextvars(**ids)  # this worker's lines, from here on
         try:
             await self._try(command, attempt)
         except asyncio.CancelledError:
