@@ -34,7 +34,7 @@ from headend.mqtt.notifier import Notifier
 from headend.mqtt.topics import Topics
 from headend.observability.http import OpsServer
 from headend.observability.logs import configure_logging, get_logger, instance_id
-from headend.observability.probes import ops_server
+from headend.observability.probes import ops_server, systemd_notifier
 from headend.relay.controller import ControllerSettings, RelayController
 from headend.relay.intake import BalanceIntake
 from headend.storage import Database, Repository, installation
@@ -120,6 +120,7 @@ class Daemon:
             async with contextlib.AsyncExitStack() as stack:
                 if config.metrics.port:  # up from the start: /readyz says "starting" meanwhile
                     self.ops = await stack.enter_async_context(ops_server(self))
+                await stack.enter_async_context(systemd_notifier(self))  # Type=notify
                 host, port = config.mqtt.host, config.mqtt.port
                 if config.mqtt.embedded:
                     self.broker = EmbeddedBroker(config.mqtt.embedded_host, port)

@@ -7,8 +7,12 @@ of the same run, never an absolute count."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import copy
 import json
+import socket
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -80,9 +84,11 @@ async def test_counters_follow_a_disconnect_a_bad_event_and_an_unreachable_meter
             )
             assert delta("headend_polls_total", outcome="ok") >= 1
             sessions = after.total("headend_session_duration_seconds_count", transport="wrapper")
-            assert sessions - before.total(
-                "headend_session_duration_seconds_count", transport="wrapper"
-            ) >= 2  # polls and the command
+            assert (
+                sessions
+                - before.total("headend_session_duration_seconds_count", transport="wrapper")
+                >= 2
+            )  # polls and the command
             assert delta("headend_db_write_duration_seconds_count") > 0
             assert delta("headend_mqtt_connects_total") == 0  # one connection throughout
 
@@ -209,3 +215,57 @@ def test_dashboard_metric_names_are_read_from_every_query() -> None:
     assert "headend_session_duration_seconds_bucket" in names
     scrape_without = Scrape("# TYPE headend_polls counter\nheadend_polls_total 1\n")
     assert "headend_relay_commands_total" not in scrape_without.exported_names()
+
+
+# -- systemd: Type=notify and the watchdog on /healthz ----------------------------------------
+
+
+class NotifySocket:
+    """Stands where systemd's notification socket would: a unix datagram socket."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.setblocking(False)
+
+    async def next(self, within: float = 10) -> str:
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(within):
+            return (await loop.sock_recv(self.sock, 4096)).decode()
+
+    async def drain(self, for_s: float) -> list[str]:
+        """Every datagram that arrives in the next `for_s` seconds."""
+        loop = asyncio.get_running_loop()
+        seen: list[str] = []
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(for_s):
+                while True:
+                    seen.append((await loop.sock_recv(self.sock, 4096)).decode())
+        return seen
+
+
+async def test_systemd_ready_then_watchdog_pings_while_healthz_answers(
+    sim_fleet, tmp_path
+) -> None:
+    notify = NotifySocket(tmp_path / "notify.sock")
+    overrides = {
+        "HEADEND_METRICS_PORT": str(free_port()),
+        "NOTIFY_SOCKET": str(notify.path),
+        "WATCHDOG_USEC": "200000",  # WatchdogSec=0.2: a ping every 0.1 s
+    }
+    try:
+        async with sim_fleet(1) as fleet, headend(fleet, tmp_path, overrides=overrides) as h:
+            assert (await notify.next()).startswith("READY=1")
+            pings = await notify.drain(for_s=1.0)
+            assert pings.count("WATCHDOG=1") >= 3
+            # /healthz stops answering (its server closed): the pings stop, so systemd
+            # would restart the service after WatchdogSec.
+            assert h.daemon is not None and h.daemon.ops is not None
+            await h.daemon.ops.__aexit__(None, None, None)
+            await notify.drain(for_s=0.3)  # a ping already on its way
+            assert await notify.drain(for_s=1.0) == []
+            await h.stop()
+            assert "STOPPING=1" in await notify.drain(for_s=1.0)
+    finally:
+        notify.sock.close()

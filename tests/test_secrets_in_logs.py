@@ -32,7 +32,7 @@ def spellings(secret: bytes | str) -> set[str]:
     """How a secret could appear in text by mistake."""
     raw = secret.encode() if isinstance(secret, str) else secret
     found = {raw.hex(), raw.hex().upper(), base64.b64encode(raw).decode()}
-    if isinstance(secret, str) or raw.isascii() and raw.decode().isprintable():
+    if isinstance(secret, str) or (raw.isascii() and raw.decode().isprintable()):
         found.add(raw.decode())
     return {s for s in found if len(s) >= 6}
 

@@ -9,6 +9,8 @@ server, so importing it here would close an import cycle."""
 from __future__ import annotations
 
 import asyncio
+import os
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from sqlalchemy import text
@@ -16,9 +18,16 @@ from sqlalchemy import text
 from headend.observability import metrics
 from headend.observability.fleet import refresh_fleet_gauges
 from headend.observability.http import OpsServer, Readiness
+from headend.observability.systemd import SystemdNotifier
 from headend.storage import Database
 
-__all__ = ["DB_CHECK_TIMEOUT_S", "DaemonParts", "daemon_readiness", "ops_server"]
+__all__ = [
+    "DB_CHECK_TIMEOUT_S",
+    "DaemonParts",
+    "daemon_readiness",
+    "ops_server",
+    "systemd_notifier",
+]
 
 DB_CHECK_TIMEOUT_S = 2.0
 
@@ -30,6 +39,8 @@ class DaemonParts(Protocol):
     collection: Any  # CollectionService: .serving
     tuning: Any  # DaemonTuning: .collection
     config: Any  # Config: .metrics
+    environ: Mapping[str, str] | None
+    ops: OpsServer | None
 
     @property
     def stopping(self) -> bool: ...
@@ -81,3 +92,14 @@ def ops_server(daemon: DaemonParts) -> OpsServer:
     return OpsServer(
         settings.host, settings.port, readiness=daemon_readiness(daemon), refresh=refresh
     )
+
+
+def systemd_notifier(daemon: DaemonParts) -> SystemdNotifier:
+    """READY=1 when the daemon serves; WATCHDOG=1 while its /healthz answers (when it has
+    one; else while its event loop runs); see docs/deploy/headend.service."""
+    environ = os.environ if daemon.environ is None else daemon.environ
+    health = None
+    if daemon.ops is not None:
+        wildcard = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+        health = (wildcard.get(daemon.ops.host, daemon.ops.host), daemon.ops.port)
+    return SystemdNotifier(environ, daemon.ready, health=health)
