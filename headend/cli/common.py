@@ -18,6 +18,7 @@ __all__ = [
     "DEFAULT_CONFIG_FILE",
     "EXIT_CONFIG",
     "ConfigOpt",
+    "DebugOpt",
     "JsonOpt",
     "config_path",
     "configure_cli_logging",
@@ -38,6 +39,14 @@ ConfigOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+DebugOpt = Annotated[
+    bool,
+    typer.Option(
+        "--debug",
+        help="Log the protocol trail on stderr (APDUs, invoke ids, invocation counters, HDLC "
+        "frames, timings; never keys).",
+    ),
+]
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -73,6 +82,6 @@ def configure_cli_logging(level: str = "WARNING") -> None:
     """Readable logs on stderr (stdout stays for tables and JSON), unless something (the
     daemon) configured logging already: the same processors as the daemon's
     (headend/observability/logs.py), rendered for a terminal."""
-    if structlog.is_configured():
+    if structlog.is_configured() and level == "WARNING":
         return
     configure_logging(level, "console")
