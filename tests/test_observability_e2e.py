@@ -245,9 +245,7 @@ class NotifySocket:
         return seen
 
 
-async def test_systemd_ready_then_watchdog_pings_while_healthz_answers(
-    sim_fleet, tmp_path
-) -> None:
+async def test_systemd_ready_then_watchdog_pings_while_healthz_answers(sim_fleet, tmp_path) -> None:
     notify = NotifySocket(tmp_path / "notify.sock")
     overrides = {
         "HEADEND_METRICS_PORT": str(free_port()),
