@@ -67,7 +67,16 @@ async def test_counters_follow_a_disconnect_a_bad_event_and_an_unreachable_meter
                 lambda: [a for a in h.out("alarms") if a["type"] == "bad_event"],
                 what="bad_event",
             )
-            after = await scrape(base)
+
+            async def polled_since() -> Scrape | None:
+                """A scrape once a good poll finished after `before` (the first polls may
+                all have been before it; the next round comes an interval later)."""
+                now = await scrape(base)
+                ok = "headend_polls_total"
+                moved = now.total(ok, outcome="ok") > before.total(ok, outcome="ok")
+                return now if moved else None
+
+            after = await eventually(polled_since, within=30, what="a good poll")
 
             def delta(name: str, **labels: str) -> float:
                 return after.total(name, **labels) - before.total(name, **labels)

@@ -99,6 +99,8 @@ class OpsServer:
                 await writer.drain()
         except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass  # the client went away or dawdled: nothing to answer
+        except Exception:
+            log.exception("metrics endpoint: request failed")  # the server itself goes on
         finally:
             writer.close()
             with contextlib.suppress(OSError, TimeoutError):
