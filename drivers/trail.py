@@ -17,9 +17,17 @@ import logging
 from collections.abc import Iterable
 
 from cosem_objects.errors import DecodeError
-from drivers.hdlc.frames import parse_frame
+from drivers.hdlc.frames import HdlcFrame, HdlcFrameReader, parse_frame
 
-__all__ = ["apdu_kind", "apdu_received", "apdu_sent", "frames_sent", "hdlc_frame_kind", "log"]
+__all__ = [
+    "FrameSniffer",
+    "apdu_kind",
+    "apdu_received",
+    "apdu_sent",
+    "frames_sent",
+    "hdlc_frame_kind",
+    "log",
+]
 
 log = logging.getLogger("drivers.trail")
 
@@ -100,12 +108,15 @@ def apdu_received(apdu: bytes, *, elapsed_s: float) -> None:
     log.debug("apdu received", extra=fields)
 
 
-def hdlc_frame_kind(frame: bytes) -> str:
+def hdlc_frame_kind(frame: bytes | HdlcFrame) -> str:
     """e.g. 'I ns=1 nr=0 pf', 'RR nr=2', 'SNRM pf' ('?' for what does not parse)."""
-    try:
-        parsed = parse_frame(frame)
-    except DecodeError:
-        return "?"
+    if isinstance(frame, HdlcFrame):
+        parsed = frame
+    else:
+        try:
+            parsed = parse_frame(frame)
+        except DecodeError:
+            return "?"
     parts = [parsed.frame_type.value]
     if parsed.send_seq is not None:
         parts.append(f"ns={parsed.send_seq}")
@@ -132,4 +143,26 @@ def hdlc_event(kind: str, *, peer: str, size: int | None = None) -> None:
     fields: dict[str, object] = {"hdlc": kind, "peer": peer}
     if size is not None:
         fields["size"] = size
-    log.debug("hdlc frame received", extra=fields)
+    log.debug("hdlc event", extra=fields)
+
+
+class FrameSniffer:
+    """The frames in the bytes a link received, for the trail: a reader of its own (the link's
+    sans-IO connection keeps parsing for itself), fed only while DEBUG is on."""
+
+    __slots__ = ("peer", "reader")
+
+    def __init__(self, peer: str) -> None:
+        self.peer = peer
+        self.reader = HdlcFrameReader()
+
+    def __repr__(self) -> str:
+        return f"FrameSniffer({self.peer!r})"
+
+    def feed(self, data: bytes) -> None:
+        if not log.isEnabledFor(logging.DEBUG):
+            return
+        for item in self.reader.feed_events(data):
+            if isinstance(item, HdlcFrame):
+                kind = hdlc_frame_kind(item)
+                log.debug("hdlc frame received", extra={"hdlc": kind, "peer": self.peer})

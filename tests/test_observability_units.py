@@ -4,6 +4,7 @@ hostile requests, readiness reasons, the protocol trail's names, the redaction r
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 from ops_support import Scrape, fetch
@@ -124,3 +125,19 @@ def test_redaction_rules() -> None:
     assert out["password"] == MASK and out["enc_key"] == MASK and out["key_id"] == "default"
     assert out["meter_id"] == key
     assert out["nested"] == {"auth_key": MASK, "list": ["<2 bytes>", MASK]}
+
+
+def test_the_sniffer_names_received_frames_only_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+    client, server = HdlcAddress.client(16), HdlcAddress.server(1)
+    ua = HdlcFrame.make(FrameType.UA, client, server).to_bytes()
+    rr = HdlcFrame.make(FrameType.RR, client, server, recv_seq=1).to_bytes()
+    sniffer = trail.FrameSniffer("meter 1")
+    caplog.set_level(logging.INFO, logger="drivers.trail")
+    sniffer.feed(ua)
+    assert caplog.records == []  # no DEBUG, no work
+    caplog.set_level(logging.DEBUG, logger="drivers.trail")
+    sniffer.feed(rr[:4])  # a frame split across reads
+    sniffer.feed(rr[4:] + ua)
+    kinds = [getattr(r, "hdlc", None) for r in caplog.records]
+    assert kinds == ["RR nr=1 pf", "UA pf"]
+    assert all(r.peer == "meter 1" for r in caplog.records)  # type: ignore[attr-defined]

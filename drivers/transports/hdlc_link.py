@@ -75,6 +75,7 @@ class HdlcTransportBase:
         self._stream: ByteStream | None = None
         self._opening = False
         self._apdus: deque[bytes] = deque()
+        self._sniffer: trail.FrameSniffer | None = None  # the DEBUG trail's view of the line
 
     # -- subclass hooks --------------------------------------------------------------------
     async def _open_stream(self) -> ByteStream:
@@ -107,6 +108,7 @@ class HdlcTransportBase:
         self._stream = stream
         self._apdus.clear()
         self.connection = conn
+        self._sniffer = trail.FrameSniffer(self._describe())
         self._opening = True
         try:
             snrm = conn.connect()
@@ -188,6 +190,8 @@ class HdlcTransportBase:
                     data = await stream.read()
             except TimeoutError:
                 continue
+            if self._sniffer is not None:
+                self._sniffer.feed(data)
             if self._handle(conn, stream, conn.receive_data(data)):
                 next_retry = loop.time() + interval
 
@@ -206,7 +210,7 @@ class HdlcTransportBase:
                 trail.frames_sent([event.data], peer=self._describe())
                 stream.write(event.data)
             elif isinstance(event, ApduReceived):
-                trail.hdlc_event("I (apdu)", peer=self._describe(), size=len(event.apdu))
+                trail.hdlc_event("apdu reassembled", peer=self._describe(), size=len(event.apdu))
                 self._apdus.append(event.apdu)
             elif isinstance(event, ModeRejected):
                 if self._opening:
