@@ -188,6 +188,8 @@ async def sim_fleet(
                 sys.executable,
                 "-m",
                 "simulators",
+                "--parent-pid",  # gone with us, however we die
+                str(os.getpid()),
                 "--meters",
                 str(meters),
                 "--port",

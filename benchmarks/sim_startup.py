@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
 import signal
 import sys
@@ -103,6 +104,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             sys.executable,
             "-m",
             "simulators",
+            "--parent-pid",  # gone with us, however we die
+            str(os.getpid()),
             "--meters",
             str(args.meters),
             "--port",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -45,6 +46,7 @@ from cosem_objects.dates import CosemDateTime
 from cosem_objects.errors import DecodeError
 from cosem_objects.obis import Obis
 from cosem_objects.units import unit_name
+from drivers import trail
 from drivers.client_core import ClientConnection
 from drivers.client_events import AttributeResult, Continue, Done, HlsChallenged, Outcome
 from drivers.client_settings import ClientSettings
@@ -187,7 +189,9 @@ class DlmsSession:
         ic = await self._reserve_ic() if self.settings.ciphered else None
         self.association_ic = ic
         await self._send(self.core.associate(ic))
+        sent_at = time.monotonic()
         reply = await self.transport.receive(self.timeout)
+        trail.apdu_received(reply, elapsed_s=time.monotonic() - sent_at)
         outcome = self.core.receive_aare(reply)
         if isinstance(outcome, HlsChallenged):
             reply_ic = await self._reserve_ic()
@@ -205,7 +209,11 @@ class DlmsSession:
 
     async def _send(self, apdu: bytes) -> None:
         if self.core.needs_protection(apdu):
-            apdu = self.core.protect(apdu, await self._reserve_ic())
+            ic = await self._reserve_ic()
+            trail.apdu_sent(apdu, ic=ic)
+            apdu = self.core.protect(apdu, ic)
+        else:
+            trail.apdu_sent(apdu)
         async with asyncio.timeout(self.timeout):  # no task per send, unlike wait_for
             await self.transport.send(apdu)
 
@@ -227,11 +235,14 @@ class DlmsSession:
 
     async def _exchange(self, request: bytes) -> Any:
         outcome: Outcome = Continue(request)
+        sent_at = time.monotonic()
         while not isinstance(outcome, Done):
             if isinstance(outcome, Continue):
                 await self._send(outcome.apdu)
-            reply = await self.transport.receive(self.timeout)
-            outcome = self.core.receive(self.core.unprotect(reply))
+                sent_at = time.monotonic()
+            reply = self.core.unprotect(await self.transport.receive(self.timeout))
+            trail.apdu_received(reply, elapsed_s=time.monotonic() - sent_at)
+            outcome = self.core.receive(reply)
         return outcome.value
 
     # -- generic services ----------------------------------------------------------------

@@ -13,11 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import logging
 import signal
-import sys
-import time
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +32,9 @@ from headend.mqtt.broker import EmbeddedBroker
 from headend.mqtt.durable_outbox import DurableOutbox
 from headend.mqtt.notifier import Notifier
 from headend.mqtt.topics import Topics
+from headend.observability.http import OpsServer
+from headend.observability.logs import configure_logging, get_logger, instance_id
+from headend.observability.probes import ops_server, systemd_notifier
 from headend.relay.controller import ControllerSettings, RelayController
 from headend.relay.intake import BalanceIntake
 from headend.storage import Database, Repository, installation
@@ -43,7 +42,7 @@ from headend.storage.batching import ReadingBatcher
 
 __all__ = ["Daemon", "DaemonTuning", "configure_daemon_logging", "run_daemon"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -86,6 +85,7 @@ class Daemon:
         self.collection: CollectionService | None = None
         self.broker: EmbeddedBroker | None = None
         self.broker_address: tuple[str, int] | None = None
+        self.ops: OpsServer | None = None  # /metrics, /healthz, /readyz ([metrics] port)
 
     def __repr__(self) -> str:
         return f"Daemon(database={self.config.database.dialect}, ready={self.ready.is_set()})"
@@ -93,8 +93,14 @@ class Daemon:
     def request_stop(self) -> None:
         self._stop.set()
 
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
     async def run(self) -> None:
         config = self.config
+        # Every line of this daemon's tasks says which instance wrote it.
+        structlog.contextvars.bind_contextvars(instance_id=instance_id(config.cluster.instance_id))
         master_key = config.open_master_key(self.environ)  # before anything connects
         if config.mqtt.password_in_clear:
             log.warning(
@@ -112,6 +118,9 @@ class Daemon:
                         loop.add_signal_handler(sig, self._on_signal, sig)
                         installed.append(sig)
             async with contextlib.AsyncExitStack() as stack:
+                if config.metrics.port:  # up from the start: /readyz says "starting" meanwhile
+                    self.ops = await stack.enter_async_context(ops_server(self))
+                await stack.enter_async_context(systemd_notifier(self))  # Type=notify
                 host, port = config.mqtt.host, config.mqtt.port
                 if config.mqtt.embedded:
                     self.broker = EmbeddedBroker(config.mqtt.embedded_host, port)
@@ -127,6 +136,7 @@ class Daemon:
             if self.relay_db is not None:
                 await self.relay_db.dispose()
             await db.dispose()
+            structlog.contextvars.unbind_contextvars("instance_id")
 
     def _on_signal(self, sig: signal.Signals) -> None:
         log.info("%s: stopping", sig.name)
@@ -291,46 +301,7 @@ async def run_daemon(
     await Daemon(config, environ=environ, tuning=tuning).run()
 
 
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "event": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
-
-
 def configure_daemon_logging(settings: LoggingConfig) -> None:
-    """JSON lines (or readable text) on stderr, for stdlib and structlog loggers alike."""
-    handler = logging.StreamHandler(sys.stderr)
-    if settings.format == "json":
-        formatter: logging.Formatter = _JsonFormatter()
-        formatter.converter = time.gmtime
-    else:
-        formatter = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    handler.setFormatter(formatter)
-    root = logging.getLogger()
-    for existing in list(root.handlers):
-        root.removeHandler(existing)
-    root.addHandler(handler)
-    root.setLevel(settings.level)
-    for noisy in ("amqtt", "transitions", "aiosqlite", "asyncio"):
-        logging.getLogger(noisy).setLevel(
-            max(logging.WARNING, logging.getLevelName(settings.level))
-        )
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.format_exc_info,
-            structlog.dev.ConsoleRenderer(colors=False)
-            if settings.format != "json"
-            else structlog.processors.JSONRenderer(),
-        ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(settings.level)),
-        cache_logger_on_first_use=False,
-    )
+    """JSON lines (or readable text) on stderr, for stdlib and structlog loggers alike
+    (headend/observability/logs.py)."""
+    configure_logging(settings.level, settings.format)

@@ -23,6 +23,7 @@ from simulators.fleet_spec import (
     load_fleet_file,
     normalise_windows,
 )
+from simulators.lifeline import watch_parent
 from simulators.servers import ServerStartError
 
 
@@ -45,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--fleet", metavar="FILE", help="TOML fleet file (see config/fleet.example.toml)")
     add("--control-port", type=int, help="serve the JSON-lines control interface here")
     add("--control-host", default="127.0.0.1", help="control interface address")
+    add(
+        "--parent-pid",
+        type=int,
+        help="stop as soon as this process (the one that started us) is gone, however it "
+        "died (SIGKILL included)",
+    )
     serial = parser.add_argument_group("serial lines")
     serial.add_argument(
         "--serial", action="store_true", help="serve meters on pseudo-terminals instead of TCP"
@@ -140,19 +147,25 @@ def _window(text: str) -> list[float]:
         raise FleetFileError(f"--offline-window: {text!r} is not START:END seconds") from None
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def _say(text: str) -> None:
     print(text, flush=True)
 
 
-async def serve(spec: FleetSpec, *, control_host: str = "127.0.0.1") -> int:
-    """Run until SIGINT/SIGTERM; returns the exit status."""
+async def serve(
+    spec: FleetSpec, *, control_host: str = "127.0.0.1", parent_pid: int | None = None
+) -> int:
+    """Run until SIGINT/SIGTERM/SIGHUP (or the parent is gone); returns the exit status."""
     began = time.monotonic()
     fleet = Fleet(build_configs(spec), serial=spec.serial)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, stop.set)
     control: ControlServer | None = None
+    lifeline = None if parent_pid is None else asyncio.create_task(watch_parent(parent_pid, stop))
     try:
         await fleet.start()
         for line in fleet.lines:
@@ -176,7 +189,9 @@ async def serve(spec: FleetSpec, *, control_host: str = "127.0.0.1") -> int:
         )
         await stop.wait()
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        if lifeline is not None:
+            lifeline.cancel()
+        for signum in STOP_SIGNALS:
             loop.remove_signal_handler(signum)
         if control is not None:
             await control.stop()
@@ -190,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         spec = spec_from_args(args)
-        return asyncio.run(serve(spec, control_host=args.control_host))
+        return asyncio.run(serve(spec, control_host=args.control_host, parent_pid=args.parent_pid))
     except (FleetFileError, FleetError, ServerStartError) as exc:
         print(f"dlms-sim: {exc}", file=sys.stderr, flush=True)
         return 2

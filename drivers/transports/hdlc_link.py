@@ -9,6 +9,7 @@ from collections import deque
 from collections.abc import Callable
 
 from cosem_objects.errors import ProtocolError
+from drivers import trail
 from drivers.errors import (
     ConnectionRefusedByPeer,
     LinkClosed,
@@ -74,6 +75,7 @@ class HdlcTransportBase:
         self._stream: ByteStream | None = None
         self._opening = False
         self._apdus: deque[bytes] = deque()
+        self._sniffer: trail.FrameSniffer | None = None  # the DEBUG trail's view of the line
 
     # -- subclass hooks --------------------------------------------------------------------
     async def _open_stream(self) -> ByteStream:
@@ -106,9 +108,12 @@ class HdlcTransportBase:
         self._stream = stream
         self._apdus.clear()
         self.connection = conn
+        self._sniffer = trail.FrameSniffer(self._describe())
         self._opening = True
         try:
-            stream.write(conn.connect())
+            snrm = conn.connect()
+            trail.frames_sent([snrm], peer=self._describe())
+            stream.write(snrm)
             await self._pump(lambda: conn.connected, self.timeout)
         except BaseException:
             self._stream = None
@@ -124,6 +129,7 @@ class HdlcTransportBase:
             frames = conn.send_apdu(apdu)
         except ProtocolError as exc:
             raise LinkClosed(f"HDLC link to {self._describe()} is down: {exc}") from exc
+        trail.frames_sent(frames, peer=self._describe())
         for frame in frames:
             stream.write(frame)
         await self._pump(lambda: conn.all_sent, self.timeout)
@@ -174,6 +180,7 @@ class HdlcTransportBase:
                     frames = conn.on_timeout()
                 except LinkFailed as exc:
                     raise LinkTimeout(f"{self._describe()}: {exc}") from exc
+                trail.frames_sent(frames, peer=f"{self._describe()} (retransmission)")
                 for frame in frames:
                     stream.write(frame)
                 next_retry = now + interval
@@ -183,6 +190,8 @@ class HdlcTransportBase:
                     data = await stream.read()
             except TimeoutError:
                 continue
+            if self._sniffer is not None:
+                self._sniffer.feed(data)
             if self._handle(conn, stream, conn.receive_data(data)):
                 next_retry = loop.time() + interval
 
@@ -198,8 +207,10 @@ class HdlcTransportBase:
                 continue
             progress = True
             if isinstance(event, SendFrame):
+                trail.frames_sent([event.data], peer=self._describe())
                 stream.write(event.data)
             elif isinstance(event, ApduReceived):
+                trail.hdlc_event("apdu reassembled", peer=self._describe(), size=len(event.apdu))
                 self._apdus.append(event.apdu)
             elif isinstance(event, ModeRejected):
                 if self._opening:

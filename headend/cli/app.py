@@ -9,7 +9,7 @@ import typer
 
 from headend.cli import device as cli_device
 from headend.cli import fieldtools as cli_fieldtools
-from headend.cli.common import ConfigOpt, configure_cli_logging
+from headend.cli.common import ConfigOpt, DebugOpt, configure_cli_logging
 from headend.cli.meters import meters_app
 from headend.cli.run import demo, run, status
 
@@ -25,9 +25,9 @@ app = typer.Typer(
 
 
 @app.callback()
-def _root(ctx: typer.Context, config: ConfigOpt = None) -> None:
+def _root(ctx: typer.Context, config: ConfigOpt = None, debug: DebugOpt = False) -> None:
     """DLMS/COSEM head-end: collection daemon, meter inventory, field tools."""
-    configure_cli_logging()
+    configure_cli_logging("DEBUG" if debug else "WARNING")
     ctx.obj = {"config": Path(config) if config is not None else None}
 
 

@@ -4,7 +4,6 @@ database, and failing with one clear line (and an exit code) instead of a traceb
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -13,11 +12,13 @@ import typer
 from rich.console import Console
 
 from headend.config import CONFIG_ENV, Config, ConfigError, load_config
+from headend.observability.logs import configure_logging
 
 __all__ = [
     "DEFAULT_CONFIG_FILE",
     "EXIT_CONFIG",
     "ConfigOpt",
+    "DebugOpt",
     "JsonOpt",
     "config_path",
     "configure_cli_logging",
@@ -38,6 +39,14 @@ ConfigOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+DebugOpt = Annotated[
+    bool,
+    typer.Option(
+        "--debug",
+        help="Log the protocol trail on stderr (APDUs, invoke ids, invocation counters, HDLC "
+        "frames, timings; never keys).",
+    ),
+]
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -71,18 +80,8 @@ def load_cli_config(option: Path | None, ctx: typer.Context | None = None) -> Co
 
 def configure_cli_logging(level: str = "WARNING") -> None:
     """Readable logs on stderr (stdout stays for tables and JSON), unless something (the
-    daemon) configured logging already."""
-    if structlog.is_configured():
+    daemon) configured logging already: the same processors as the daemon's
+    (headend/observability/logs.py), rendered for a terminal."""
+    if structlog.is_configured() and level == "WARNING":
         return
-    import logging
-
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.dev.ConsoleRenderer(colors=False),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level)),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=False,
-    )
+    configure_logging(level, "console")

@@ -15,7 +15,6 @@ drift calls for is queued in the database, where the relay controller's scan fin
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from headend import domain
 from headend.collection.capabilities import Capabilities, CapabilityCache
 from headend.collection.scheduler import PollJob
 from headend.mqtt.notifier import Notifier
+from headend.observability.logs import get_logger
 from headend.relay import drift
 from headend.relay.messages import publish_alarm, publish_command, publish_relay
 from headend.storage import ProfileRow, ReadingRow, Repository
@@ -37,7 +37,7 @@ from headend.storage.batching import ImmediateReadings, Then
 
 __all__ = ["PollReport", "PollSettings", "Poller"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 LOAD_PROFILE = str(Obises.LOAD_PROFILE)
 BILLING_PROFILE = str(Obises.BILLING_PROFILE)

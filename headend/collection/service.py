@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import Callable
+
+import structlog
 
 from cosem_objects.errors import ProtocolError
 from drivers.dlms_errors import DlmsError
@@ -18,12 +19,14 @@ from headend.collection.scheduler import PollJob, Scheduler
 from headend.meters.access import MeterAccess
 from headend.meters.line_locks import POLL, RelayPressure
 from headend.mqtt.notifier import Notifier
+from headend.observability import metrics
+from headend.observability.logs import get_logger
 from headend.relay.messages import publish_alarm
 from headend.storage import Repository
 
 __all__ = ["CollectionService"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 # Poll concurrency is divided by this while relay work is in progress.
@@ -61,6 +64,7 @@ class CollectionService:
         self.polls_ok = 0
         self.polls_failed = 0
         self.last_reports: dict[str, PollReport] = {}
+        self.serving = False  # the scheduler loop is running (/readyz asks)
 
     def __repr__(self) -> str:
         return f"CollectionService(meters={len(self.scheduler)}, running={self._running})"
@@ -87,6 +91,7 @@ class CollectionService:
         await self.refresh()
         next_refresh = self._clock() + self.refresh_s
         async with asyncio.TaskGroup() as tg:
+            self.serving = True
             try:
                 while not self._stopping:
                     now = self._clock()
@@ -113,8 +118,10 @@ class CollectionService:
                             await self._wake.wait()
             finally:
                 self._stopping = True
+                self.serving = False
 
     async def _poll(self, job: PollJob) -> None:
+        structlog.contextvars.bind_contextvars(meter_id=job.meter_id)  # this task's lines
         ok = False
         error = ""
         try:
@@ -129,9 +136,11 @@ class CollectionService:
             ok = True
         except (OSError, TimeoutError, ProtocolError, DlmsError) as exc:
             error = f"{type(exc).__name__}: {exc}"
+            metrics.POLL_FAILURES.labels(reason=metrics.failure_reason(exc)).inc()
             log.info("poll of %s failed: %s", job.meter_id, error)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
+            metrics.POLL_FAILURES.labels(reason=metrics.failure_reason(exc)).inc()
             log.exception("poll of %s failed", job.meter_id)
         finally:
             self._running -= 1
@@ -143,6 +152,7 @@ class CollectionService:
         was_alarmed = entry is not None and entry.unreachable_alarmed
         failures = entry.failures + 1 if entry is not None else 0
         became_unreachable = self.scheduler.finished(job, self._clock(), ok)
+        metrics.POLLS.labels(outcome="ok" if ok else "failed").inc()
         if ok:
             self.polls_ok += 1
         else:

@@ -14,15 +14,20 @@ from pathlib import Path
 import aiomqtt
 from rich.console import Console
 
-from headend.config import Config, LoggingConfig, load_config
-from headend.daemon import Daemon, DaemonTuning, configure_daemon_logging
+from headend.config import Config, load_config
+from headend.daemon import Daemon, DaemonTuning
 from headend.demo.billing import DemoScript, play
 from headend.demo.simulator import start_simulator
 from headend.demo.verdict import verdict
 from headend.demo.view import DemoView, show, watch
 from headend.meters.inventory import import_inventory
 from headend.mqtt.broker import free_port
+from headend.observability.logs import configure_logging
 from headend.storage import Database
+
+# Closing the terminal (SIGHUP) stops the demo like Ctrl-C does: the summary, the simulator
+# stopped, nothing left behind.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def demo_config(workdir: Path, broker_port: int) -> tuple[Config, dict[str, str]]:
@@ -39,18 +44,13 @@ def demo_config(workdir: Path, broker_port: int) -> tuple[Config, dict[str, str]
         "HEADEND_RELAY_OVERDUE_AFTER_S": "60",
         "HEADEND_LOGGING_LEVEL": "INFO",
         "HEADEND_LOGGING_FORMAT": "console",
+        "HEADEND_METRICS_PORT": str(free_port()),  # printed at start: scrape it while it runs
     }
     return load_config(None, environ), environ
 
 
 def _log_to_file(path: Path) -> None:
-    configure_daemon_logging(LoggingConfig(level="INFO", format="console"))
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
-    root.addHandler(handler)
+    configure_logging("INFO", "console", handler=logging.FileHandler(path))
 
 
 async def run_demo(
@@ -101,7 +101,7 @@ async def _run(meters: int, duration: float | None, workdir: Path, console: Cons
         view = DemoView(meter_ids, config.mqtt.headend_prefix, console, plain)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
         try:
@@ -109,6 +109,11 @@ async def _run(meters: int, duration: float | None, workdir: Path, console: Cons
                 daemon_task = tg.create_task(daemon.run())
                 async with asyncio.timeout(30):
                     await daemon.ready.wait()
+                if daemon.ops is not None:
+                    console.print(
+                        f"demo: metrics {daemon.ops.url}/metrics (health: /healthz, /readyz)",
+                        highlight=False,
+                    )
                 watching = asyncio.Event()
                 watcher = tg.create_task(watch("127.0.0.1", broker_port, view, watching))
                 async with asyncio.timeout(15):
@@ -136,7 +141,7 @@ async def _run(meters: int, duration: float | None, workdir: Path, console: Cons
                 await daemon_task
                 watcher.cancel()
         finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in STOP_SIGNALS:
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
         return await verdict(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -74,6 +75,10 @@ async def start_simulator(workdir: Path, meters: int) -> AsyncIterator[Simulator
         "simulators",
         "--fleet",
         str(fleet_file),
+        # It stops on its own once we are gone, however we die (SIGKILL included): no
+        # simulator is left holding its ports after a closed terminal or a killed demo.
+        "--parent-pid",
+        str(os.getpid()),
         stdout=asyncio.subprocess.PIPE,
         stderr=(workdir / "simulator.log").open("ab"),
         # Its own session: Ctrl-C in the terminal interrupts the demo, which then stops the

@@ -21,6 +21,7 @@ from headend.meters.counters import invocation_counter_store
 from headend.meters.inventory import MeterRecord, decrypt_meter, load_meter
 from headend.meters.line_locks import COMMAND, POLL, LineLocks
 from headend.meters.secrets import MasterKey
+from headend.observability import metrics
 from headend.storage import Database, Repository, installation
 from headend.storage.models import Meter, meter_column
 
@@ -102,7 +103,11 @@ class MeterAccess:
         self, record: MeterRecord, priority: int = POLL
     ) -> AsyncIterator[DlmsSession]:
         """An associated session; the line stays locked until the association is released."""
-        async with self.locks.hold(record.line, priority):
+        purpose = "command" if priority == COMMAND else "poll"
+        async with (
+            self.locks.hold(record.line, priority),
+            metrics.session_timer(record.transport, record.security, purpose),
+        ):
             async with associated_session(
                 record.connection(client_system_title=await self.system_title()),
                 timeout=self.timeout_s,

@@ -19,9 +19,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Generic, TypeVar
 
-import structlog
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from headend.observability.logs import get_logger
 
 __all__ = [
     "MASTER_KEY_ENV",
@@ -33,7 +34,7 @@ __all__ = [
     "parse_master_key",
 ]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 MASTER_KEY_ENV = "HEADEND_MASTER_KEY"
 _TOKEN_VERSION = "v1"

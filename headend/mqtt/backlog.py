@@ -9,15 +9,15 @@ backlog is down to half of that."""
 from __future__ import annotations
 
 import asyncio
-import logging
 
 from headend import domain
 from headend.mqtt.notifier import Notifier
+from headend.observability.logs import get_logger
 from headend.storage import Repository
 
 __all__ = ["BacklogWatch"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 class BacklogWatch:

@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import logging
 import random
 import ssl
 from collections.abc import Awaitable, Callable
@@ -57,10 +56,12 @@ from headend.mqtt.paho_access import ack, drop_connection, enable_manual_ack, qu
 from headend.mqtt.payloads import status_payload
 from headend.mqtt.tls import tls_context_for
 from headend.mqtt.topics import Topics
+from headend.observability import metrics
+from headend.observability.logs import get_logger
 
 __all__ = ["BalanceHandler", "BridgeStats", "MqttBridge"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 BalanceHandler = Callable[[BalanceEvent | BadEvent | DeadLetter, bytes], Awaitable[None]]
 """Called once per balance message (again after a redelivery); must commit before returning.
@@ -248,6 +249,7 @@ class MqttBridge:
                 drop_connection(client)
             if not connected:
                 self.stats.connect_failures += 1
+                metrics.MQTT_CONNECT_FAILURES.inc()
                 log.info("mqtt connect to %s:%s failed: %s", self._host, self._port, exc)
                 return _Outcome.CONNECT_FAILED
             log.debug("mqtt disconnect was not clean: %s", exc)
@@ -277,6 +279,7 @@ class MqttBridge:
             )
             await client.subscribe(self.topics.balance_filter, qos=1, timeout=self._timeout)
             self._connected.set()
+            metrics.MQTT_CONNECTS.inc()
             outcome = _Outcome.LOST
             log.info("mqtt connected to %s:%s as %s", self._host, self._port, self._client_id)
             receiver = asyncio.create_task(self._receive(client, generation, inbox))

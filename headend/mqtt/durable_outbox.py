@@ -18,18 +18,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 from headend.mqtt.outbox import OutboxMessage
+from headend.observability import metrics
+from headend.observability.logs import get_logger
 from headend.storage import unit
 from headend.storage.outbox import OutboxStore, outbox_row
 
 __all__ = ["DurableOutbox"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 _IDLE_POLL_S = 0.5
 """Look at the table at least this often: rows written by another process (an operator's
@@ -102,6 +103,7 @@ class DurableOutbox:
             self._window.popleft()
         row = self._row_of.pop(message, None)
         if row is not None:
+            metrics.OUTBOX_PUBLISHED.inc()
             self._acked.append(row)
             if len(self._acked) >= self.window_size // 2:
                 self._work.set()

@@ -30,6 +30,7 @@ from headend.mqtt.payloads import (
     relay_payload,
 )
 from headend.mqtt.topics import Topics
+from headend.observability import metrics
 
 __all__ = ["Notifier"]
 
@@ -94,6 +95,7 @@ class Notifier:
             detail=detail,
         )
         self._put(self.topics.commands(meter_id), payload)
+        metrics.RELAY_COMMANDS.labels(action=str(action), status=str(status)).inc()
 
     def notification(
         self,

@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from headend.observability.logs import get_logger
+
 __all__ = ["MemoryOutbox", "Outbox", "OutboxMessage"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 def _check_publishable(topic: str, qos: int) -> None:

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import structlog
 
 from cosem_objects.errors import ProtocolError
 from drivers.dlms_errors import ActionFailed, DlmsError, ServiceRejected
@@ -36,6 +37,7 @@ from headend.meters.access import MeterAccess
 from headend.meters.backoff import backoff_delay
 from headend.meters.line_locks import COMMAND, RelayPressure
 from headend.mqtt.notifier import Notifier
+from headend.observability.logs import get_logger
 from headend.relay import lifecycle, rules
 from headend.relay.messages import publish_alarm, publish_command, publish_relay
 from headend.relay.overdue import OverdueWatch
@@ -44,7 +46,7 @@ from headend.storage.unit import transactional
 
 __all__ = ["ControllerSettings", "RelayController"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 _CLEARED_ON_CONFIRM = (
     domain.RELAY_STUCK,
@@ -189,6 +191,7 @@ class RelayController:
     async def _worker(self, meter_id: str, command: CommandInfo | None = None) -> None:
         """Work the meter's due command; look for another only when a balance event asked
         for one meanwhile (retries, operator commands and the rest are the scan's)."""
+        structlog.contextvars.bind_contextvars(meter_id=meter_id)  # this worker task's lines
         tried: set[tuple[str, int]] = set()
         try:
             while not self._stopping:
@@ -224,6 +227,8 @@ class RelayController:
         unexpected) ends the same way: the command fails and waits for its backoff, so no
         error can turn into a retry on every scan."""
         attempt = command.attempt + 1
+        ids = {"command_id": command.command_id, "event_id": command.event_id}
+        structlog.contextvars.bind_contextvars(**ids)  # this worker's lines, from here on
         try:
             await self._try(command, attempt)
         except asyncio.CancelledError:

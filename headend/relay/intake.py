@@ -12,15 +12,18 @@ recorded with their bad_event alarm, so that they can be acknowledged too."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
+
+import structlog
 
 from headend import domain
 from headend.balance_event import BalanceEvent
 from headend.meters.line_locks import RelayPressure
 from headend.mqtt.incoming import BadEvent, DeadLetter, storable_text
 from headend.mqtt.notifier import Notifier
+from headend.observability import metrics
+from headend.observability.logs import get_logger
 from headend.relay import decision
 from headend.relay.controller import RelayController
 from headend.relay.messages import publish_alarm
@@ -29,7 +32,7 @@ from headend.storage.unit import transactional
 
 __all__ = ["BalanceIntake"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 def _now() -> datetime:
@@ -61,7 +64,8 @@ class BalanceIntake:
     @transactional
     async def handle(self, event: BalanceEvent | BadEvent | DeadLetter, raw: bytes) -> None:
         """Commit what the event means; the bridge acknowledges it once this returns."""
-        with self.pressure.busy():
+        ids = {"meter_id": event.meter_id, "event_id": event.event_id}
+        with self.pressure.busy(), structlog.contextvars.bound_contextvars(**ids):
             self.events_handled += 1
             if isinstance(event, DeadLetter):
                 await self._dead_letter(event, raw)
@@ -77,6 +81,7 @@ class BalanceIntake:
         # alarm in the same one (no separate lookup on the bridge's serial path).
         outcome = await self.repository.apply_balance_event(event, raw=storable_text(raw))
         judged = outcome.decision
+        metrics.BALANCE_EVENTS.labels(outcome=judged.outcome).inc()
         alarm = outcome.alarm
         if alarm is not None and alarm.type == domain.BAD_EVENT:
             log.warning("bad balance event for %s: %s", event.meter_id, judged.detail)
@@ -104,6 +109,7 @@ class BalanceIntake:
         _, alarm = await self.repository.record_balance_event(
             raw=storable_text(raw), detail=reason, meter_id=meter_id, event_id=event_id, seq=None
         )
+        metrics.BALANCE_EVENTS.labels(outcome=decision.REJECTED).inc()
         log.warning("bad balance event for %s: %s", meter_id, reason)
         self.notifier.bad_event(
             alarm.ts if alarm else self._clock(),
@@ -125,6 +131,7 @@ class BalanceIntake:
             event_id=letter.event_id,
             seq=letter.seq,
         )
+        metrics.BALANCE_EVENTS.labels(outcome=decision.DEAD_LETTER).inc()
         log.error("balance message for %s %s", letter.meter_id, reason)
         self.notifier.bad_event(
             alarm.ts if alarm else self._clock(),

@@ -6,19 +6,19 @@ once per episode). Both are found in the database, so they survive restarts."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from headend import domain
 from headend.mqtt.notifier import Notifier
+from headend.observability.logs import get_logger
 from headend.relay.messages import publish_alarm, publish_command
 from headend.storage import CommandInfo, Repository
 from headend.storage.unit import transactional
 
 __all__ = ["OverdueWatch"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 AWAITING_SCAN_S = 30.0
 """At most this long between looks for meters waiting for their customer (a scan of the

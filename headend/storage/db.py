@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from headend.observability import metrics
 from headend.storage import unit
 from headend.storage.models import OutboxRow
 
@@ -160,6 +161,7 @@ class Database:
             yield joined.session
             return
         async with contextlib.AsyncExitStack() as stack:
+            stack.enter_context(metrics.DB_WRITE_SECONDS.time())
             if self.dialect == "sqlite":
                 await stack.enter_async_context(_sqlite_write_lock(self._file_key))
             session = await stack.enter_async_context(self.write_sessions())
