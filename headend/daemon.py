@@ -36,6 +36,7 @@ from headend.mqtt.broker import EmbeddedBroker
 from headend.mqtt.durable_outbox import DurableOutbox
 from headend.mqtt.notifier import Notifier
 from headend.mqtt.topics import Topics
+from headend.prepaid.quiet_hours import QuietHours
 from headend.relay.controller import ControllerSettings, RelayController
 from headend.relay.intake import BalanceIntake
 from headend.storage import Database, Repository, installation
@@ -142,7 +143,9 @@ class Daemon:
         relay_db = await Database.open(config.database.url, run_migrations=False)
         self.relay_db = relay_db
         relay_repository = Repository(
-            relay_db, warning_threshold=config.notifications.warning_threshold
+            relay_db,
+            warning_threshold=config.notifications.warning_threshold,
+            quiet_hours=QuietHours.from_config(config.prepaid),
         )
         readings = ReadingBatcher(repository)
         # Every outgoing message is a row in the database until the broker has it; rows are

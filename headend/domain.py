@@ -40,14 +40,31 @@ LOW_BALANCE: Final = "low_balance"
 DISCONNECTED_FOR_ARREARS: Final = "disconnected_for_arrears"
 RECONNECTED: Final = "reconnected"
 NOTIFY_READY_FOR_RECONNECTION: Final = "ready_for_reconnection"
+CREDIT_RUNNING_OUT: Final = "credit_running_out"
+"""The balance is estimated to run out within prepaid.warn_days_ahead (once per episode)."""
+DISCONNECT_SCHEDULED: Final = "disconnect_scheduled"
+"""A disconnect for arrears waits for the grace period or the end of quiet hours."""
+USAGE_STATEMENT: Final = "usage_statement"
+USAGE_ANOMALY: Final = "usage_anomaly"
 NotificationType = Literal[
-    "low_balance", "disconnected_for_arrears", "reconnected", "ready_for_reconnection"
+    "low_balance",
+    "disconnected_for_arrears",
+    "reconnected",
+    "ready_for_reconnection",
+    "credit_running_out",
+    "disconnect_scheduled",
+    "usage_statement",
+    "usage_anomaly",
 ]
 NOTIFICATION_TYPES: Final = (
     LOW_BALANCE,
     DISCONNECTED_FOR_ARREARS,
     RECONNECTED,
     NOTIFY_READY_FOR_RECONNECTION,
+    CREDIT_RUNNING_OUT,
+    DISCONNECT_SCHEDULED,
+    USAGE_STATEMENT,
+    USAGE_ANOMALY,
 )
 
 # -- alarms (for a person) ------------------------------------------------------------------
@@ -66,6 +83,8 @@ CONFLICTING_EVENT: Final = "conflicting_event"
 STALE_EVENT: Final = "stale_event"
 """A seq not newer than the last applied one, but a newer ts: billing's sequence went back."""
 OUTBOX_OVERFLOW: Final = "outbox_overflow"
+PROTECTED_IN_ARREARS: Final = "protected_in_arrears"
+"""A protected meter's balance went below zero: not disconnected, a person must act."""
 ALARM_TYPES: Final = (
     RELAY_COMMAND_OVERDUE,
     RELAY_COMMAND_FAILED,
@@ -77,6 +96,7 @@ ALARM_TYPES: Final = (
     CONFLICTING_EVENT,
     STALE_EVENT,
     OUTBOX_OVERFLOW,
+    PROTECTED_IN_ARREARS,
 )
 """Alarm types the head-end raises; the MQTT payload accepts any snake_case name."""
 
@@ -85,6 +105,9 @@ HOLD: Final = "hold"
 """An operator pinned a meter's relay (`headend relay --meter ID ... --hold`)."""
 RELEASE: Final = "release"
 """An operator lifted a hold (`headend relay --meter ID release`)."""
+PROTECT: Final = "protect"
+"""An operator marked a meter's supply protected (`headend meters protect ID`)."""
+UNPROTECT: Final = "unprotect"
 
 # -- meter ids ------------------------------------------------------------------------------
 MAX_METER_ID_LEN: Final = 64

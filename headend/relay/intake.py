@@ -159,6 +159,16 @@ class BalanceIntake:
                 warning_threshold=judged.threshold,
                 event_id=event.event_id,
             )
+        if judged.scheduled_at is not None:
+            self.notifier.notification(
+                domain.DISCONNECT_SCHEDULED,
+                event.meter_id,
+                now,
+                scheduled_at=judged.scheduled_at.isoformat(),
+                balance=event.balance,
+                currency=event.currency,
+                event_id=event.event_id,
+            )
         if judged.command is not None and outcome.command is not None:
             self.controller.submit(outcome.command)
         log.info(

@@ -53,7 +53,7 @@ __all__ = [
 # statuses and their transitions are headend/relay/lifecycle.py's table.
 # Who asked: billing, an operator, start-up reconciliation, the release of a hold, or a poll
 # that read the relay on while it should be off.
-COMMAND_SOURCES = ("balance", "operator", "startup", "release", "drift")
+COMMAND_SOURCES = ("balance", "operator", "startup", "release", "drift", "protection")
 
 # Autoincrement surrogate keys: BIGINT on PostgreSQL, INTEGER (rowid) on SQLite.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -120,6 +120,16 @@ class Meter(Base):
     awaiting_alarm_raised: Mapped[bool] = mapped_column(
         Boolean, default=False, server_default=text("false")
     )
+    # Protected supply (life support, hospitals): never disconnected for arrears.
+    protected: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    protected_reason: Mapped[str | None] = mapped_column(Text)
+    protected_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # What the customer was told in the current episode (prepaid policies).
+    running_out_notified: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=text("false")
+    )
+    anomalies_notified: Mapped[str | None] = mapped_column(Text)  # kinds, comma-separated
+    last_statement_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 

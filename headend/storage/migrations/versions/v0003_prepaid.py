@@ -1,0 +1,50 @@
+"""Prepaid policies: protected supply on the meter row, and what the customer was told in the
+current episode (credit running out, usage anomalies, the last statement).
+
+Revision ID: 0003_prepaid
+Revises: 0002
+Create Date: 2026-12-06
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0003_prepaid"
+down_revision: str | None = "0002"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+_FALSE = sa.text("false")
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("meters", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("protected", sa.Boolean(), server_default=_FALSE, nullable=False)
+        )
+        batch_op.add_column(sa.Column("protected_reason", sa.Text(), nullable=True))
+        batch_op.add_column(sa.Column("protected_at", sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(
+            sa.Column("running_out_notified", sa.Boolean(), server_default=_FALSE, nullable=False)
+        )
+        batch_op.add_column(sa.Column("anomalies_notified", sa.Text(), nullable=True))
+        batch_op.add_column(
+            sa.Column("last_statement_at", sa.DateTime(timezone=True), nullable=True)
+        )
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("meters", schema=None) as batch_op:
+        for name in (
+            "last_statement_at",
+            "anomalies_notified",
+            "running_out_notified",
+            "protected_at",
+            "protected_reason",
+            "protected",
+        ):
+            batch_op.drop_column(name)
