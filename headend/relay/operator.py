@@ -1,8 +1,9 @@
 """Operator commands (`headend relay --meter ID disconnect|reconnect --reason TEXT [--hold]`,
 `headend relay --meter ID release --reason TEXT`, `headend meters protect|unprotect`), made
-from the CLI's own process: they go into the database, where a running daemon's scan finds them within about a second. Given a
-`Notifier` (over the durable outbox), what they change is announced in the same transaction:
-the daemon's outbox drains the table whichever process wrote the rows."""
+from the CLI's own process: they go into the database, where a running daemon's scan finds
+them within about a second. Given a `Notifier` (over the durable outbox), what they change is
+announced in the same transaction: the daemon's outbox drains the table whichever process
+wrote the rows."""
 
 from __future__ import annotations
 
