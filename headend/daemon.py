@@ -18,8 +18,9 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -47,6 +48,10 @@ __all__ = ["Daemon", "DaemonTuning", "configure_daemon_logging", "run_daemon"]
 log = logging.getLogger(__name__)
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 @dataclass(frozen=True)
 class DaemonTuning:
     """Knobs that are not in the config file (tests and the demo shorten them)."""
@@ -61,6 +66,9 @@ class DaemonTuning:
     install_signal_handlers: bool = True
     outbox_alarm_depth: int = 10_000
     outbox_check_s: float = 5.0
+    # The relay path's clock (balance decisions, grace and quiet hours, command timing):
+    # tests put it at the edge of a quiet window. None: the real one.
+    clock: Callable[[], datetime] | None = None
 
 
 class Daemon:
@@ -142,10 +150,12 @@ class Daemon:
         # never waits for a connection behind a thousand polls.
         relay_db = await Database.open(config.database.url, run_migrations=False)
         self.relay_db = relay_db
+        clock = tuning.clock or _utc_now
         relay_repository = Repository(
             relay_db,
             warning_threshold=config.notifications.warning_threshold,
             quiet_hours=QuietHours.from_config(config.prepaid),
+            clock=clock,
         )
         readings = ReadingBatcher(repository)
         # Every outgoing message is a row in the database until the broker has it; rows are
@@ -185,9 +195,12 @@ class Daemon:
                 session_budget_s=max(30.0, config.polling.timeout_s * 12),
             ),
             pressure=pressure,
+            clock=clock,
         )
         self.controller = controller
-        intake = BalanceIntake(relay_repository, notifier, controller, pressure=pressure)
+        intake = BalanceIntake(
+            relay_repository, notifier, controller, pressure=pressure, clock=clock
+        )
         bridge = MqttBridge(
             config.mqtt,
             topics,

@@ -1,0 +1,131 @@
+"""End to end, the prepaid policies on the relay path: the daemon with the simulator, a real
+broker and database. A disconnect for arrears waits out the grace period (a payment inside it
+cancels it) and quiet hours (it runs when the window ends, the clock put just before the end);
+a protected meter is never switched off and its arrears alarm is raised once."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from db_support import DIALECTS
+from e2e_support import eventually
+from test_daemon_e2e import Headend, headend
+from test_relay_e2e import alarms, cli, cli_json, confirmed, polls_after
+
+pytestmark = pytest.mark.timeout(240)
+
+FAST_POLLS = {"HEADEND_POLLING_INTERVAL_S": "2"}
+
+
+def notes(h: Headend, kind: str, index: int = 0) -> list[dict[str, Any]]:
+    return [n for n in h.out("notifications", index) if n["type"] == kind]
+
+
+def parse(ts: str) -> datetime:
+    return datetime.fromisoformat(ts.replace("Z", "+00:00"))
+
+
+async def test_a_payment_inside_the_grace_cancels_the_disconnect(sim_fleet, tmp_path) -> None:
+    overrides = {**FAST_POLLS, "HEADEND_PREPAID_DISCONNECT_GRACE_S": "4"}
+    async with sim_fleet(1) as fleet, headend(fleet, tmp_path, overrides=overrides) as h:
+        await h.balance(0, "50.00", 1)
+        await confirmed(h, 0, "reconnect")
+        sent = datetime.now(UTC)
+        await h.balance(0, "-5.00", 2)
+        (scheduled,) = await eventually(
+            lambda: notes(h, "disconnect_scheduled"), what="disconnect_scheduled"
+        )
+        at = parse(scheduled["scheduled_at"])
+        assert sent + timedelta(seconds=3) <= at <= datetime.now(UTC) + timedelta(seconds=4.5)
+        await h.balance(0, "10.00", 3)  # paid inside the grace
+        await eventually(
+            lambda: [c for c in h.out("commands", 0) if c["status"] == "superseded"],
+            what="the scheduled disconnect superseded",
+        )
+        # Past the grace and two polls later the relay was never touched.
+        await eventually(lambda: datetime.now(UTC) > at + timedelta(seconds=1), within=10)
+        await polls_after(h, 0)
+        assert h.sim_state(0) == "connected"
+        assert "remote_disconnect" not in [op["transition"] for op in h.remote_ops(0)]
+        assert notes(h, "disconnected_for_arrears") == []
+
+        # Without a payment the disconnect runs when the grace is over, not before.
+        await h.balance(0, "-1.00", 4)
+        second = await eventually(
+            lambda: notes(h, "disconnect_scheduled")[1:], what="second disconnect_scheduled"
+        )
+        await h.wait_state(0, "disconnected")
+        assert datetime.now(UTC) >= parse(second[0]["scheduled_at"])
+        await eventually(lambda: notes(h, "disconnected_for_arrears"), what="arrears notice")
+
+
+async def test_a_disconnect_inside_quiet_hours_runs_when_the_window_ends(
+    sim_fleet, tmp_path
+) -> None:
+    # The relay path's clock stands 4 s before 08:00 UTC, the end of a night window; ahead
+    # of the real one, which stamps the polls (a read-back is never older than a command's).
+    real_start = datetime.now(UTC)
+    fake_start = real_start.replace(hour=7, minute=59, second=56, microsecond=0)
+    if fake_start < real_start:
+        fake_start += timedelta(days=1)
+    offset = fake_start - real_start
+
+    def clock() -> datetime:
+        return datetime.now(UTC) + offset
+
+    overrides = {
+        **FAST_POLLS,
+        "HEADEND_PREPAID_NO_DISCONNECT": '[{"from": "18:00", "to": "08:00"}]',
+    }
+    async with (
+        sim_fleet(1) as fleet,
+        headend(fleet, tmp_path, overrides=overrides, clock=clock) as h,
+    ):
+        await h.balance(0, "50.00", 1)
+        await confirmed(h, 0, "reconnect")
+        await h.balance(0, "-5.00", 2)
+        (scheduled,) = await eventually(
+            lambda: notes(h, "disconnect_scheduled"), what="disconnect_scheduled"
+        )
+        at = parse(scheduled["scheduled_at"])
+        assert (at.hour, at.minute, at.second) == (8, 0, 0)
+        assert h.sim_state(0) == "connected"  # held while the window lasts
+        await h.wait_state(0, "disconnected", within=30)
+        assert clock() >= at
+        # A reconnect is never held, whatever the hour.
+        await h.balance(0, "5.00", 3)
+        await h.wait_state(0, "connected", within=30)
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+async def test_a_protected_meter_is_never_switched_off_and_alarms_once(
+    sim_fleet, tmp_path, dialect: str
+) -> None:
+    async with (
+        sim_fleet(1) as fleet,
+        headend(fleet, tmp_path, dialect=dialect, overrides=FAST_POLLS) as h,
+    ):
+        meter_id = h.ids[0]
+        await h.balance(0, "50.00", 1)
+        await confirmed(h, 0, "reconnect")
+        run = await cli(h, "meters", "protect", meter_id, "--reason", "life support")
+        assert run.returncode == 0, run.stderr
+        await h.balance(0, "-5.00", 2)
+        await eventually(lambda: alarms(h, "protected_in_arrears", 0), what="the alarm")
+        await h.balance(0, "-8.00", 3)  # the same episode: no second alarm
+        await polls_after(h, 0)
+        assert h.sim_state(0) == "connected"
+        assert "remote_disconnect" not in [op["transition"] for op in h.remote_ops(0)]
+        assert len(alarms(h, "protected_in_arrears", 0)) == 1
+        show = await cli(h, "meters", "show", meter_id)
+        assert "protected" in show.stdout and "yes (life support)" in show.stdout
+        status = await cli_json(h, "status")
+        assert [p["meter_id"] for p in status["protected"]] == [meter_id]
+
+        # Lifted: the meter goes where its balance says.
+        run = await cli(h, "meters", "unprotect", meter_id, "--reason", "patient moved")
+        assert run.returncode == 0, run.stderr
+        await h.wait_state(0, "disconnected")
+        assert (await cli_json(h, "status"))["protected"] == []
