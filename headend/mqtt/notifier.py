@@ -105,7 +105,7 @@ class Notifier:
         currency: str | None = None,
         warning_threshold: Decimal | None = None,
         event_id: str | None = None,
-        **extra: Any,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
         """A customer notification, for the SMS gateway (`extra`: a policy's own fields)."""
         payload = notification_payload(

@@ -20,7 +20,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from itertools import pairwise
 from zoneinfo import ZoneInfo
 
-__all__ = ["ConsumptionModel", "Sample", "build_model"]
+__all__ = ["ConsumptionModel", "Sample", "UsageSummary", "build_model"]
 
 Sample = tuple[datetime, float]
 """(when, cumulative import energy in kWh)."""
@@ -44,6 +44,60 @@ class ConsumptionModel:
     def usual_daily_kwh(self) -> float | None:
         """The rate the forecast uses: the last 7 days', else the last 30 days'."""
         return self.avg_daily_kwh_7 if self.avg_daily_kwh_7 is not None else self.avg_daily_kwh_30
+
+
+@dataclass(frozen=True)
+class UsageSummary:
+    """What the forecast needs of a model, kept on the meter row (meters.usage_model) so that
+    a balance event forecasts without reading the history again."""
+
+    avg_daily_kwh_7: float | None
+    avg_daily_kwh_30: float | None
+    weekday_shape: tuple[float, ...]
+    covered_days: float
+
+    def usual_daily_kwh(self) -> float | None:
+        return self.avg_daily_kwh_7 if self.avg_daily_kwh_7 is not None else self.avg_daily_kwh_30
+
+    @classmethod
+    def of(cls, model: ConsumptionModel) -> UsageSummary:
+        return cls(
+            model.avg_daily_kwh_7,
+            model.avg_daily_kwh_30,
+            model.weekday_shape,
+            round(model.covered_days, 3),
+        )
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "avg_daily_kwh_7": self.avg_daily_kwh_7,
+            "avg_daily_kwh_30": self.avg_daily_kwh_30,
+            "weekday_shape": list(self.weekday_shape),
+            "covered_days": self.covered_days,
+        }
+
+    @classmethod
+    def from_json(cls, data: object) -> UsageSummary | None:
+        """None for anything that is not a summary this code wrote (never raises: a row from
+        an older release forecasts nothing rather than failing an event)."""
+        if not isinstance(data, dict):
+            return None
+        try:
+            shape = tuple(float(x) for x in data["weekday_shape"])
+            if len(shape) != 7:
+                return None
+            return cls(
+                _opt_float(data["avg_daily_kwh_7"]),
+                _opt_float(data["avg_daily_kwh_30"]),
+                shape,
+                float(data["covered_days"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+def _opt_float(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]
 
 
 def build_model(

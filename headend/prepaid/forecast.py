@@ -9,9 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, Decimal
+from typing import Protocol
 from zoneinfo import ZoneInfo
-
-from headend.prepaid.consumption import ConsumptionModel
 
 __all__ = ["Forecast", "forecast", "running_out"]
 
@@ -37,8 +36,20 @@ class Forecast:
 NO_FORECAST = Forecast(None, None, None, None)
 
 
+class Rates(Protocol):
+    """A consumption model or its stored summary."""
+
+    @property
+    def avg_daily_kwh_30(self) -> float | None: ...
+
+    @property
+    def weekday_shape(self) -> tuple[float, ...]: ...
+
+    def usual_daily_kwh(self) -> float | None: ...
+
+
 def forecast(
-    model: ConsumptionModel | None,
+    model: Rates | None,
     balance: Decimal,
     price_per_kwh: Decimal,
     *,

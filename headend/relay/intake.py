@@ -164,7 +164,7 @@ class BalanceIntake:
                 domain.DISCONNECT_SCHEDULED,
                 event.meter_id,
                 now,
-                scheduled_at=judged.scheduled_at.isoformat(),
+                extra={"scheduled_at": judged.scheduled_at.isoformat()},
                 balance=event.balance,
                 currency=event.currency,
                 event_id=event.event_id,

@@ -117,6 +117,6 @@ async def set_protection(
                     domain.DISCONNECT_SCHEDULED,
                     meter_id,
                     now,
-                    scheduled_at=change.scheduled_at.isoformat(),
+                    extra={"scheduled_at": change.scheduled_at.isoformat()},
                 )
     return change

@@ -130,6 +130,9 @@ class Meter(Base):
     )
     anomalies_notified: Mapped[str | None] = mapped_column(Text)  # kinds, comma-separated
     last_statement_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    usage_model: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # prepaid/consumption.py
+    usage_model_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_price: Mapped[Decimal | None] = mapped_column(DecimalText)  # a balance event's price
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 

@@ -29,6 +29,7 @@ from headend.storage.protection import Protection
 from headend.storage.readbacks import Readbacks
 from headend.storage.readings import Readings
 from headend.storage.relay_states import RelayStates
+from headend.storage.usage import Usage
 
 __all__ = [
     "IC_MAX",
@@ -64,6 +65,7 @@ class Repository:
         readings = Readings(db, clock)
         balances = Balances(db, clock, warning_threshold, quiet_hours)
         protection = Protection(db, clock, quiet_hours)
+        usage = Usage(db, clock)
         commands = Commands(db, clock)
         overrides = Overrides(db, clock)
         holds = Holds(db, clock)
@@ -96,6 +98,11 @@ class Repository:
         self.held_meters = holds.held_meters
         self.set_protected = protection.set_protected
         self.protected_meters = protection.protected_meters
+        self.energy_samples = usage.energy_samples
+        self.billing_captures = usage.billing_captures
+        self.prepaid_meters = usage.prepaid_meters
+        self.usage_of = usage.usage_of
+        self.mark_prepaid = usage.mark_prepaid
         self.reconcile_commands = commands.reconcile_commands
         self.get_command = commands.get_command
         self.command_and_desired = commands.command_and_desired

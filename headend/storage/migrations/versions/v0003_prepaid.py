@@ -1,5 +1,6 @@
-"""Prepaid policies: protected supply on the meter row, and what the customer was told in the
-current episode (credit running out, usage anomalies, the last statement).
+"""Prepaid policies: protected supply on the meter row, what the customer was told in the
+current episode (credit running out, usage anomalies, the last statement), and the meter's
+consumption model (rates and weekday shape, refreshed after polls) that forecasts read.
 
 Revision ID: 0003_prepaid
 Revises: 0002
@@ -35,11 +36,17 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("last_statement_at", sa.DateTime(timezone=True), nullable=True)
         )
+        batch_op.add_column(sa.Column("usage_model", sa.JSON(), nullable=True))
+        batch_op.add_column(sa.Column("last_price", sa.String(length=64), nullable=True))
+        batch_op.add_column(sa.Column("usage_model_at", sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("meters", schema=None) as batch_op:
         for name in (
+            "usage_model_at",
+            "last_price",
+            "usage_model",
             "last_statement_at",
             "anomalies_notified",
             "running_out_notified",
