@@ -38,6 +38,7 @@ from headend.mqtt.durable_outbox import DurableOutbox
 from headend.mqtt.notifier import Notifier
 from headend.mqtt.topics import Topics
 from headend.prepaid.quiet_hours import QuietHours
+from headend.prepaid.watch import PrepaidWatch
 from headend.relay.controller import ControllerSettings, RelayController
 from headend.relay.intake import BalanceIntake
 from headend.storage import Database, Repository, installation
@@ -66,6 +67,7 @@ class DaemonTuning:
     install_signal_handlers: bool = True
     outbox_alarm_depth: int = 10_000
     outbox_check_s: float = 5.0
+    prepaid_check_s: float = 60.0  # forecast, anomaly hints and statements between events
     # The relay path's clock (balance decisions, grace and quiet hours, command timing):
     # tests put it at the edge of a quiet window. None: the real one.
     clock: Callable[[], datetime] | None = None
@@ -199,7 +201,12 @@ class Daemon:
         )
         self.controller = controller
         intake = BalanceIntake(
-            relay_repository, notifier, controller, pressure=pressure, clock=clock
+            relay_repository,
+            notifier,
+            controller,
+            pressure=pressure,
+            clock=clock,
+            prepaid=config.prepaid,
         )
         bridge = MqttBridge(
             config.mqtt,
@@ -245,6 +252,9 @@ class Daemon:
             pressure=pressure,
         )
         self.collection = collection
+        prepaid_watch = PrepaidWatch(
+            repository, notifier, config.prepaid, every_s=tuning.prepaid_check_s
+        )
 
         async with asyncio.TaskGroup() as tg:
             bridge_task = tg.create_task(bridge.run(), name="mqtt")
@@ -265,6 +275,7 @@ class Daemon:
             workers = [
                 tg.create_task(guarded("relay", controller.run()), name="relay"),
                 tg.create_task(backlog.run(), name="outbox-backlog"),
+                tg.create_task(prepaid_watch.run(), name="prepaid"),
             ]
             if tuning.collection:
                 workers.append(

@@ -101,6 +101,7 @@ class Headend:
                 poll_retry_base_s=0.5,
                 install_signal_handlers=False,
                 clock=self.clock,
+                prepaid_check_s=0.5,
             ),
         )
         self.task = asyncio.create_task(self.daemon.run())

@@ -6,6 +6,7 @@ a protected meter is never switched off and its arrears alarm is raised once."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -129,3 +130,67 @@ async def test_a_protected_meter_is_never_switched_off_and_alarms_once(
         assert run.returncode == 0, run.stderr
         await h.wait_state(0, "disconnected")
         assert (await cli_json(h, "status"))["protected"] == []
+
+
+async def usage_model(h: Headend, index: int = 0) -> dict[str, Any]:
+    from sqlalchemy import select
+
+    from headend.storage.core import METERS
+
+    assert h.repository is not None
+
+    async def stored() -> dict[str, Any] | None:
+        async with h.repository.db.session() as session:
+            model = await session.scalar(
+                select(METERS.c.usage_model).where(METERS.c.meter_id == h.ids[index])
+            )
+        return model if model and model.get("avg_daily_kwh_7") else None
+
+    result: dict[str, Any] = await eventually(stored, what="the consumption model")
+    return result
+
+
+async def test_credit_running_out_before_the_balance_reaches_zero(sim_fleet, tmp_path) -> None:
+    """The first poll catches up a week of load profile, so a new meter has a rate at once;
+    a balance that buys two days of its own use is warned about (3 days ahead), once."""
+    async with sim_fleet(1) as fleet, headend(fleet, tmp_path, overrides=FAST_POLLS) as h:
+        model = await usage_model(h)
+        daily_cost = Decimal(str(model["avg_daily_kwh_7"])) * Decimal("0.60")
+        two_days = (daily_cost * 2).quantize(Decimal("0.01"))
+        await h.balance(0, str(two_days), 1, warning_threshold=str(two_days * 2))
+        (warned,) = await eventually(
+            lambda: notes(h, "credit_running_out"), what="credit_running_out"
+        )
+        assert 1.5 <= warned["estimated_days_left"] <= 2.1
+        assert Decimal(warned["suggested_topup"]) >= (daily_cost * 29).quantize(Decimal(1))
+        assert warned["balance"] == str(two_days)
+        (low,) = await eventually(lambda: notes(h, "low_balance"), what="low_balance")
+        assert low["estimated_days_left"] == warned["estimated_days_left"]
+        assert low["suggested_topup"] == warned["suggested_topup"]
+        # Still short on the next event and the next rounds: told once per episode.
+        await h.balance(0, str(two_days - 1), 2)
+        await polls_after(h, 0)
+        assert len(notes(h, "credit_running_out")) == 1
+        # A payment ends the episode; running short again starts a new one.
+        await h.balance(0, str((daily_cost * 20).quantize(Decimal("0.01"))), 3)
+        await h.balance(0, str(two_days), 4)
+        await eventually(
+            lambda: notes(h, "credit_running_out")[1:], what="a second episode's warning"
+        )
+
+
+async def test_usage_statement_at_the_billing_boundary(sim_fleet, tmp_path) -> None:
+    """The simulator's billing profile closes a period every midnight: the newest closed
+    period is stated with the meter's own count, beside the period before it."""
+    async with sim_fleet(1) as fleet, headend(fleet, tmp_path, overrides=FAST_POLLS) as h:
+        (stated,) = await eventually(
+            lambda: notes(h, "usage_statement"), what="usage_statement", within=45
+        )
+        start = parse(stated["period_start"])
+        end = parse(stated["period_end"])
+        assert end - start == timedelta(days=1)
+        assert stated["energy_kwh"] > 0
+        assert stated["previous_period_kwh"] is not None and stated["previous_period_kwh"] > 0
+        assert stated["same_period_last_year_kwh"] is None  # not stored: never made up
+        await polls_after(h, 0)
+        assert len(notes(h, "usage_statement")) == 1  # the next one at the next boundary
