@@ -37,6 +37,7 @@ from headend.mqtt.broker import EmbeddedBroker
 from headend.mqtt.durable_outbox import DurableOutbox
 from headend.mqtt.notifier import Notifier
 from headend.mqtt.topics import Topics
+from headend.prepaid.limiter import LimitWorker
 from headend.prepaid.quiet_hours import QuietHours
 from headend.prepaid.watch import PrepaidWatch
 from headend.relay.controller import ControllerSettings, RelayController
@@ -157,6 +158,7 @@ class Daemon:
             relay_db,
             warning_threshold=config.notifications.warning_threshold,
             quiet_hours=QuietHours.from_config(config.prepaid),
+            limit_on_arrears=config.prepaid.arrears_action == "limit",
             clock=clock,
         )
         readings = ReadingBatcher(repository)
@@ -277,6 +279,18 @@ class Daemon:
                 tg.create_task(backlog.run(), name="outbox-backlog"),
                 tg.create_task(prepaid_watch.run(), name="prepaid"),
             ]
+            if config.prepaid.arrears_action == "limit":
+                limiter = LimitWorker(
+                    relay_repository,
+                    access,
+                    notifier,
+                    limit_w=config.prepaid.limit_w,
+                    every_s=tuning.command_scan_s,
+                    retry_base_s=config.relay.retry_base_s,
+                    retry_max_s=config.relay.retry_max_backoff_s,
+                    clock=clock,
+                )
+                workers.append(tg.create_task(limiter.run(), name="limiter"))
             if tuning.collection:
                 workers.append(
                     tg.create_task(guarded("collection", collection.run()), name="collection")

@@ -22,6 +22,13 @@ DISCONNECT: Final = "disconnect"
 RECONNECT: Final = "reconnect"
 Action = Literal["disconnect", "reconnect"]
 ACTIONS: Final = (DISCONNECT, RECONNECT)
+LIMIT: Final = "limit"
+"""Load limiting instead of switching off: the Limiter's threshold set ([prepaid] limit_w)."""
+RESTORE: Final = "restore"
+"""The Limiter's threshold put back after payment."""
+LIMIT_ACTIONS: Final = (LIMIT, RESTORE)
+LIMITED: Final = "limited"
+NOT_LIMITED: Final = "normal"
 
 # -- relay command lifecycle (the transitions are in relay/lifecycle.py) ---------------------
 QUEUED: Final = "queued"
@@ -46,6 +53,9 @@ DISCONNECT_SCHEDULED: Final = "disconnect_scheduled"
 """A disconnect for arrears waits for the grace period or the end of quiet hours."""
 USAGE_STATEMENT: Final = "usage_statement"
 USAGE_ANOMALY: Final = "usage_anomaly"
+LOAD_LIMITED: Final = "load_limited"
+"""In arrears with arrears_action = "limit": the supply is limited to limit_w, not cut."""
+LOAD_RESTORED: Final = "load_restored"
 NotificationType = Literal[
     "low_balance",
     "disconnected_for_arrears",
@@ -55,6 +65,8 @@ NotificationType = Literal[
     "disconnect_scheduled",
     "usage_statement",
     "usage_anomaly",
+    "load_limited",
+    "load_restored",
 ]
 NOTIFICATION_TYPES: Final = (
     LOW_BALANCE,
@@ -65,6 +77,8 @@ NOTIFICATION_TYPES: Final = (
     DISCONNECT_SCHEDULED,
     USAGE_STATEMENT,
     USAGE_ANOMALY,
+    LOAD_LIMITED,
+    LOAD_RESTORED,
 )
 
 # -- alarms (for a person) ------------------------------------------------------------------

@@ -194,3 +194,36 @@ async def test_usage_statement_at_the_billing_boundary(sim_fleet, tmp_path) -> N
         assert stated["same_period_last_year_kwh"] is None  # not stored: never made up
         await polls_after(h, 0)
         assert len(notes(h, "usage_statement")) == 1  # the next one at the next boundary
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+async def test_arrears_limit_the_load_and_payment_restores_it(
+    sim_fleet, tmp_path, dialect: str
+) -> None:
+    overrides = {
+        **FAST_POLLS,
+        "HEADEND_PREPAID_ARREARS_ACTION": "limit",
+        "HEADEND_PREPAID_LIMIT_W": "500",
+    }
+    async with (
+        sim_fleet(1, security="hls-gmac") as fleet,
+        headend(fleet, tmp_path, dialect=dialect, overrides=overrides) as h,
+    ):
+        await h.balance(0, "50.00", 1)
+        await confirmed(h, 0, "reconnect")
+        before = fleet.relay(0)["limit_w"]
+        await h.balance(0, "-5.00", 2)
+        await eventually(lambda: fleet.relay(0)["limit_w"] == 500, what="the meter limited")
+        await eventually(lambda: notes(h, "load_limited"), what="load_limited")
+        limited = [c for c in h.out("commands", 0) if c["action"] == "limit"]
+        assert [c["status"] for c in limited] == ["confirmed"]
+        await polls_after(h, 0)
+        assert h.sim_state(0) == "connected"  # limited, never switched off
+        assert fleet.relay(0)["power_w"] <= 500
+        assert "remote_disconnect" not in [op["transition"] for op in h.remote_ops(0)]
+
+        await h.balance(0, "20.00", 3)  # paid: the threshold it had comes back
+        await eventually(lambda: fleet.relay(0)["limit_w"] == before, what="the limit restored")
+        await eventually(lambda: notes(h, "load_restored"), what="load_restored")
+        restored = [c for c in h.out("commands", 0) if c["action"] == "restore"]
+        assert [c["status"] for c in restored] == ["confirmed"]

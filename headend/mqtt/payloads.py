@@ -18,6 +18,7 @@ from typing import Any, Final
 from headend.domain import (
     ACTIONS,
     COMMAND_STATUSES,
+    LIMIT_ACTIONS,
     NOTIFICATION_TYPES,
     RELAY_STATES,
     Action,
@@ -212,7 +213,7 @@ def command_payload(
     payload: Payload = {
         "command_id": command_id,
         "meter_id": _meter(meter_id),
-        "action": _one_of(action, ACTIONS, "command action"),
+        "action": _one_of(action, (*ACTIONS, *LIMIT_ACTIONS), "command action"),
         "status": _one_of(status, COMMAND_STATUSES, "command status"),
         "attempt": int(attempt),
         "ts": format_ts(ts),

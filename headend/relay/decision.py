@@ -135,6 +135,8 @@ class MeterSnapshot:
     hold: bool = False  # an operator's hold pins the relay: billing switches nothing
     last_applied_ts: datetime | None = None  # the last applied event's ts
     protected: bool = False  # protected supply: never disconnected for arrears
+    limit_on_arrears: bool = False  # [prepaid] arrears_action = "limit": limit, never cut
+    limit_wanted: bool = False  # the meter's Limiter is (to be) set for arrears
     same_id: StoredEvent | None = None
     """The event stored before with this (meter_id, event_id) and an IDENTITY_OUTCOMES
     outcome, if any."""
@@ -188,6 +190,9 @@ class Decision:
     scheduled_at: datetime | None = None
     """When the disconnect this decision queued will run (grace, quiet hours): the customer
     is told (disconnect_scheduled)."""
+    limit: bool | None = None
+    """Load limiting wanted (True) or to be lifted (False) instead of a relay operation;
+    None: unchanged."""
 
 
 def decide(
@@ -241,6 +246,17 @@ def decide(
         )
     if meter.protected and desired == DISCONNECTED:
         return _protected(meter, event, update, low_balance, threshold)
+    if meter.limit_on_arrears and desired == DISCONNECTED:
+        return Decision(
+            APPLIED,
+            f"balance {event.balance} (seq {event.seq}) below zero: load limited, not "
+            "disconnected (arrears_action = limit)",
+            desired_state=meter.desired_state,
+            meter=replace(update, desired_state=None),
+            low_balance=low_balance,
+            threshold=threshold,
+            limit=None if meter.limit_wanted else True,
+        )
     step = converge(
         desired,
         meter.confirmed_state,
@@ -276,6 +292,7 @@ def decide(
         low_balance=low_balance,
         threshold=threshold,
         scheduled_at=scheduled_at,
+        limit=False if meter.limit_wanted else None,
     )
 
 

@@ -66,6 +66,7 @@ def _balance_read() -> Any:
             m.confirmed_relay_state.label("m_confirmed_relay_state"),
             m.hold.label("m_hold"),
             m.protected.label("m_protected"),
+            m.limit_wanted.label("m_limit_wanted"),
             *[col.label(f"c_{col.name}") for col in COMMANDS.c],
             e.id.label("e_id"),
             *[e[name].label(f"e_{name}") for name in _STORED_FIELDS],
@@ -88,10 +89,12 @@ class Balances(Store):
         clock: Clock,
         warning_threshold: Decimal,
         quiet_hours: QuietHours | None = None,
+        limit_on_arrears: bool = False,
     ) -> None:
         super().__init__(db, clock)
         self.warning_threshold = warning_threshold
         self.quiet_hours = quiet_hours or QuietHours()
+        self.limit_on_arrears = limit_on_arrears
 
     def _disconnect_at(self, now: datetime) -> datetime | None:
         """When a disconnect for arrears decided now may run; None: at once."""
@@ -178,6 +181,8 @@ class Balances(Store):
                     hold=row.m_hold,
                     last_applied_ts=row.m_last_balance_at,
                     protected=row.m_protected,
+                    limit_on_arrears=self.limit_on_arrears,
+                    limit_wanted=row.m_limit_wanted,
                     same_id=same_id,
                 ),
                 event,
@@ -327,6 +332,8 @@ async def _apply_decision(
             "warning_active": judged.meter.warning_active,
             "updated_at": now,
         }
+        if judged.limit is not None:
+            meter_values.update(limit_wanted=judged.limit, limit_next_at=now, limit_attempts=0)
         if judged.meter.desired_state is not None:
             meter_values.update(
                 desired_relay_state=judged.meter.desired_state,

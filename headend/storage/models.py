@@ -133,6 +133,14 @@ class Meter(Base):
     usage_model: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # prepaid/consumption.py
     usage_model_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     last_price: Mapped[Decimal | None] = mapped_column(DecimalText)  # a balance event's price
+    # Load limiting instead of switching off: wanted by billing, state read back from the
+    # meter's Limiter, the threshold it had before (restored on payment).
+    limit_wanted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    limit_state: Mapped[str | None] = mapped_column(String(16))  # "limited" | "normal"
+    limit_normal_w: Mapped[float | None] = mapped_column(Double)
+    limit_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    limit_next_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    limit_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 

@@ -22,6 +22,7 @@ from headend.storage.counters import IC_MAX, Counters, InvocationCounterExhauste
 from headend.storage.db import Database
 from headend.storage.fleet import Fleet
 from headend.storage.holds import HoldConflict, Holds
+from headend.storage.limits import Limits
 from headend.storage.meters import Meters, UnknownMeter
 from headend.storage.outbox import OutboxStore
 from headend.storage.overrides import Overrides
@@ -50,7 +51,8 @@ class Repository:
 
     `warning_threshold` is the configured low-balance threshold (notifications section); a
     balance event may override it. `quiet_hours`: when a disconnect for arrears may run
-    (grace, quiet hours; None: at once). `clock` is injectable for tests."""
+    (grace, quiet hours; None: at once); `limit_on_arrears`: arrears limit the load
+    instead ([prepaid] arrears_action = "limit"). `clock` is injectable for tests."""
 
     def __init__(
         self,
@@ -58,12 +60,14 @@ class Repository:
         *,
         warning_threshold: Decimal = Decimal("20.00"),
         quiet_hours: QuietHours | None = None,
+        limit_on_arrears: bool = False,
         clock: Clock = _now,
     ) -> None:
         self.db = db
         meters = Meters(db, clock)
         readings = Readings(db, clock)
-        balances = Balances(db, clock, warning_threshold, quiet_hours)
+        balances = Balances(db, clock, warning_threshold, quiet_hours, limit_on_arrears)
+        limits = Limits(db, clock)
         protection = Protection(db, clock, quiet_hours)
         usage = Usage(db, clock)
         commands = Commands(db, clock)
@@ -103,6 +107,8 @@ class Repository:
         self.prepaid_meters = usage.prepaid_meters
         self.usage_of = usage.usage_of
         self.mark_prepaid = usage.mark_prepaid
+        self.limits_due = limits.limits_due
+        self.record_limit = limits.record_limit
         self.reconcile_commands = commands.reconcile_commands
         self.get_command = commands.get_command
         self.command_and_desired = commands.command_and_desired

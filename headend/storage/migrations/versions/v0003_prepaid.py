@@ -39,11 +39,28 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("usage_model", sa.JSON(), nullable=True))
         batch_op.add_column(sa.Column("last_price", sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column("usage_model_at", sa.DateTime(timezone=True), nullable=True))
+        # Load limiting instead of switching off ([prepaid] arrears_action = "limit").
+        batch_op.add_column(
+            sa.Column("limit_wanted", sa.Boolean(), server_default=_FALSE, nullable=False)
+        )
+        batch_op.add_column(sa.Column("limit_state", sa.String(length=16), nullable=True))
+        batch_op.add_column(sa.Column("limit_normal_w", sa.Float(), nullable=True))
+        batch_op.add_column(
+            sa.Column("limit_attempts", sa.Integer(), server_default=sa.text("0"), nullable=False)
+        )
+        batch_op.add_column(sa.Column("limit_next_at", sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column("limit_error", sa.Text(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("meters", schema=None) as batch_op:
         for name in (
+            "limit_error",
+            "limit_next_at",
+            "limit_attempts",
+            "limit_normal_w",
+            "limit_state",
+            "limit_wanted",
             "usage_model_at",
             "last_price",
             "usage_model",
