@@ -35,8 +35,9 @@ def read_holidays(path: Path | None) -> frozenset[date]:
 
 
 def _hhmm(text: str) -> time:
-    hours, minutes = text.split(":")
-    return time(int(hours), int(minutes))
+    """ "18:00" or "18:00:30" (checked at config load)."""
+    parts = [int(part) for part in text.split(":")]
+    return time(parts[0], parts[1], parts[2] if len(parts) > 2 else 0)
 
 
 @dataclass(frozen=True)
