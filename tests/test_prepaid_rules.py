@@ -263,3 +263,10 @@ def test_daylight_saving_keeps_local_times() -> None:
     # The night of the spring change (29 March 2026): 06:00 local is 04:00 UTC (CEST).
     night = datetime(2026, 3, 28, 23, 0, tzinfo=UTC)
     assert quiet.disconnect_at(night) == datetime(2026, 3, 29, 4, 0, tzinfo=UTC)
+
+
+def test_windows_may_give_seconds() -> None:
+    quiet = QuietHours(windows=(QuietWindow("10:15:03", "10:15:20"),))
+    assert quiet.disconnect_at(datetime(2026, 12, 6, 10, 15, 10, tzinfo=UTC)) == datetime(
+        2026, 12, 6, 10, 15, 20, tzinfo=UTC
+    )
