@@ -12,10 +12,11 @@ from datetime import UTC, datetime
 from headend import domain
 from headend.domain import ACTIONS
 from headend.mqtt.notifier import Notifier
+from headend.relay.decision import Superseded
 from headend.relay.messages import publish_alarm, publish_command
 from headend.storage import Repository
 from headend.storage.protection import ProtectionChange
-from headend.storage.records import Release
+from headend.storage.records import CommandInfo, Release
 
 __all__ = ["create_operator_command", "release_operator_hold", "set_protection"]
 
@@ -65,19 +66,7 @@ async def release_operator_hold(
     async with repository.db.transaction():
         release = await repository.release_hold(meter_id, why)
         if notifier is not None:
-            now = datetime.now(UTC)
-            for old in release.superseded:
-                notifier.command(
-                    command_id=old.command_id,
-                    meter_id=meter_id,
-                    action=old.action,
-                    status=old.status,
-                    attempt=0,
-                    ts=now,
-                    detail=old.reason,
-                )
-            if release.command is not None:
-                publish_command(notifier, release.command, domain.QUEUED, now)
+            _announce(notifier, meter_id, release.superseded, release.command, datetime.now(UTC))
     return release
 
 
@@ -98,18 +87,7 @@ async def set_protection(
         change = await repository.set_protected(meter_id, why, protected)
         if notifier is not None:
             now = datetime.now(UTC)
-            for old in change.superseded:
-                notifier.command(
-                    command_id=old.command_id,
-                    meter_id=meter_id,
-                    action=old.action,
-                    status=old.status,
-                    attempt=0,
-                    ts=now,
-                    detail=old.reason,
-                )
-            if change.command is not None:
-                publish_command(notifier, change.command, domain.QUEUED, now)
+            _announce(notifier, meter_id, change.superseded, change.command, now)
             if change.alarm is not None:
                 publish_alarm(notifier, change.alarm)
             if change.scheduled_at is not None:
@@ -120,3 +98,26 @@ async def set_protection(
                     extra={"scheduled_at": change.scheduled_at.isoformat()},
                 )
     return change
+
+
+def _announce(
+    notifier: Notifier,
+    meter_id: str,
+    superseded: tuple[Superseded, ...],
+    command: CommandInfo | None,
+    now: datetime,
+) -> None:
+    """The commands an operator's step gave up (superseded is not a fault: its own status,
+    and why) and the one it queued."""
+    for old in superseded:
+        notifier.command(
+            command_id=old.command_id,
+            meter_id=meter_id,
+            action=old.action,
+            status=old.status,
+            attempt=0,
+            ts=now,
+            detail=old.reason,
+        )
+    if command is not None:
+        publish_command(notifier, command, domain.QUEUED, now)
