@@ -44,7 +44,7 @@ def upgrade() -> None:
             sa.Column("limit_wanted", sa.Boolean(), server_default=_FALSE, nullable=False)
         )
         batch_op.add_column(sa.Column("limit_state", sa.String(length=16), nullable=True))
-        batch_op.add_column(sa.Column("limit_normal_w", sa.Float(), nullable=True))
+        batch_op.add_column(sa.Column("limit_normal_w", sa.Double(), nullable=True))
         batch_op.add_column(
             sa.Column("limit_attempts", sa.Integer(), server_default=sa.text("0"), nullable=False)
         )
