@@ -25,3 +25,5 @@ class BalanceEvent:
     """Aware, in UTC."""
     warning_threshold: Decimal | None = None
     """The event's own low-balance threshold; None: the configured one applies."""
+    price: Decimal | None = None
+    """The customer's price per kWh, for the run-out forecast; None: [prepaid] price_per_kwh."""

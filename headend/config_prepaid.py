@@ -18,7 +18,7 @@ __all__ = ["ARREARS_ACTIONS", "DAY_NAMES", "PREPAID_CHECKS", "PrepaidConfig", "Q
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 ARREARS_ACTIONS = ("disconnect", "limit")
-_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d)?$")  # seconds optional
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,9 @@ def validate_prepaid(prepaid: PrepaidConfig) -> None:
         key = f"prepaid.no_disconnect[{i}]"
         for name, value in (("from", window.start), ("to", window.end)):
             if not _HHMM.match(value):
-                raise ConfigError(f"{key}.{name}", f'must be "HH:MM" (24 h), got {value!r}')
+                raise ConfigError(
+                    f"{key}.{name}", f'must be "HH:MM" or "HH:MM:SS" (24 h), got {value!r}'
+                )
         if window.start == window.end:
             raise ConfigError(f"{key}.to", "must differ from 'from' (an empty window)")
         for day in window.days:

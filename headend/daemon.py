@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -35,6 +36,9 @@ from headend.mqtt.topics import Topics
 from headend.observability.http import OpsServer
 from headend.observability.logs import configure_logging, get_logger, instance_id
 from headend.observability.probes import ops_server, systemd_notifier
+from headend.prepaid.limiter import LimitWorker
+from headend.prepaid.quiet_hours import QuietHours
+from headend.prepaid.watch import PrepaidWatch
 from headend.relay.controller import ControllerSettings, RelayController
 from headend.relay.intake import BalanceIntake
 from headend.storage import Database, Repository, installation
@@ -43,6 +47,10 @@ from headend.storage.batching import ReadingBatcher
 __all__ = ["Daemon", "DaemonTuning", "configure_daemon_logging", "run_daemon"]
 
 log = get_logger(__name__)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,10 @@ class DaemonTuning:
     install_signal_handlers: bool = True
     outbox_alarm_depth: int = 10_000
     outbox_check_s: float = 5.0
+    prepaid_check_s: float = 60.0  # forecast, anomaly hints and statements between events
+    # The relay path's clock (balance decisions, grace and quiet hours, command timing):
+    # tests put it at the edge of a quiet window. None: the real one.
+    clock: Callable[[], datetime] | None = None
 
 
 class Daemon:
@@ -151,8 +163,13 @@ class Daemon:
         # never waits for a connection behind a thousand polls.
         relay_db = await Database.open(config.database.url, run_migrations=False)
         self.relay_db = relay_db
+        clock = tuning.clock or _utc_now
         relay_repository = Repository(
-            relay_db, warning_threshold=config.notifications.warning_threshold
+            relay_db,
+            warning_threshold=config.notifications.warning_threshold,
+            quiet_hours=QuietHours.from_config(config.prepaid),
+            limit_on_arrears=config.prepaid.arrears_action == "limit",
+            clock=clock,
         )
         readings = ReadingBatcher(repository)
         # Every outgoing message is a row in the database until the broker has it; rows are
@@ -192,9 +209,17 @@ class Daemon:
                 session_budget_s=max(30.0, config.polling.timeout_s * 12),
             ),
             pressure=pressure,
+            clock=clock,
         )
         self.controller = controller
-        intake = BalanceIntake(relay_repository, notifier, controller, pressure=pressure)
+        intake = BalanceIntake(
+            relay_repository,
+            notifier,
+            controller,
+            pressure=pressure,
+            clock=clock,
+            prepaid=config.prepaid,
+        )
         bridge = MqttBridge(
             config.mqtt,
             topics,
@@ -239,6 +264,9 @@ class Daemon:
             pressure=pressure,
         )
         self.collection = collection
+        prepaid_watch = PrepaidWatch(
+            repository, notifier, config.prepaid, every_s=tuning.prepaid_check_s
+        )
 
         async with asyncio.TaskGroup() as tg:
             bridge_task = tg.create_task(bridge.run(), name="mqtt")
@@ -259,7 +287,20 @@ class Daemon:
             workers = [
                 tg.create_task(guarded("relay", controller.run()), name="relay"),
                 tg.create_task(backlog.run(), name="outbox-backlog"),
+                tg.create_task(prepaid_watch.run(), name="prepaid"),
             ]
+            if config.prepaid.arrears_action == "limit":
+                limiter = LimitWorker(
+                    relay_repository,
+                    access,
+                    notifier,
+                    limit_w=config.prepaid.limit_w,
+                    every_s=tuning.command_scan_s,
+                    retry_base_s=config.relay.retry_base_s,
+                    retry_max_s=config.relay.retry_max_backoff_s,
+                    clock=clock,
+                )
+                workers.append(tg.create_task(limiter.run(), name="limiter"))
             if tuning.collection:
                 workers.append(
                     tg.create_task(guarded("collection", collection.run()), name="collection")

@@ -22,6 +22,13 @@ DISCONNECT: Final = "disconnect"
 RECONNECT: Final = "reconnect"
 Action = Literal["disconnect", "reconnect"]
 ACTIONS: Final = (DISCONNECT, RECONNECT)
+LIMIT: Final = "limit"
+"""Load limiting instead of switching off: the Limiter's threshold set ([prepaid] limit_w)."""
+RESTORE: Final = "restore"
+"""The Limiter's threshold put back after payment."""
+LIMIT_ACTIONS: Final = (LIMIT, RESTORE)
+LIMITED: Final = "limited"
+NOT_LIMITED: Final = "normal"
 
 # -- relay command lifecycle (the transitions are in relay/lifecycle.py) ---------------------
 QUEUED: Final = "queued"
@@ -40,14 +47,38 @@ LOW_BALANCE: Final = "low_balance"
 DISCONNECTED_FOR_ARREARS: Final = "disconnected_for_arrears"
 RECONNECTED: Final = "reconnected"
 NOTIFY_READY_FOR_RECONNECTION: Final = "ready_for_reconnection"
+CREDIT_RUNNING_OUT: Final = "credit_running_out"
+"""The balance is estimated to run out within prepaid.warn_days_ahead (once per episode)."""
+DISCONNECT_SCHEDULED: Final = "disconnect_scheduled"
+"""A disconnect for arrears waits for the grace period or the end of quiet hours."""
+USAGE_STATEMENT: Final = "usage_statement"
+USAGE_ANOMALY: Final = "usage_anomaly"
+LOAD_LIMITED: Final = "load_limited"
+"""In arrears with arrears_action = "limit": the supply is limited to limit_w, not cut."""
+LOAD_RESTORED: Final = "load_restored"
 NotificationType = Literal[
-    "low_balance", "disconnected_for_arrears", "reconnected", "ready_for_reconnection"
+    "low_balance",
+    "disconnected_for_arrears",
+    "reconnected",
+    "ready_for_reconnection",
+    "credit_running_out",
+    "disconnect_scheduled",
+    "usage_statement",
+    "usage_anomaly",
+    "load_limited",
+    "load_restored",
 ]
 NOTIFICATION_TYPES: Final = (
     LOW_BALANCE,
     DISCONNECTED_FOR_ARREARS,
     RECONNECTED,
     NOTIFY_READY_FOR_RECONNECTION,
+    CREDIT_RUNNING_OUT,
+    DISCONNECT_SCHEDULED,
+    USAGE_STATEMENT,
+    USAGE_ANOMALY,
+    LOAD_LIMITED,
+    LOAD_RESTORED,
 )
 
 # -- alarms (for a person) ------------------------------------------------------------------
@@ -66,6 +97,8 @@ CONFLICTING_EVENT: Final = "conflicting_event"
 STALE_EVENT: Final = "stale_event"
 """A seq not newer than the last applied one, but a newer ts: billing's sequence went back."""
 OUTBOX_OVERFLOW: Final = "outbox_overflow"
+PROTECTED_IN_ARREARS: Final = "protected_in_arrears"
+"""A protected meter's balance went below zero: not disconnected, a person must act."""
 ALARM_TYPES: Final = (
     RELAY_COMMAND_OVERDUE,
     RELAY_COMMAND_FAILED,
@@ -77,6 +110,7 @@ ALARM_TYPES: Final = (
     CONFLICTING_EVENT,
     STALE_EVENT,
     OUTBOX_OVERFLOW,
+    PROTECTED_IN_ARREARS,
 )
 """Alarm types the head-end raises; the MQTT payload accepts any snake_case name."""
 
@@ -85,6 +119,9 @@ HOLD: Final = "hold"
 """An operator pinned a meter's relay (`headend relay --meter ID ... --hold`)."""
 RELEASE: Final = "release"
 """An operator lifted a hold (`headend relay --meter ID release`)."""
+PROTECT: Final = "protect"
+"""An operator marked a meter's supply protected (`headend meters protect ID`)."""
+UNPROTECT: Final = "unprotect"
 
 # -- meter ids ------------------------------------------------------------------------------
 MAX_METER_ID_LEN: Final = 64

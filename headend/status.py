@@ -20,6 +20,7 @@ async def status_report(url: str, *, limit: int = 50) -> dict[str, Any]:
         summary = await repository.fleet_summary()
         pending = await repository.pending_commands()
         holds = await repository.held_meters()
+        protected = await repository.protected_meters()
         alarms = await repository.list_alarms(limit=limit)
         outbox_depth, outbox_oldest = await repository.outbox.depth()
     finally:
@@ -57,6 +58,15 @@ async def status_report(url: str, *, limit: int = 50) -> dict[str, Any]:
                 "confirmed_state": h.confirmed_state,
             }
             for h in holds
+        ],
+        "protected": [
+            {
+                "meter_id": p["meter_id"],
+                "reason": p["protected_reason"],
+                "since": _iso(p["protected_at"]),
+                "balance": None if p["last_balance"] is None else str(p["last_balance"]),
+            }
+            for p in protected
         ],
         "alarms": [
             {

@@ -235,6 +235,8 @@ class Fleet:
             "output_state": meter.output_state,
             "control_mode": meter.control_mode,
             "history": [event.to_dict() for event in meter.relay_history],
+            "limit_w": meter.limiter.threshold_normal,
+            "power_w": round(meter.power()[0], 1),
         }
 
     def set_value(self, key: MeterKey, obis: str, value: Any) -> None:

@@ -18,6 +18,7 @@ from cosem_objects.data import Data
 from cosem_objects.dates import CosemDateTime
 from cosem_objects.obis import Obis
 from simulators.config import Faults, MeterConfig
+from simulators.limiter import LimiterState
 from simulators.loadcurve import LoadCurve
 from simulators.objects.model import AccessFailure
 from simulators.relay import (
@@ -64,6 +65,7 @@ class SimMeter:
         "created",
         "curve",
         "last_event_code",
+        "limiter",
         "server_ic",
     )
 
@@ -77,6 +79,7 @@ class SimMeter:
         self.control_state = ControlState.CONNECTED
         self._control_mode = config.control_mode
         self._windows: list[list[float | None]] | None = None  # relay-open [start, end]
+        self.limiter = LimiterState()  # Limiter (class 71): caps the load it lets through
         self._history: list[RelayEvent] | None = None
         self._log: list[tuple[float, int]] | None = None
         self._overrides: dict[Obis, Data] | None = None
@@ -213,6 +216,11 @@ class SimMeter:
                 total -= b[0] - a[0]
                 t1 -= b[1] - a[1]
                 export -= b[2] - a[2]
+        if self.limiter.windows:
+            held = self.limiter.held_back_wh(lambda at: self.power(at, limited=False)[0], t)
+            share = t1 / total if total > 0 else 0.0
+            total -= held
+            t1 -= held * share
         values = [total, t1, total - t1, export]
         if self._energy_offsets:
             values = [v + o for v, o in zip(values, self._energy_offsets, strict=True)]
@@ -227,12 +235,15 @@ class SimMeter:
                 return False
         return True
 
-    def power(self, t: float | None = None) -> tuple[float, float]:
-        """(import W, export W) now; zero while the relay is open."""
+    def power(self, t: float | None = None, *, limited: bool = True) -> tuple[float, float]:
+        """(import W, export W) now; zero while the relay is open, at most the limiter's
+        threshold while one is in force."""
         t = self.now() if t is None else t
         if not self.relay_closed_at(t):
             return 0.0, 0.0
-        return self.curve.power(self._curve_seconds(t))
+        imported, exported = self.curve.power(self._curve_seconds(t))
+        cap = self.limiter.cap(t) if limited else None
+        return (imported if cap is None else min(imported, cap)), exported
 
     def phase_values(self, phase: int, t: float | None = None) -> tuple[float, float, float]:
         """(voltage V, current A, active power import W) of phase 0..2."""

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -86,6 +86,7 @@ class Headend:
     _db: Database | None = None
     repository: Repository | None = None
     ids: list[str] = field(default_factory=list)
+    clock: Callable[[], datetime] | None = None  # the relay path's (quiet hours, grace)
 
     # -- running the daemon --------------------------------------------------------------------
     async def start(self) -> None:
@@ -99,6 +100,8 @@ class Headend:
                 mqtt_timeout_s=5.0,
                 poll_retry_base_s=0.5,
                 install_signal_handlers=False,
+                clock=self.clock,
+                prepaid_check_s=0.5,
             ),
         )
         self.task = asyncio.create_task(self.daemon.run())
@@ -188,6 +191,7 @@ async def headend(
     broker: tuple[str, int] | None = None,
     overrides: dict[str, str] | None = None,
     start: bool = True,
+    clock: Callable[[], datetime] | None = None,
 ) -> AsyncIterator[Headend]:
     """A head-end on `fleet`; `broker` None: the external Mosquitto if configured, else the
     embedded one (started by the daemon itself)."""
@@ -232,6 +236,7 @@ async def headend(
             client_id=f"he-{tag}",
             tmp_path=tmp_path,
             ids=[fleet.config(i).meter_id for i in range(len(fleet))],
+            clock=clock,
         )
         db = await Database.open(url)
         h._db = db

@@ -20,7 +20,8 @@ from headend.meters.secrets import SecretsError
 from headend.mqtt.durable_outbox import DurableOutbox
 from headend.mqtt.notifier import Notifier
 from headend.mqtt.topics import Topics
-from headend.relay.operator import create_operator_command, release_operator_hold
+from headend.prepaid.quiet_hours import QuietHours
+from headend.relay.operator import create_operator_command, release_operator_hold, set_protection
 from headend.storage import Database, HoldConflict, Repository, UnknownMeter, installation
 
 T = TypeVar("T")
@@ -107,6 +108,28 @@ def operator_release(meter_id: str, reason: str, config_path: Path | None) -> di
     }
 
 
+def operator_protection(
+    meter_id: str, reason: str, config_path: Path | None, *, protected: bool
+) -> dict[str, Any]:
+    """Set or lift protected supply; what it did, as the CLI prints it."""
+    change = _with_repository(
+        meter_id,
+        config_path,
+        lambda repo, notifier: set_protection(repo, meter_id, reason, protected, notifier=notifier),
+    )
+    command = change.command
+    return {
+        "meter_id": meter_id,
+        "protected": protected,
+        "reason": reason,
+        "detail": change.detail,
+        "command_id": None if command is None else command.command_id,
+        "command": None if command is None else command.action,
+        "superseded": [old.command_id for old in change.superseded],
+        "alarm": None if change.alarm is None else change.alarm.type,
+    }
+
+
 def _with_repository(
     meter_id: str,
     config_path: Path | None,
@@ -119,7 +142,7 @@ def _with_repository(
     async def run() -> T:
         db = await Database.open(config.database.url)
         try:
-            repository = Repository(db)
+            repository = Repository(db, quiet_hours=QuietHours.from_config(config.prepaid))
             topics = Topics(config.mqtt.billing_prefix, config.mqtt.headend_prefix)
             return await work(repository, Notifier(DurableOutbox(repository.outbox), topics))
         finally:

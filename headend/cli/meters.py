@@ -1,4 +1,5 @@
-"""`headend meters import|list|show|reset-seq`: the meter inventory from the command line.
+"""`headend meters import|list|show|reset-seq|protect|unprotect`: the meter inventory from the
+command line.
 
 Secrets are never printed: a password or key shows as 'set' or '-' (JSON: "set" or null).
 Commands that change a meter only write the database, so they work beside a running daemon."""
@@ -18,7 +19,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from headend.cli.common import EXIT_CONFIG, ConfigOpt, JsonOpt, fail, load_cli_config
+from headend.cli.common import (
+    EXIT_CONFIG,
+    ConfigOpt,
+    JsonOpt,
+    config_path,
+    fail,
+    load_cli_config,
+)
 from headend.config import Config
 from headend.meters.inventory import ImportResult, InventoryError, import_inventory
 from headend.meters.secrets import SecretsError
@@ -95,6 +103,9 @@ def meter_summary(meter: MeterRow) -> dict[str, Any]:
         "hold": meter.hold,
         "hold_reason": meter.hold_reason,
         "hold_at": _iso(meter.hold_at),
+        "protected": meter.protected,
+        "protected_reason": meter.protected_reason,
+        "protected_at": _iso(meter.protected_at),
         "ready_since": _iso(meter.ready_since),
         "last_reading_at": _iso(meter.last_reading_at),
         "created_at": _iso(meter.created_at),
@@ -232,6 +243,10 @@ def show_command(
     for key, value in data.items():
         if key in ("pending_commands", "alarms"):
             continue
+        if key in ("protected_reason", "protected_at"):
+            continue
+        if key == "protected":
+            value = f"yes ({meter.protected_reason})" if value else "no"
         if key == "capabilities" and value is not None:
             value = json.dumps(value, sort_keys=True)
         table.add_row(key, _cell(value))
@@ -275,3 +290,37 @@ def reset_seq_command(
         f"meter {meter_id}: balance sequence reset (last applied seq: "
         f"{'none' if previous is None else previous}); the next balance event applies"
     )
+
+
+def _protection(meter_id: str, reason: str, config: Path | None, protected: bool) -> None:
+    from headend.cli.lookup import operator_protection
+
+    if not reason.strip():
+        fail(f"{'protect' if protected else 'unprotect'} needs --reason", EXIT_CONFIG)
+    result = operator_protection(meter_id, reason.strip(), config, protected=protected)
+    typer.echo(f"meter {meter_id}: {result['detail']}")
+
+
+@meters_app.command("protect")
+def protect_command(
+    ctx: typer.Context,
+    meter_id: Annotated[str, typer.Argument(help="The meter's id (serial number).")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (life support, hospital, ...).")],
+    config: ConfigOpt = None,
+) -> None:
+    """Protected supply: billing never disconnects this meter; a balance below zero raises
+    protected_in_arrears for a person. A meter off for arrears is reconnected. Takes effect
+    on a running daemon within a second."""
+    _protection(meter_id, reason, config_path(config, ctx), True)
+
+
+@meters_app.command("unprotect")
+def unprotect_command(
+    ctx: typer.Context,
+    meter_id: Annotated[str, typer.Argument(help="The meter's id (serial number).")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded with the action).")],
+    config: ConfigOpt = None,
+) -> None:
+    """Lift protected supply: the meter goes where its newest balance says (a disconnect for
+    arrears through the grace period and quiet hours like any other)."""
+    _protection(meter_id, reason, config_path(config, ctx), False)

@@ -88,6 +88,13 @@ def status(ctx: typer.Context, config: ConfigOpt = None, as_json: JsonOpt = Fals
                 h["desired_state"] or "-",
             )
         console.print(table)
+    if report["protected"]:
+        table = Table("protected meter", "since", "reason", "balance")
+        for p in report["protected"]:
+            table.add_row(
+                p["meter_id"], p["since"] or "-", (p["reason"] or "")[:50], p["balance"] or "-"
+            )
+        console.print(table)
     if report["alarms"]:
         table = Table("alarm", "meter", "when", "detail")
         for a in report["alarms"]:

@@ -55,9 +55,11 @@ class PollSettings:
     load_profile: bool = True
     billing_profile: bool = True
     clock_max_drift_s: float = 10.0
-    load_profile_backfill_s: float = 2 * 86400.0  # a meter never read: start this far back
+    # A meter never read: start this far back (a week: the prepaid forecast has a rate and a
+    # weekday to go on from the first poll).
+    load_profile_backfill_s: float = 7 * 86400.0
     billing_backfill_s: float = 62 * 86400.0
-    load_profile_span_s: float = 2 * 86400.0  # at most this much profile per session
+    load_profile_span_s: float = 7 * 86400.0  # at most this much profile per session
     billing_span_s: float = 62 * 86400.0
 
 

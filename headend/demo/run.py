@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import tempfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiomqtt
@@ -30,7 +32,16 @@ from headend.storage import Database
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-def demo_config(workdir: Path, broker_port: int) -> tuple[Config, dict[str, str]]:
+def quiet_window(start: datetime, seconds: float) -> str:
+    """A quiet-hours window from `start` for `seconds` (UTC, to the second): the demo's
+    first disconnects are held until it ends, and the feed says so."""
+    end = start + timedelta(seconds=seconds)
+    return json.dumps([{"from": f"{start:%H:%M:%S}", "to": f"{end:%H:%M:%S}"}])
+
+
+def demo_config(
+    workdir: Path, broker_port: int, quiet_s: float = 0.0
+) -> tuple[Config, dict[str, str]]:
     environ = {
         "HEADEND_DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'headend.db'}",
         "HEADEND_MQTT_HOST": "",  # embedded broker
@@ -46,6 +57,8 @@ def demo_config(workdir: Path, broker_port: int) -> tuple[Config, dict[str, str]
         "HEADEND_LOGGING_FORMAT": "console",
         "HEADEND_METRICS_PORT": str(free_port()),  # printed at start: scrape it while it runs
     }
+    if quiet_s > 0:
+        environ["HEADEND_PREPAID_NO_DISCONNECT"] = quiet_window(datetime.now(UTC), quiet_s)
     return load_config(None, environ), environ
 
 
@@ -91,11 +104,17 @@ async def _run(meters: int, duration: float | None, workdir: Path, console: Cons
         meter_ids = [
             line.split(",", 1)[0] for line in simulator.inventory.read_text().splitlines()[1:]
         ]
+        # Quiet hours from now until shortly after the feed's first disconnects: they are
+        # held (disconnect_scheduled) and run when the window ends.
+        config, environ = demo_config(workdir, broker_port, quiet_s=3.0 + 10.0 * scale)
         daemon = Daemon(
             config,
             environ=environ,
             tuning=DaemonTuning(
-                command_scan_s=0.5, install_signal_handlers=False, poll_retry_base_s=2.0
+                command_scan_s=0.5,
+                install_signal_handlers=False,
+                poll_retry_base_s=2.0,
+                prepaid_check_s=2.0,
             ),
         )
         view = DemoView(meter_ids, config.mqtt.headend_prefix, console, plain)

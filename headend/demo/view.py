@@ -105,7 +105,7 @@ class DemoView:
         elif leaf == "notifications":
             view.notes = str(data.get("type"))
             self.count(f"notification:{data.get('type')}")
-            self.log(f"{meter_id} notification: {data.get('type')}")
+            self.log(f"{meter_id} notification: {data.get('type')}{_policy_detail(data)}")
 
     def render(self) -> Group:
         table = Table(title=f"head-end demo - status: {self.status}", expand=True)
@@ -133,6 +133,20 @@ class DemoView:
             )
         events = Panel("\n".join(self.events) or "(waiting)", title="events")
         return Group(table, events)
+
+
+def _policy_detail(data: dict[str, object]) -> str:
+    """What a prepaid policy's notice adds, in a few words for the feed."""
+    if data.get("estimated_days_left") is not None:
+        return (
+            f" (about {data['estimated_days_left']} days left at this meter's own use; "
+            f"suggested top-up {data.get('suggested_topup')})"
+        )
+    if data.get("scheduled_at"):
+        return f" (quiet hours: held until {data['scheduled_at']})"
+    if data.get("energy_kwh") is not None:
+        return f" ({data['energy_kwh']} kWh from {data.get('period_start')})"
+    return ""
 
 
 async def watch(host: str, port: int, view: DemoView, ready: asyncio.Event) -> None:

@@ -256,6 +256,10 @@ def parse_balance_event(
         threshold = None if threshold_raw is None else _amount(threshold_raw, "warning_threshold")
         if threshold is not None and threshold < 0:
             raise _Reject("warning_threshold is negative")
+        price_raw = obj.get("price")
+        price = None if price_raw is None else _amount(price_raw, "price")
+        if price is not None and price <= 0:
+            raise _Reject("price must be > 0")
     except _Reject as exc:
         raise BadEvent(str(exc), meter_id=meter_id, event_id=_usable_event_id(obj)) from None
     return BalanceEvent(
@@ -266,6 +270,7 @@ def parse_balance_event(
         event_id=event_id,
         ts=ts,
         warning_threshold=threshold,
+        price=price,
     )
 
 

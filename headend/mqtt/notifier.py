@@ -107,8 +107,9 @@ class Notifier:
         currency: str | None = None,
         warning_threshold: Decimal | None = None,
         event_id: str | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
-        """A customer notification, for the SMS gateway."""
+        """A customer notification, for the SMS gateway (`extra`: a policy's own fields)."""
         payload = notification_payload(
             kind,
             meter_id,
@@ -117,6 +118,7 @@ class Notifier:
             currency=currency,
             warning_threshold=warning_threshold,
             event_id=event_id,
+            extra=extra,
         )
         self._put(self.topics.notifications(meter_id), payload)
 

@@ -18,6 +18,7 @@ from typing import Any, Final
 from headend.domain import (
     ACTIONS,
     COMMAND_STATUSES,
+    LIMIT_ACTIONS,
     NOTIFICATION_TYPES,
     RELAY_STATES,
     Action,
@@ -212,7 +213,7 @@ def command_payload(
     payload: Payload = {
         "command_id": command_id,
         "meter_id": _meter(meter_id),
-        "action": _one_of(action, ACTIONS, "command action"),
+        "action": _one_of(action, (*ACTIONS, *LIMIT_ACTIONS), "command action"),
         "status": _one_of(status, COMMAND_STATUSES, "command status"),
         "attempt": int(attempt),
         "ts": format_ts(ts),
@@ -234,8 +235,11 @@ def notification_payload(
     currency: str | None = None,
     warning_threshold: Decimal | None = None,
     event_id: str | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> Payload:
-    """A customer notification for the SMS gateway; absent facts are left out, not null."""
+    """A customer notification for the SMS gateway; absent facts are left out, not null.
+    `extra`: the fields a prepaid policy adds (forecast, schedule, statement, anomaly), kept
+    as given (a forecast's null means "no estimate", which the customer may be told)."""
     payload: Payload = {
         "type": _one_of(kind, NOTIFICATION_TYPES, "notification type"),
         "meter_id": _meter(meter_id),
@@ -249,6 +253,10 @@ def notification_payload(
         payload["warning_threshold"] = format_decimal(warning_threshold)
     if event_id is not None:
         payload["event_id"] = event_id
+    for key, value in (extra or {}).items():
+        if key in payload:
+            raise ValueError(f"notification field {key!r} given twice")
+        payload[key] = value
     return payload
 
 

@@ -166,6 +166,8 @@ class RelayController:
         while it should be off): announce it and start on it at once, without waiting for
         the next scan."""
         self._publish_command(command, domain.QUEUED)
+        if command.next_attempt_at is not None and command.next_attempt_at > self._clock():
+            return  # put off (grace, quiet hours): the scan starts it when it is due
         self._dispatch(command.meter_id, command)
 
     def _dispatch(self, meter_id: str, command: CommandInfo | None = None) -> None:

@@ -12,7 +12,7 @@ Imports nothing of storage (storage imports this), and does no I/O and reads no 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Final, Literal
@@ -20,7 +20,9 @@ from typing import Final, Literal
 from headend.balance_event import BalanceEvent
 from headend.domain import (
     CONFLICTING_EVENT,
+    DISCONNECT,
     DISCONNECTED,
+    PROTECTED_IN_ARREARS,
     STALE_EVENT,
     Action,
     CommandStatus,
@@ -132,6 +134,9 @@ class MeterSnapshot:
     default_threshold: Decimal  # the configured warning threshold (an event may override it)
     hold: bool = False  # an operator's hold pins the relay: billing switches nothing
     last_applied_ts: datetime | None = None  # the last applied event's ts
+    protected: bool = False  # protected supply: never disconnected for arrears
+    limit_on_arrears: bool = False  # [prepaid] arrears_action = "limit": limit, never cut
+    limit_wanted: bool = False  # the meter's Limiter is (to be) set for arrears
     same_id: StoredEvent | None = None
     """The event stored before with this (meter_id, event_id) and an IDENTITY_OUTCOMES
     outcome, if any."""
@@ -154,6 +159,8 @@ class NewCommand:
     episode_started_at: datetime | None = None
     """The superseded command's episode start, which this one keeps (None: starts now), so
     a newer wish never resets the overdue clock of a meter that is not where it should be."""
+    not_before: datetime | None = None
+    """A disconnect put off by the grace period or quiet hours: not run before this."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,9 +187,20 @@ class Decision:
     holds_identity: bool = True
     """Whether the stored event takes its (meter_id, event_id): not a conflicting copy, whose
     pair another event holds."""
+    scheduled_at: datetime | None = None
+    """When the disconnect this decision queued will run (grace, quiet hours): the customer
+    is told (disconnect_scheduled)."""
+    limit: bool | None = None
+    """Load limiting wanted (True) or to be lifted (False) instead of a relay operation;
+    None: unchanged."""
 
 
-def decide(meter: MeterSnapshot | None, event: BalanceEvent) -> Decision:
+def decide(
+    meter: MeterSnapshot | None,
+    event: BalanceEvent,
+    *,
+    disconnect_at: datetime | None = None,
+) -> Decision:
     """What `event` means for `meter` (None: not in the inventory).
 
     An event the meter has under its (meter_id, event_id) already is a duplicate, or with
@@ -190,7 +208,10 @@ def decide(meter: MeterSnapshot | None, event: BalanceEvent) -> Decision:
     one changes anything (an older one dated later raises stale_event). Its balance becomes the
     meter's, and the desired relay state follows its sign (0: no change); an active command
     for the other action is superseded, and a command is created when the meter is not known
-    to be in the desired state already."""
+    to be in the desired state already. `disconnect_at`: when a disconnect for arrears may run
+    (grace period, quiet hours; None: at once), as the caller's clock and policy say. A
+    protected meter is never disconnected for arrears: its desired state stays as it was and
+    protected_in_arrears is raised when its balance goes below zero."""
     if meter is None:
         return Decision(REJECTED, "unknown meter: not in the inventory")
     if meter.same_id is not None:
@@ -223,6 +244,19 @@ def decide(meter: MeterSnapshot | None, event: BalanceEvent) -> Decision:
             low_balance=low_balance,
             threshold=threshold,
         )
+    if meter.protected and desired == DISCONNECTED:
+        return _protected(meter, event, update, low_balance, threshold)
+    if meter.limit_on_arrears and desired == DISCONNECTED:
+        return Decision(
+            APPLIED,
+            f"balance {event.balance} (seq {event.seq}) below zero: load limited, not "
+            "disconnected (arrears_action = limit)",
+            desired_state=meter.desired_state,
+            meter=replace(update, desired_state=None),
+            low_balance=low_balance,
+            threshold=threshold,
+            limit=None if meter.limit_wanted else True,
+        )
     step = converge(
         desired,
         meter.confirmed_state,
@@ -233,15 +267,70 @@ def decide(meter: MeterSnapshot | None, event: BalanceEvent) -> Decision:
         # ago), so that the customer is told, and told only once it is confirmed off.
         read_back=desired == DISCONNECTED and meter.desired_state != DISCONNECTED,
     )
+    command, scheduled_at, detail = step.command, None, step.detail
+    if (
+        command is not None
+        and command.action == DISCONNECT
+        and disconnect_at is not None
+        and meter.confirmed_state != DISCONNECTED  # already off: read back now, tell at once
+    ):
+        command = replace(
+            command,
+            not_before=disconnect_at,
+            # The overdue clock starts when the command may run, not during the wait.
+            episode_started_at=command.episode_started_at or disconnect_at,
+        )
+        scheduled_at = disconnect_at
+        detail = f"{detail}, scheduled for {disconnect_at.isoformat()} (grace, quiet hours)"
     return Decision(
         APPLIED,
-        step.detail,
+        detail,
         desired_state=desired,
         meter=update,
-        command=step.command,
+        command=command,
         superseded=step.superseded,
         low_balance=low_balance,
         threshold=threshold,
+        scheduled_at=scheduled_at,
+        limit=False if meter.limit_wanted else None,
+    )
+
+
+def _protected(
+    meter: MeterSnapshot,
+    event: BalanceEvent,
+    update: MeterUpdate,
+    low_balance: bool,
+    threshold: Decimal,
+) -> Decision:
+    """Protected supply in arrears: the relay stays on (its desired state is left as it was,
+    so no poll forces it off either), a pending disconnect is given up, and a person is told
+    once per episode (the episode starts when the balance goes below zero)."""
+    superseded: tuple[Superseded, ...] = ()
+    active = meter.active_command
+    if active is not None and active.action == DISCONNECT:
+        superseded = (
+            Superseded(
+                active.command_id,
+                active.action,
+                lifecycle.go(active.status, lifecycle.SUPERSEDE),
+                "superseded: protected supply is not disconnected for arrears",
+            ),
+        )
+    entered = meter.last_balance is None or meter.last_balance >= 0
+    detail = (
+        f"balance {event.balance}{' ' + event.currency if event.currency else ''} "
+        f"(seq {event.seq}) below zero on a protected supply: not disconnected"
+    )
+    return Decision(
+        APPLIED,
+        detail,
+        desired_state=meter.desired_state,
+        meter=replace(update, desired_state=None),
+        superseded=superseded,
+        low_balance=low_balance,
+        threshold=threshold,
+        alarm=PROTECTED_IN_ARREARS if entered else None,
     )
 
 

@@ -19,11 +19,14 @@ import structlog
 
 from headend import domain
 from headend.balance_event import BalanceEvent
+from headend.config_prepaid import PrepaidConfig
 from headend.meters.line_locks import RelayPressure
 from headend.mqtt.incoming import BadEvent, DeadLetter, storable_text
 from headend.mqtt.notifier import Notifier
 from headend.observability import metrics
 from headend.observability.logs import get_logger
+from headend.prepaid.forecast import NO_FORECAST, Forecast, running_out
+from headend.prepaid.watch import estimate_now
 from headend.relay import decision
 from headend.relay.controller import RelayController
 from headend.relay.messages import publish_alarm
@@ -48,8 +51,10 @@ class BalanceIntake:
         *,
         pressure: RelayPressure | None = None,
         clock: Callable[[], datetime] = _now,
+        prepaid: PrepaidConfig | None = None,
     ) -> None:
         self.repository = repository
+        self.prepaid = prepaid or PrepaidConfig()
         self.notifier = notifier
         self.controller = controller
         # Polls start at a trickle while balance events are being applied (shared with the
@@ -101,7 +106,36 @@ class BalanceIntake:
             )
             publish_alarm(self.notifier, alarm)
             return
-        self._publish(event, outcome)
+        estimate = None
+        if judged.outcome in (decision.APPLIED, decision.ZERO_NO_CHANGE):
+            estimate = await self._forecast(event)
+        self._publish(event, outcome, estimate)
+
+    async def _forecast(self, event: BalanceEvent) -> Forecast:
+        """The run-out forecast at this balance (prepaid/forecast.py, from the meter's stored
+        consumption model), and credit_running_out once per episode: the episode ends when a
+        payment lifts the forecast above the limit or the balance is no longer positive."""
+        if event.price is not None:
+            await self.repository.mark_prepaid(event.meter_id, last_price=event.price)
+        usage, notified = await self.repository.usage_of(event.meter_id)
+        price = event.price or self.prepaid.price_per_kwh
+        now = self._clock()
+        estimate = estimate_now(usage, event.balance, event.ts, price, now, self.prepaid.timezone)
+        short = event.balance > 0 and running_out(estimate, self.prepaid.warn_days_ahead)
+        if short and not notified:
+            await self.repository.mark_prepaid(event.meter_id, running_out_notified=True)
+            self.notifier.notification(
+                domain.CREDIT_RUNNING_OUT,
+                event.meter_id,
+                now,
+                balance=event.balance,
+                currency=event.currency,
+                event_id=event.event_id,
+                extra=estimate.payload(),
+            )
+        elif notified and not short:
+            await self.repository.mark_prepaid(event.meter_id, running_out_notified=False)
+        return estimate
 
     async def _bad_event(
         self, raw: bytes, reason: str, *, meter_id: str | None, event_id: str | None
@@ -140,7 +174,9 @@ class BalanceIntake:
             event_id=letter.event_id,
         )
 
-    def _publish(self, event: BalanceEvent, outcome: BalanceOutcome) -> None:
+    def _publish(
+        self, event: BalanceEvent, outcome: BalanceOutcome, estimate: Forecast | None = None
+    ) -> None:
         """Publish what the stored decision says; nothing here judges the event again."""
         now = self._clock()
         judged = outcome.decision
@@ -164,6 +200,17 @@ class BalanceIntake:
                 balance=event.balance,
                 currency=event.currency,
                 warning_threshold=judged.threshold,
+                event_id=event.event_id,
+                extra=(estimate or NO_FORECAST).payload(),
+            )
+        if judged.scheduled_at is not None:
+            self.notifier.notification(
+                domain.DISCONNECT_SCHEDULED,
+                event.meter_id,
+                now,
+                extra={"scheduled_at": judged.scheduled_at.isoformat()},
+                balance=event.balance,
+                currency=event.currency,
                 event_id=event.event_id,
             )
         if judged.command is not None and outcome.command is not None:

@@ -1,8 +1,9 @@
 """Operator commands (`headend relay --meter ID disconnect|reconnect --reason TEXT [--hold]`,
-`headend relay --meter ID release --reason TEXT`), made from the CLI's own process: they go into
-the database, where a running daemon's scan finds them within about a second. Given a
-`Notifier` (over the durable outbox), what they change is announced in the same transaction:
-the daemon's outbox drains the table whichever process wrote the rows."""
+`headend relay --meter ID release --reason TEXT`, `headend meters protect|unprotect`), made
+from the CLI's own process: they go into the database, where a running daemon's scan finds
+them within about a second. Given a `Notifier` (over the durable outbox), what they change is
+announced in the same transaction: the daemon's outbox drains the table whichever process
+wrote the rows."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ from datetime import UTC, datetime
 from headend import domain
 from headend.domain import ACTIONS
 from headend.mqtt.notifier import Notifier
-from headend.relay.messages import publish_command
+from headend.relay.decision import Superseded
+from headend.relay.messages import publish_alarm, publish_command
 from headend.storage import Repository
-from headend.storage.records import Release
+from headend.storage.protection import ProtectionChange
+from headend.storage.records import CommandInfo, Release
 
-__all__ = ["create_operator_command", "release_operator_hold"]
+__all__ = ["create_operator_command", "release_operator_hold", "set_protection"]
 
 
 def _reason(reason: str) -> str:
@@ -63,17 +66,58 @@ async def release_operator_hold(
     async with repository.db.transaction():
         release = await repository.release_hold(meter_id, why)
         if notifier is not None:
-            now = datetime.now(UTC)
-            for old in release.superseded:
-                notifier.command(
-                    command_id=old.command_id,
-                    meter_id=meter_id,
-                    action=old.action,
-                    status=old.status,
-                    attempt=0,
-                    ts=now,
-                    detail=old.reason,
-                )
-            if release.command is not None:
-                publish_command(notifier, release.command, domain.QUEUED, now)
+            _announce(notifier, meter_id, release.superseded, release.command, datetime.now(UTC))
     return release
+
+
+async def set_protection(
+    repository: Repository,
+    meter_id: str,
+    reason: str,
+    protected: bool,
+    *,
+    notifier: Notifier | None = None,
+) -> ProtectionChange:
+    """`headend meters protect|unprotect ID --reason TEXT`: the flag, and what it means for
+    the relay (relay/protection.py), with its messages, in one transaction; a running daemon
+    picks up a command it created on its next scan. Raises UnknownMeter or ValueError (an
+    empty reason)."""
+    why = _reason(reason)
+    async with repository.db.transaction():
+        change = await repository.set_protected(meter_id, why, protected)
+        if notifier is not None:
+            now = datetime.now(UTC)
+            _announce(notifier, meter_id, change.superseded, change.command, now)
+            if change.alarm is not None:
+                publish_alarm(notifier, change.alarm)
+            if change.scheduled_at is not None:
+                notifier.notification(
+                    domain.DISCONNECT_SCHEDULED,
+                    meter_id,
+                    now,
+                    extra={"scheduled_at": change.scheduled_at.isoformat()},
+                )
+    return change
+
+
+def _announce(
+    notifier: Notifier,
+    meter_id: str,
+    superseded: tuple[Superseded, ...],
+    command: CommandInfo | None,
+    now: datetime,
+) -> None:
+    """The commands an operator's step gave up (superseded is not a fault: its own status,
+    and why) and the one it queued."""
+    for old in superseded:
+        notifier.command(
+            command_id=old.command_id,
+            meter_id=meter_id,
+            action=old.action,
+            status=old.status,
+            attempt=0,
+            ts=now,
+            detail=old.reason,
+        )
+    if command is not None:
+        publish_command(notifier, command, domain.QUEUED, now)

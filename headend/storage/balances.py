@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from headend import domain
 from headend.balance_event import BalanceEvent
+from headend.prepaid.quiet_hours import QuietHours
 from headend.relay import decision
 from headend.relay.decision import ActiveCommand, Decision, MeterSnapshot, StoredEvent
 from headend.storage.alarms import clear_standing, insert_alarm
@@ -64,6 +65,8 @@ def _balance_read() -> Any:
             m.desired_relay_state.label("m_desired_relay_state"),
             m.confirmed_relay_state.label("m_confirmed_relay_state"),
             m.hold.label("m_hold"),
+            m.protected.label("m_protected"),
+            m.limit_wanted.label("m_limit_wanted"),
             *[col.label(f"c_{col.name}") for col in COMMANDS.c],
             e.id.label("e_id"),
             *[e[name].label(f"e_{name}") for name in _STORED_FIELDS],
@@ -80,9 +83,25 @@ class Balances(Store):
     """`warning_threshold` is the configured low-balance threshold (notifications section);
     a balance event may override it."""
 
-    def __init__(self, db: Database, clock: Clock, warning_threshold: Decimal) -> None:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        warning_threshold: Decimal,
+        quiet_hours: QuietHours | None = None,
+        limit_on_arrears: bool = False,
+    ) -> None:
         super().__init__(db, clock)
         self.warning_threshold = warning_threshold
+        self.quiet_hours = quiet_hours or QuietHours()
+        self.limit_on_arrears = limit_on_arrears
+
+    def _disconnect_at(self, now: datetime) -> datetime | None:
+        """When a disconnect for arrears decided now may run; None: at once."""
+        if not self.quiet_hours.active:
+            return None
+        at = self.quiet_hours.disconnect_at(now)
+        return at if at > now else None
 
     async def apply_balance_event(
         self, event: BalanceEvent, *, raw: str | None = None
@@ -161,9 +180,13 @@ class Balances(Store):
                     default_threshold=self.warning_threshold,
                     hold=row.m_hold,
                     last_applied_ts=row.m_last_balance_at,
+                    protected=row.m_protected,
+                    limit_on_arrears=self.limit_on_arrears,
+                    limit_wanted=row.m_limit_wanted,
                     same_id=same_id,
                 ),
                 event,
+                disconnect_at=self._disconnect_at(now),
             )
             if judged.outcome == decision.DUPLICATE:
                 return BalanceOutcome(judged, row.e_id)
@@ -298,6 +321,7 @@ async def _apply_decision(
             seq=event.seq,
             reason=judged.command.reason,
             episode_started_at=judged.command.episode_started_at,
+            not_before=judged.command.not_before,
         )
     if judged.meter is not None:
         meter_values: dict[str, Any] = {
@@ -308,6 +332,8 @@ async def _apply_decision(
             "warning_active": judged.meter.warning_active,
             "updated_at": now,
         }
+        if judged.limit is not None:
+            meter_values.update(limit_wanted=judged.limit, limit_next_at=now, limit_attempts=0)
         if judged.meter.desired_state is not None:
             meter_values.update(
                 desired_relay_state=judged.meter.desired_state,

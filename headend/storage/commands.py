@@ -65,8 +65,10 @@ def new_command_values(
     seq: int | None = None,
     reason: str | None = None,
     episode_started_at: datetime | None = None,
+    not_before: datetime | None = None,
 ) -> dict[str, Any]:
-    """A new command's columns (every one, so CommandInfo(**values) describes it)."""
+    """A new command's columns (every one, so CommandInfo(**values) describes it);
+    `not_before`: a disconnect put off (grace, quiet hours) is first due then."""
     if action not in domain.ACTIONS:
         raise ValueError(f"unknown relay action {action!r}")
     if source not in models.COMMAND_SOURCES:
@@ -83,7 +85,7 @@ def new_command_values(
         "reason": reason,
         "created_at": now,
         "updated_at": now,
-        "next_attempt_at": now,
+        "next_attempt_at": not_before or now,
         "overdue_alarm_raised": False,
         "last_error": None,
         "episode_started_at": episode_started_at or now,
@@ -101,6 +103,7 @@ async def insert_command(
     seq: int | None = None,
     reason: str | None = None,
     episode_started_at: datetime | None = None,
+    not_before: datetime | None = None,
 ) -> CommandInfo:
     """Queue a new command in `session`'s transaction (the caller holds the meter's lock)."""
     values = new_command_values(
@@ -112,6 +115,7 @@ async def insert_command(
         seq=seq,
         reason=reason,
         episode_started_at=episode_started_at,
+        not_before=not_before,
     )
     await session.execute(insert(COMMANDS).values(values))
     return CommandInfo(**values)

@@ -53,7 +53,7 @@ __all__ = [
 # statuses and their transitions are headend/relay/lifecycle.py's table.
 # Who asked: billing, an operator, start-up reconciliation, the release of a hold, or a poll
 # that read the relay on while it should be off.
-COMMAND_SOURCES = ("balance", "operator", "startup", "release", "drift")
+COMMAND_SOURCES = ("balance", "operator", "startup", "release", "drift", "protection")
 
 # Autoincrement surrogate keys: BIGINT on PostgreSQL, INTEGER (rowid) on SQLite.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -120,6 +120,27 @@ class Meter(Base):
     awaiting_alarm_raised: Mapped[bool] = mapped_column(
         Boolean, default=False, server_default=text("false")
     )
+    # Protected supply (life support, hospitals): never disconnected for arrears.
+    protected: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    protected_reason: Mapped[str | None] = mapped_column(Text)
+    protected_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # What the customer was told in the current episode (prepaid policies).
+    running_out_notified: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=text("false")
+    )
+    anomalies_notified: Mapped[str | None] = mapped_column(Text)  # kinds, comma-separated
+    last_statement_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    usage_model: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # prepaid/consumption.py
+    usage_model_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_price: Mapped[Decimal | None] = mapped_column(DecimalText)  # a balance event's price
+    # Load limiting instead of switching off: wanted by billing, state read back from the
+    # meter's Limiter, the threshold it had before (restored on payment).
+    limit_wanted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    limit_state: Mapped[str | None] = mapped_column(String(16))  # "limited" | "normal"
+    limit_normal_w: Mapped[float | None] = mapped_column(Double)
+    limit_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    limit_next_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    limit_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 

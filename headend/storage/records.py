@@ -178,6 +178,9 @@ class MeterRow:
     hold_at: datetime | None
     ready_since: datetime | None  # waiting in ready_for_reconnection for the customer
     awaiting_alarm_raised: bool
+    protected: bool  # protected supply: never disconnected for arrears
+    protected_reason: str | None
+    protected_at: datetime | None
     created_at: datetime
     updated_at: datetime
     password_enc: str | None = field(default=None, repr=False)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from headend.prepaid.quiet_hours import QuietHours
 from headend.storage.alarms import Alarms
 from headend.storage.awaiting import Awaiting
 from headend.storage.balances import Balances
@@ -21,12 +22,15 @@ from headend.storage.counters import IC_MAX, Counters, InvocationCounterExhauste
 from headend.storage.db import Database
 from headend.storage.fleet import Fleet
 from headend.storage.holds import HoldConflict, Holds
+from headend.storage.limits import Limits
 from headend.storage.meters import Meters, UnknownMeter
 from headend.storage.outbox import OutboxStore
 from headend.storage.overrides import Overrides
+from headend.storage.protection import Protection
 from headend.storage.readbacks import Readbacks
 from headend.storage.readings import Readings
 from headend.storage.relay_states import RelayStates
+from headend.storage.usage import Usage
 
 __all__ = [
     "IC_MAX",
@@ -46,19 +50,26 @@ class Repository:
     """Async storage API over one Database.
 
     `warning_threshold` is the configured low-balance threshold (notifications section); a
-    balance event may override it. `clock` is injectable for tests."""
+    balance event may override it. `quiet_hours`: when a disconnect for arrears may run
+    (grace, quiet hours; None: at once); `limit_on_arrears`: arrears limit the load
+    instead ([prepaid] arrears_action = "limit"). `clock` is injectable for tests."""
 
     def __init__(
         self,
         db: Database,
         *,
         warning_threshold: Decimal = Decimal("20.00"),
+        quiet_hours: QuietHours | None = None,
+        limit_on_arrears: bool = False,
         clock: Clock = _now,
     ) -> None:
         self.db = db
         meters = Meters(db, clock)
         readings = Readings(db, clock)
-        balances = Balances(db, clock, warning_threshold)
+        balances = Balances(db, clock, warning_threshold, quiet_hours, limit_on_arrears)
+        limits = Limits(db, clock)
+        protection = Protection(db, clock, quiet_hours)
+        usage = Usage(db, clock)
         commands = Commands(db, clock)
         overrides = Overrides(db, clock)
         holds = Holds(db, clock)
@@ -89,6 +100,15 @@ class Repository:
         self.create_command = overrides.create_command
         self.release_hold = overrides.release_hold
         self.held_meters = holds.held_meters
+        self.set_protected = protection.set_protected
+        self.protected_meters = protection.protected_meters
+        self.energy_samples = usage.energy_samples
+        self.billing_captures = usage.billing_captures
+        self.prepaid_meters = usage.prepaid_meters
+        self.usage_of = usage.usage_of
+        self.mark_prepaid = usage.mark_prepaid
+        self.limits_due = limits.limits_due
+        self.record_limit = limits.record_limit
         self.reconcile_commands = commands.reconcile_commands
         self.get_command = commands.get_command
         self.command_and_desired = commands.command_and_desired

@@ -13,6 +13,7 @@ from cosem_objects.obis import Obis
 from simulators.objects.association_ln import association_object
 from simulators.objects.clock import CLOCK
 from simulators.objects.disconnect import DISCONNECT_CONTROL
+from simulators.objects.limiter import LIMITER
 from simulators.objects.model import AccessLevel, AttributeDef, CosemObject, Meter
 from simulators.objects.profiles import (
     BILLING_PROFILE,
@@ -103,6 +104,7 @@ def _build() -> dict[Obis, CosemObject]:
         _security_setup(),
         *(register_object(spec, reader) for spec in REGISTERS),
         DISCONNECT_CONTROL,
+        LIMITER,
         data_object(EVENT_CODE_OBJECT, reader, lambda m: Data.unsigned(m.last_event_code)),
         profile_object(Obises.LOAD_PROFILE, LOAD_PROFILE, reader),
         profile_object(Obises.BILLING_PROFILE, BILLING_PROFILE, reader),

@@ -19,6 +19,7 @@ from cosem_objects.data import Data
 from cosem_objects.dates import CosemDateTime
 from cosem_objects.obis import Obis
 from simulators.config import MeterConfig
+from simulators.limiter import LimiterState
 from simulators.relay import RelayEvent
 
 
@@ -58,6 +59,7 @@ class Meter(Protocol):
     control_state: ControlState
     control_mode: int
     utc_offset_min: int
+    limiter: LimiterState
 
     @property
     def meter_id(self) -> str: ...
