@@ -86,7 +86,7 @@ async def test_counters_follow_a_disconnect_a_bad_event_and_an_unreachable_meter
             assert delta("headend_relay_commands_total", action="disconnect", status="queued") == 1
             assert delta("headend_relay_commands_total", action="reconnect") == 0
             assert delta("headend_balance_events_total", outcome="applied") == 1
-            assert delta("headend_balance_events_total", outcome="rejected") == 1  # bad_event
+            assert delta("headend_balance_events_total", outcome="bad_event") == 1
             assert delta("headend_polls_total", outcome="failed") >= 2  # the offline meter
             assert delta("headend_poll_failures_total") == delta(
                 "headend_polls_total", outcome="failed"

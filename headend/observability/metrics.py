@@ -53,6 +53,7 @@ __all__ = [
     "RELAY_COMMANDS",
     "SESSIONS_IN_FLIGHT",
     "SESSION_SECONDS",
+    "count_balance_event",
     "failure_reason",
     "session_timer",
 ]
@@ -103,10 +104,17 @@ RELAY_COMMANDS = Counter(
 BALANCE_EVENTS = Counter(
     "headend_balance_events",
     "Balance events handled, by the outcome stored with them in the events table (applied, "
-    "zero_no_change, stale, duplicate, conflicting, rejected: a bad_event, dead_letter).",
+    "zero_no_change, stale, duplicate, conflicting, dead_letter; a refused payload, stored as "
+    "rejected, is bad_event).",
     ["outcome"],
     registry=REGISTRY,
 )
+
+
+def count_balance_event(outcome: str) -> None:
+    """One balance event by its stored outcome, a refused payload (stored as "rejected": not
+    JSON, out of bounds, an unknown meter) counted as "bad_event", the alarm it raises."""
+    BALANCE_EVENTS.labels(outcome="bad_event" if outcome == "rejected" else outcome).inc()
 PUSH_MESSAGES = Counter(
     "headend_push_messages",
     "Messages meters pushed to the listener, by outcome.",

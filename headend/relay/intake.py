@@ -86,7 +86,7 @@ class BalanceIntake:
         # alarm in the same one (no separate lookup on the bridge's serial path).
         outcome = await self.repository.apply_balance_event(event, raw=storable_text(raw))
         judged = outcome.decision
-        metrics.BALANCE_EVENTS.labels(outcome=judged.outcome).inc()
+        metrics.count_balance_event(judged.outcome)
         alarm = outcome.alarm
         if alarm is not None and alarm.type == domain.BAD_EVENT:
             log.warning("bad balance event for %s: %s", event.meter_id, judged.detail)
@@ -143,7 +143,7 @@ class BalanceIntake:
         _, alarm = await self.repository.record_balance_event(
             raw=storable_text(raw), detail=reason, meter_id=meter_id, event_id=event_id, seq=None
         )
-        metrics.BALANCE_EVENTS.labels(outcome=decision.REJECTED).inc()
+        metrics.count_balance_event(decision.REJECTED)
         log.warning("bad balance event for %s: %s", meter_id, reason)
         self.notifier.bad_event(
             alarm.ts if alarm else self._clock(),
@@ -165,7 +165,7 @@ class BalanceIntake:
             event_id=letter.event_id,
             seq=letter.seq,
         )
-        metrics.BALANCE_EVENTS.labels(outcome=decision.DEAD_LETTER).inc()
+        metrics.count_balance_event(decision.DEAD_LETTER)
         log.error("balance message for %s %s", letter.meter_id, reason)
         self.notifier.bad_event(
             alarm.ts if alarm else self._clock(),
