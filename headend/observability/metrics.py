@@ -115,6 +115,8 @@ def count_balance_event(outcome: str) -> None:
     """One balance event by its stored outcome, a refused payload (stored as "rejected": not
     JSON, out of bounds, an unknown meter) counted as "bad_event", the alarm it raises."""
     BALANCE_EVENTS.labels(outcome="bad_event" if outcome == "rejected" else outcome).inc()
+
+
 PUSH_MESSAGES = Counter(
     "headend_push_messages",
     "Messages meters pushed to the listener, by outcome.",
