@@ -25,6 +25,7 @@ from headend.mqtt.payloads import (
     bad_event_alarm,
     command_payload,
     encode_payload,
+    event_payload,
     notification_payload,
     readings_payload,
     relay_payload,
@@ -48,6 +49,13 @@ class Notifier:
         """A poll's register values; the only messages an outbox may shed when full."""
         payload = readings_payload(meter_id, ts, values)
         self._put(self.topics.readings(meter_id), payload, droppable=True)
+
+    def event(
+        self, meter_id: str, ts: datetime, log: str, code: int, name: str, source: str
+    ) -> None:
+        """A meter event (from its event log by a poll, or pushed), published once when new."""
+        payload = event_payload(meter_id, ts, log, code, name, source)
+        self._put(self.topics.events(meter_id), payload)
 
     def relay_state(
         self,
