@@ -19,6 +19,7 @@ from drivers.hdlc.events import (
 from drivers.hdlc.frames import FrameType, HdlcFrame, HdlcFrameReader, parse_frame
 from drivers.hdlc.numbered import LinkState
 from drivers.hdlc.parameters import HdlcParameters
+from drivers.hdlc.stream import HdlcStreamJoiner, JoinedApdu, JoinError, OtherFrame
 
 __all__ = [
     "ApduReceived",
@@ -34,9 +35,13 @@ __all__ = [
     "HdlcFrameReader",
     "HdlcParameters",
     "HdlcServerConnection",
+    "HdlcStreamJoiner",
+    "JoinError",
+    "JoinedApdu",
     "LinkFailed",
     "LinkState",
     "ModeRejected",
+    "OtherFrame",
     "ProtocolViolation",
     "SendFrame",
     "UiReceived",
