@@ -44,10 +44,15 @@ class Notifier:
         return f"Notifier(outbox={self.outbox!r}, topics={self.topics!r})"
 
     def readings(
-        self, meter_id: str, ts: datetime, values: Mapping[Any, tuple[ReadingValue, str | None]]
+        self,
+        meter_id: str,
+        ts: datetime,
+        values: Mapping[Any, tuple[ReadingValue, str | None]],
+        source: str | None = None,
     ) -> None:
-        """A poll's register values; the only messages an outbox may shed when full."""
-        payload = readings_payload(meter_id, ts, values)
+        """A poll's (or a push's: source "push") register values; the only messages an
+        outbox may shed when full."""
+        payload = readings_payload(meter_id, ts, values, source)
         self._put(self.topics.readings(meter_id), payload, droppable=True)
 
     def event(

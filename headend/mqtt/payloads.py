@@ -160,10 +160,14 @@ def _reading_value(value: ReadingValue) -> Any:
 
 
 def readings_payload(
-    meter_id: str, ts: datetime, values: Mapping[Any, tuple[ReadingValue, str | None]]
+    meter_id: str,
+    ts: datetime,
+    values: Mapping[Any, tuple[ReadingValue, str | None]],
+    source: str | None = None,
 ) -> Payload:
-    """``{"meter_id", "ts", "values": {"<obis>": {"value", "unit"}}}``; keys via ``str()``."""
-    return {
+    """``{"meter_id", "ts", "values": {"<obis>": {"value", "unit"}}}``; keys via ``str()``.
+    ``source`` ("push" for values a meter pushed) is left out unless given."""
+    payload: Payload = {
         "meter_id": _meter(meter_id),
         "ts": format_ts(ts),
         "values": {
@@ -171,6 +175,9 @@ def readings_payload(
             for obis, (value, unit) in values.items()
         },
     }
+    if source is not None:
+        payload["source"] = _one_of(source, EVENT_SOURCES, "reading source")
+    return payload
 
 
 def event_payload(

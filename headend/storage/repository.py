@@ -75,6 +75,7 @@ class Repository:
         self.get_meter = meters.get_meter
         self.list_meters = meters.list_meters
         self.save_capabilities = meters.save_capabilities
+        self.update_meter_host = meters.update_meter_host
 
         self.store_readings = readings.store_readings
         self.latest_readings = readings.latest_readings
