@@ -1,0 +1,308 @@
+"""What a push does: readings and events stored and published, alarms raised, the relay state
+and the meter's address brought up to date; and what a bad push does: nothing but a count, a
+log line and (once per sender and window) an alarm.
+
+One push is one unit of work (storage/unit.py): its readings, events, alarms, relay state and
+the messages that report them commit together. A replayed ciphered push is refused before
+anything is written (storage/push_counters.py decides, atomically)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cosem_objects import event_codes
+from cosem_objects.apdu.gbt import GENERAL_BLOCK_TRANSFER, GbtReassembler, GeneralBlockTransfer
+from cosem_objects.data import DataType
+from cosem_objects.errors import ProtocolError
+from headend import domain
+from headend.listener.directory import Directory, KnownMeter
+from headend.listener.framing import InboundApdu
+from headend.listener.guard import Guard
+from headend.listener.mapping import PushContent, map_notification
+from headend.listener.objects import PushObjectLists
+from headend.listener.unwrap import (
+    BAD_TAG,
+    MALFORMED,
+    UNKNOWN_SENDER,
+    Notification,
+    Opened,
+    Rejected,
+    open_apdu,
+)
+from headend.mqtt.notifier import Notifier
+from headend.relay.messages import publish_alarm
+from headend.storage import Repository
+from headend.storage.events import EventRow
+from headend.storage.records import ReadingRow
+
+__all__ = ["Accepted", "Peer", "PushHandler"]
+
+log = logging.getLogger(__name__)
+
+REPLAY = "replay"
+_ALARMS = {
+    MALFORMED: domain.PUSH_MALFORMED,
+    UNKNOWN_SENDER: domain.PUSH_UNKNOWN_SENDER,
+    BAD_TAG: domain.PUSH_BAD_TAG,
+    REPLAY: domain.PUSH_REPLAY,
+}
+MAX_GBT = 64 * 1024
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(slots=True)
+class Peer:
+    """One TCP connection or one UDP sender: where it came from, who it proved to be, and the
+    blocks of a push being joined (bounded by MAX_GBT)."""
+
+    host: str
+    transport: str  # "tcp" | "udp"
+    known: KnownMeter | None = None
+    gbt: GbtReassembler = field(default_factory=lambda: GbtReassembler(MAX_GBT))
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A push taken: whose, what it said (for `headend listen` to print), what was new."""
+
+    meter_id: str
+    notification: Notification
+    content: PushContent
+    ciphered: bool
+    new_readings: int
+    new_events: list[EventRow]
+
+
+class PushHandler:
+    def __init__(
+        self,
+        repository: Repository | None,
+        notifier: Notifier | None,
+        directory: Directory,
+        *,
+        objects: PushObjectLists | None = None,
+        guard: Guard | None = None,
+        clock: Callable[[], dt.datetime] = _now,
+        on_address_changed: Callable[[str], None] | None = None,
+    ) -> None:
+        self.repository = repository
+        self.notifier = notifier
+        self.directory = directory
+        self.objects = objects or PushObjectLists()
+        self.guard = guard or Guard()
+        self._clock = clock
+        self.on_address_changed = on_address_changed
+        self.accepted = 0
+
+    def __repr__(self) -> str:
+        return f"PushHandler(accepted={self.accepted}, {self.guard!r})"
+
+    # -- bad input ---------------------------------------------------------------------------
+    async def reject(
+        self,
+        kind: str,
+        peer: Peer,
+        reason: str,
+        meter: KnownMeter | None = None,
+        system_title: bytes | None = None,
+    ) -> None:
+        """Count, log and (once per sender and window) alarm; never raises."""
+        sender = (
+            meter.meter_id
+            if meter is not None
+            else system_title.hex()
+            if system_title
+            else peer.host
+        )
+        log.warning("push refused (%s) from %s (%s): %s", kind, peer.host, sender, reason)
+        if not self.guard.report(kind, sender) or self.repository is None:
+            return
+        detail: dict[str, Any] = {"reason": reason, "from": peer.host, "transport": peer.transport}
+        if system_title is not None:
+            detail["system_title"] = system_title.hex()
+        try:
+            async with self.repository.db.transaction():
+                alarm = await self.repository.raise_alarm(
+                    _ALARMS[kind],
+                    meter.meter_id if meter is not None else None,
+                    _detail_text(detail),
+                    dedupe=False,
+                )
+                if self.notifier is not None and alarm is not None:
+                    self.notifier.alarm(
+                        alarm.type, alarm.ts, meter_id=alarm.meter_id, detail=detail
+                    )
+        except Exception:
+            log.exception("recording a refused push failed")
+
+    # -- a push ------------------------------------------------------------------------------
+    async def handle(self, event: InboundApdu, peer: Peer) -> Accepted | None:
+        """One APDU from `peer`: None when it was a block of a longer one, or refused."""
+        apdu = event.apdu
+        if apdu[:1] == bytes((GENERAL_BLOCK_TRANSFER,)):
+            try:
+                whole = peer.gbt.feed(GeneralBlockTransfer.from_bytes(apdu))
+            except ProtocolError as exc:
+                await self.reject(MALFORMED, peer, f"block transfer: {exc}", peer.known)
+                return None
+            if whole is None:
+                return None
+            apdu = whole
+        opened = open_apdu(apdu, self.directory, peer.known)
+        if isinstance(opened, Rejected):
+            await self.reject(opened.kind, peer, opened.reason, opened.meter, opened.system_title)
+            return None
+        meter = opened.meter or self._identify(opened, peer, event)
+        if meter is None:
+            await self.reject(UNKNOWN_SENDER, peer, "no meter of the inventory matches the push")
+            return None
+        try:
+            return await self._take(meter, opened, peer)
+        except Exception as exc:
+            log.exception("push from %s could not be stored", meter.meter_id)
+            await self.reject(MALFORMED, peer, f"not stored: {type(exc).__name__}: {exc}", meter)
+            return None
+
+    def _identify(self, opened: Opened, peer: Peer, event: InboundApdu) -> KnownMeter | None:
+        """A plain push: the meter this connection already proved to be, a name in the body,
+        or the one meter known at the address it came from."""
+        if peer.known is not None:
+            return peer.known
+        notification = opened.notification
+        body = getattr(notification, "body", None)
+        if body is not None:
+            for text in _texts(body):
+                found = self.directory.by_name(text)
+                if found is not None:
+                    return found
+        return self.directory.by_address(peer.host, event.physical)
+
+    async def _take(self, meter: KnownMeter, opened: Opened, peer: Peer) -> Accepted | None:
+        repository = self.repository
+        ciphered = opened.invocation_counter is not None
+        if ciphered and repository is not None:
+            assert opened.invocation_counter is not None
+            if not await repository.accept_push_counter(meter.meter_id, opened.invocation_counter):
+                await self.reject(
+                    REPLAY,
+                    peer,
+                    f"invocation counter {opened.invocation_counter} not above the "
+                    "last accepted one",
+                    meter,
+                    opened.system_title,
+                )
+                return None
+        peer.known = meter
+        objects = await self.objects.get(meter.meter_id)
+        content = map_notification(opened.notification, objects)
+        now = self._clock()
+        ts = content.ts or now
+        new_events: list[EventRow] = []
+        new_readings = 0
+        if repository is not None:
+            new_readings, new_events = await self._store(meter, content, ts, now)
+            if ciphered and meter.transport in ("wrapper", "hdlc") and meter.host != peer.host:
+                await self._moved(meter, peer.host)
+        self.accepted += 1
+        return Accepted(
+            meter.meter_id, opened.notification, content, ciphered, new_readings, new_events
+        )
+
+    async def _store(
+        self, meter: KnownMeter, content: PushContent, ts: dt.datetime, now: dt.datetime
+    ) -> tuple[int, list[EventRow]]:
+        repository = self.repository
+        assert repository is not None
+        notifier = self.notifier
+        meter_id = meter.meter_id
+        rows = [ReadingRow(meter_id, obis, ts, value) for obis, value in content.readings]
+        events = [
+            EventRow(meter_id, log_, ts, code, event_codes.event_name(code, log_), "push")
+            for log_, code in content.events
+        ]
+        async with repository.db.transaction():
+            stored = await repository.store_readings(rows) if rows else 0
+            if stored and notifier is not None:
+                values = {obis: (_publishable(value), None) for obis, value in content.readings}
+                notifier.readings(meter_id, ts, values, source="push")
+            new = await repository.store_events(events) if events else []
+            for event in new:
+                if notifier is not None:
+                    notifier.event(meter_id, event.ts, event.log, event.code, event.name, "push")
+                await self._act_on(event, now)
+        return stored, new
+
+    async def _act_on(self, event: EventRow, now: dt.datetime) -> None:
+        """Inside the push's transaction: alarms and relay state an event calls for."""
+        repository = self.repository
+        assert repository is not None
+        notifier = self.notifier
+        if event.code in event_codes.POWER_FAILURE_CODES:
+            alarm = await repository.raise_alarm(
+                domain.METER_POWER_FAILURE,
+                event.meter_id,
+                f"{event.name} at {event.ts.isoformat()}",
+            )
+            if notifier is not None:
+                publish_alarm(notifier, alarm)
+        elif event.code == event_codes.POWER_UP:
+            await repository.clear_alarms(domain.METER_POWER_FAILURE, event.meter_id)
+        relay = event_codes.RELAY_EVENT_STATES.get(event.code)
+        if relay is not None:
+            state, output = relay
+            hold = await repository.record_relay_state(
+                event.meter_id, state, output, state, reason="push", ts=event.ts
+            )
+            if notifier is not None:
+                notifier.relay_state(event.meter_id, state, output, event.ts, "push", hold=hold)
+
+    async def _moved(self, meter: KnownMeter, host: str) -> None:
+        assert self.repository is not None
+        try:
+            if await self.repository.update_meter_host(meter.meter_id, host):
+                log.info("meter %s now calls from %s: its address is updated", meter.meter_id, host)
+                if self.on_address_changed is not None:
+                    self.on_address_changed(meter.meter_id)
+        except Exception:
+            log.exception("updating the address of %s failed", meter.meter_id)
+
+
+def _publishable(value: Any) -> Any:
+    if isinstance(value, bytes | str | int | float | bool) or value is None:
+        return value
+    return str(value)
+
+
+def _texts(body: Any, depth: int = 0) -> list[str]:
+    """Printable strings in a push body (at most a few levels deep, at most 32)."""
+    out: list[str] = []
+    if depth > 3:
+        return out
+    if body.type in (DataType.STRUCTURE, DataType.ARRAY):
+        for element in body.value[:64]:
+            out.extend(_texts(element, depth + 1))
+            if len(out) >= 32:
+                break
+        return out
+    raw = body.value
+    if isinstance(raw, bytes) and 0 < len(raw) <= 64:
+        try:
+            text = raw.decode("ascii")
+        except UnicodeDecodeError:
+            return out
+        if text.isprintable():
+            out.append(text)
+    elif isinstance(raw, str) and 0 < len(raw) <= 64 and raw.isprintable():
+        out.append(raw)
+    return out
+
+
+def _detail_text(detail: dict[str, Any]) -> str:
+    return "; ".join(f"{k}={v}" for k, v in detail.items())
