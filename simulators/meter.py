@@ -18,10 +18,10 @@ from cosem_objects.data import Data
 from cosem_objects.dates import CosemDateTime
 from cosem_objects.obis import Obis
 from simulators.config import Faults, MeterConfig
+from simulators.event_logs import DISCONNECTOR_LOG, EventLogs
 from simulators.loadcurve import LoadCurve
 from simulators.objects.model import AccessFailure
 from simulators.relay import (
-    DISCONNECTOR_LOG_CAPACITY,
     SOURCES,
     EventCode,
     RelayEvent,
@@ -53,7 +53,6 @@ class SimMeter:
         "_drift_since",
         "_energy_offsets",
         "_history",
-        "_log",
         "_overrides",
         "_utc_offset_min",
         "_windows",
@@ -63,6 +62,7 @@ class SimMeter:
         "control_state",
         "created",
         "curve",
+        "events",
         "last_event_code",
         "server_ic",
     )
@@ -78,7 +78,7 @@ class SimMeter:
         self._control_mode = config.control_mode
         self._windows: list[list[float | None]] | None = None  # relay-open [start, end]
         self._history: list[RelayEvent] | None = None
-        self._log: list[tuple[float, int]] | None = None
+        self.events = EventLogs()
         self._overrides: dict[Obis, Data] | None = None
         self._energy_offsets: list[float] | None = None
         self._clock_offset = 0.0
@@ -277,7 +277,11 @@ class SimMeter:
     @property
     def disconnector_log(self) -> list[tuple[float, int]]:
         """(real unix time, event code) of each relay operation, oldest first."""
-        return self._log if self._log is not None else []
+        return self.events.entries(DISCONNECTOR_LOG)
+
+    def event_log(self, log: Obis) -> list[tuple[float, int]]:
+        """(real unix time, event code) rows of one event log, oldest first."""
+        return self.events.entries(log)
 
     def operate(self, transition: Transition) -> RelayEvent:
         """Apply one transition (remote, manual or local) under the current control mode."""
@@ -354,12 +358,8 @@ class SimMeter:
         event = RelayEvent(t, SOURCES[transition], transition, before, after, outcome)
         self.relay_history.append(event)
         if code is not None:
-            if self._log is None:
-                self._log = []
-            self._log.append((t, code))
-            if len(self._log) > DISCONNECTOR_LOG_CAPACITY:
-                del self._log[0]
             self.last_event_code = code
+            self.events.record(DISCONNECTOR_LOG, code, t)
         return event
 
     # -- security counters -------------------------------------------------------------------

@@ -11,8 +11,6 @@ from typing import Any
 
 from cosem_objects.classes import ControlState, Transition
 
-DISCONNECTOR_LOG_CAPACITY = 100
-
 
 class RelayOutcome(StrEnum):
     OK = "ok"  # the relay did what was asked (or was already there)

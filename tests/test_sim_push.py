@@ -1,0 +1,245 @@
+"""Simulator pushes (`dlms-sim --push-to`) received over real sockets and decoded with our codec.
+
+Every transport (TCP wrapper, UDP wrapper, HDLC UI frames over TCP, segmented) in every push
+security (plain, general-glo-ciphered under hls-gmac); event pushes on a relay operation, a
+power failure and a cover opening; the Push setup objects readable by GET; and an inbound-only
+meter that listens nowhere, calls the head-end and is served over its own connection."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from push_receiver import PushReceiver, Received
+
+from cosem_objects.data import Data, DataType
+from cosem_objects.security import SecurityKeys
+from drivers.connect import MeterConnection
+from drivers.session import DlmsSession
+from drivers.transports import HdlcTcpTransport, TcpWrapperTransport
+from drivers.transports.stream import ByteStream
+from drivers.wrapper import WrapperReader
+from simulators.cli import build_parser, spec_from_args
+from simulators.config import PushSpec, derive_credentials
+from simulators.event_logs import POWER_FAILURE_LOG, STANDARD_LOG, FraudCode, StandardCode
+from simulators.fleet import run_fleet
+from simulators.fleet_spec import FleetFileError
+from simulators.objects import services
+from simulators.objects.push_setup import EVENT_PUSH, INTERVAL_PUSH
+from simulators.push_messages import PUSH_CLIENT_SAP
+from simulators.relay import EventCode
+
+CASES = [(t, s) for t in ("tcp", "udp", "hdlc") for s in ("none", "hls-gmac")]
+
+
+def _keys(index: int = 0, seed: int = 0) -> SecurityKeys:
+    _password, auth_key, enc_key, _title = derive_credentials(seed, index)
+    return SecurityKeys(enc_key, auth_key)
+
+
+def _body(received: Received) -> tuple[Data, ...]:
+    body = received.notification.body
+    assert body.type is DataType.STRUCTURE
+    values: tuple[Data, ...] = body.value
+    return values
+
+
+async def _next_from(receiver: PushReceiver, setup: bytes) -> Received:
+    """The next push sent by the Push setup named `setup` (interval pushes go on meanwhile)."""
+    for _ in range(50):
+        received = await receiver.next()
+        if _body(received)[0].value == setup:
+            return received
+    raise AssertionError(f"no push from {setup.hex()}")
+
+
+def _event_codes(received: Received) -> list[Any]:
+    """(standard, fraud, disconnector) event code slots of an event push."""
+    return [value.value for value in _body(received)[3:6]]
+
+
+@pytest.mark.parametrize(("transport", "security"), CASES)
+async def test_pushes_decode_in_every_transport_and_security(transport: str, security: str) -> None:
+    framing = "hdlc" if transport == "hdlc" else "wrapper"
+    async with PushReceiver(framing=framing, keys=_keys()) as receiver:
+        push = PushSpec(
+            "127.0.0.1", receiver.port, interval_s=0.2, transport=transport, hdlc_max_info=32
+        )
+        async with run_fleet(1, security=security, push=push) as fleet:
+            config = fleet.config(0)
+            interval = await _next_from(receiver, INTERVAL_PUSH.to_bytes())
+            values = _body(interval)
+            assert values[1].value == config.meter_id.encode()
+            assert values[4].type is DataType.DOUBLE_LONG_UNSIGNED  # export energy, Wh
+            assert values[5].value is True  # relay output_state
+            assert interval.ciphered == (security == "hls-gmac")
+            if interval.ciphered:
+                assert interval.system_title == config.system_title
+            if transport == "hdlc":
+                assert interval.frames > 1  # LLC + APDU is longer than 32 bytes: segmented
+            else:
+                assert interval.wports == (config.server_logical, PUSH_CLIENT_SAP)
+
+            fleet.meter(0).remote_disconnect()
+            relay = await _next_from(receiver, EVENT_PUSH.to_bytes())
+            assert _event_codes(relay) == [None, None, EventCode.REMOTE_DISCONNECTION]
+            later = await _next_from(receiver, INTERVAL_PUSH.to_bytes())
+            assert _body(later)[5].value is False  # the relay is open now
+            if security == "hls-gmac":
+                assert relay.invocation_counter is not None
+                assert later.invocation_counter is not None
+                assert later.invocation_counter > relay.invocation_counter
+            assert receiver.errors == []
+
+
+async def test_power_failure_and_cover_push_and_log() -> None:
+    async with PushReceiver(keys=_keys()) as receiver:
+        push = PushSpec("127.0.0.1", receiver.port, interval_s=0)
+        async with run_fleet(1, security="hls-gmac", push=push) as fleet:
+            meter = fleet.meter(0)
+            fleet.power_fail(0)
+            gasp = await _next_from(receiver, EVENT_PUSH.to_bytes())
+            assert _event_codes(gasp) == [StandardCode.POWER_DOWN, None, None]
+            fleet.open_cover(0)
+            cover = await _next_from(receiver, EVENT_PUSH.to_bytes())
+            assert _event_codes(cover) == [None, FraudCode.METER_COVER_REMOVED, None]
+            # The logs hold them, readable as Profile generic buffers.
+            failures = services.get_value(meter, POWER_FAILURE_LOG).value
+            assert [row.value[1].value for row in failures] == [StandardCode.POWER_DOWN]
+            standard = services.get_value(meter, STANDARD_LOG).value
+            assert [row.value[1].value for row in standard] == [StandardCode.POWER_DOWN]
+            assert fleet.pushes(0)["sent"] == 2
+            assert receiver.errors == []
+
+
+async def test_power_comes_back_after_the_duration() -> None:
+    async with run_fleet(1) as fleet:
+        fleet.power_fail(0, duration_s=0.05)
+        meter = fleet.meter(0)
+        for _ in range(100):
+            if len(meter.event_log(STANDARD_LOG)) == 2:
+                break
+            await _sleep(0.02)
+        codes = [code for _t, code in meter.event_log(STANDARD_LOG)]
+        assert codes == [StandardCode.POWER_DOWN, StandardCode.POWER_UP]
+        assert len(meter.event_log(POWER_FAILURE_LOG)) == 1
+
+
+async def _sleep(seconds: float) -> None:
+    import asyncio
+
+    await asyncio.sleep(seconds)
+
+
+async def test_an_unreachable_push_address_is_retried_then_counted_as_failed() -> None:
+    async with PushReceiver() as receiver:
+        port = receiver.port
+    # Nothing listens there any more.
+    push = PushSpec("127.0.0.1", port, interval_s=0, retries=1, repetition_delay_s=0.01)
+    async with run_fleet(1, push=push) as fleet:
+        fleet.open_cover(0)
+        for _ in range(200):
+            if fleet.pushes(0)["failed"]:
+                break
+            await _sleep(0.01)
+        assert fleet.pushes(0) == {"sent": 0, "failed": 1, "connections": 0}
+        # The meter still serves its listening port meanwhile.
+        async with DlmsSession(
+            MeterConnection(**fleet.connection_kwargs(0)).transport_object(5),
+            MeterConnection(**fleet.connection_kwargs(0)).settings(),
+            timeout=5,
+        ) as session:
+            assert (await session.relay_status()).output_state is True
+
+
+# -- inbound only: the meter calls in and is served over its own connection --------------------
+class _AcceptedWrapper(TcpWrapperTransport):
+    """The wrapper client transport on a connection the meter opened."""
+
+    def __init__(self, stream: ByteStream, **kwargs: Any) -> None:
+        super().__init__("inbound", 0, **kwargs)
+        self._accepted = stream
+
+    async def open(self) -> None:
+        self._reader = WrapperReader(self.max_apdu_length)
+        self._stream = self._accepted
+
+
+class _AcceptedHdlc(HdlcTcpTransport):
+    def __init__(self, stream: ByteStream, **kwargs: Any) -> None:
+        super().__init__("inbound", 0, **kwargs)
+        self._accepted = stream
+
+    async def _open_stream(self) -> ByteStream:
+        return self._accepted
+
+
+@pytest.mark.parametrize(("transport", "security"), [("tcp", "hls-gmac"), ("hdlc", "none")])
+async def test_inbound_only_meter_is_served_over_its_own_connection(
+    transport: str, security: str
+) -> None:
+    async with PushReceiver(serve_streams=False) as receiver:
+        push = PushSpec(
+            "127.0.0.1", receiver.port, interval_s=0, transport=transport, inbound_only=True
+        )
+        meter_transport = "hdlc" if transport == "hdlc" else "wrapper"
+        async with run_fleet(1, transport=meter_transport, security=security, push=push) as fleet:
+            assert fleet.ports == [0]  # it listens nowhere
+            stream = await _wait(receiver.streams.get())
+            connection = MeterConnection(**fleet.connection_kwargs(0))
+            kwargs = {
+                "client_sap": connection.client_sap,
+                "server_logical": connection.server_logical,
+                "timeout": 5.0,
+            }
+            client: TcpWrapperTransport | HdlcTcpTransport
+            if transport == "hdlc":
+                client = _AcceptedHdlc(stream, server_physical=connection.server_physical, **kwargs)
+            else:
+                client = _AcceptedWrapper(
+                    stream,
+                    client_wport=connection.client_sap,
+                    server_wport=connection.server_logical,
+                    timeout=5.0,
+                )
+            async with DlmsSession(client, connection.settings(), timeout=5) as session:
+                objects = await session.get(40, INTERVAL_PUSH, 2)
+                assert len(objects.value) == 7
+                destination = await session.get(40, EVENT_PUSH, 3)
+                assert destination.value[1].value == f"127.0.0.1:{receiver.port}".encode()
+                if security == "hls-gmac":
+                    status = await session.disconnect()
+                    assert status.output_state is False
+                    # Its event push crossed our requests on the same connection.
+                    assert fleet.meter(0).disconnector_log[-1][1] == EventCode.REMOTE_DISCONNECTION
+            assert fleet.pushes(0)["connections"] == 1
+
+
+async def _wait(awaitable: Any, timeout: float = 5.0) -> Any:  # noqa: ASYNC109 - test helper
+    import asyncio
+
+    return await asyncio.wait_for(awaitable, timeout)
+
+
+# -- the command line ----------------------------------------------------------------------------
+def test_push_flags_make_a_push_spec() -> None:
+    args = build_parser().parse_args(
+        ["--push-to", "10.0.0.5:4059", "--push-interval", "15", "--push-transport", "hdlc"]
+    )
+    spec = spec_from_args(args)
+    assert spec.push == PushSpec("10.0.0.5", 4059, interval_s=15, transport="hdlc")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--push-interval", "5"],
+        ["--inbound-only"],
+        ["--push-to", "nohost"],
+        ["--push-to", "h:99999"],
+        ["--push-to", "h:4059", "--push-transport", "udp", "--inbound-only"],
+    ],
+)
+def test_bad_push_flags_are_refused(argv: list[str]) -> None:
+    with pytest.raises(FleetFileError):
+        spec_from_args(build_parser().parse_args(argv))
