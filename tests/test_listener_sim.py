@@ -172,3 +172,44 @@ async def test_an_inbound_only_meter_gets_its_pending_disconnect_over_its_own_ca
 async def _confirmed(head: Head, command_id: str) -> Any:
     command = await head.repository.get_command(command_id)
     return command if command is not None and command.status == "confirmed" else None
+
+
+async def test_headend_listen_prints_each_push(tmp_path: Path) -> None:
+    """`headend listen` as a field engineer runs it: a plain push from a meter no inventory
+    knows is printed, decoded, as one JSON line."""
+    import json
+    import sys
+
+    from push_support import data_push, send_tcp, wrapped
+
+    config = tmp_path / "headend.toml"
+    config.write_text(f'[database]\nurl = "sqlite+aiosqlite:///{tmp_path / "h.db"}"\n')
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "headend.cli",
+        "listen",
+        "--port",
+        "0",
+        "--host",
+        "127.0.0.1",
+        "--json",
+        "--config",
+        str(config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stderr is not None and proc.stdout is not None
+        line = ""
+        while "listening" not in line:
+            line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
+            assert line, "headend listen ended before listening"
+        port = int(line.split("tcp ")[1].split(",")[0])
+        await send_tcp(port, wrapped(data_push("FIELD42", {ENERGY: 777})))
+        shown = json.loads(await asyncio.wait_for(proc.stdout.readline(), 10))
+        assert shown["meter_id"] == "?" and shown["type"] == "data-notification"
+        assert shown["values"] == {ENERGY: 777} and shown["ciphered"] is False
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 10)

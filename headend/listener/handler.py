@@ -45,6 +45,7 @@ __all__ = ["Accepted", "Peer", "PushHandler"]
 log = logging.getLogger(__name__)
 
 REPLAY = "replay"
+UNKNOWN = "?"  # the meter id shown for a plain push from no meter of the inventory
 _ALARMS = {
     MALFORMED: domain.PUSH_MALFORMED,
     UNKNOWN_SENDER: domain.PUSH_UNKNOWN_SENDER,
@@ -98,6 +99,7 @@ class PushHandler:
         guard: Guard | None = None,
         clock: Callable[[], dt.datetime] = _now,
         on_address_changed: Callable[[str], None] | None = None,
+        show_unknown: bool = False,
     ) -> None:
         self.repository = repository
         self.notifier = notifier
@@ -106,6 +108,7 @@ class PushHandler:
         self.guard = guard or Guard()
         self._clock = clock
         self.on_address_changed = on_address_changed
+        self.show_unknown = show_unknown  # `headend listen`: a plain push from anyone is shown
         self.accepted = 0
         self._later: set[asyncio.Task[None]] = set()
 
@@ -168,6 +171,9 @@ class PushHandler:
             await self.reject(opened.kind, peer, opened.reason, opened.meter, opened.system_title)
             return None
         meter = opened.meter or self._identify(opened, peer, event)
+        if meter is None and self.show_unknown:
+            content = map_notification(opened.notification, None)
+            return Accepted(UNKNOWN, opened.notification, content, False, 0, [])
         if meter is None:
             await self.reject(UNKNOWN_SENDER, peer, "no meter of the inventory matches the push")
             return None

@@ -52,6 +52,7 @@ class ListenerService:
         refresh_s: float = 60.0,
         on_accepted: OnAccepted | None = None,
         read_object_lists: bool = True,
+        show_unknown: bool = False,
         **listener_options: Any,
     ) -> None:
         self.access = access
@@ -65,6 +66,7 @@ class ListenerService:
             objects=self.objects,
             guard=Guard(),
             on_address_changed=self._moved,
+            show_unknown=show_unknown,
         )
         self.inbound = InboundWork(
             access.inbound, relay=relay, collection=collection, then=self.handler.complete
@@ -86,7 +88,10 @@ class ListenerService:
         self.listener.stop()
 
     async def run(self) -> None:
-        self.directory.update(await self.access.refresh())
+        try:
+            self.directory.update(await self.access.refresh())
+        except Exception as exc:  # the daemon checked at start; `headend listen` goes on
+            log.error("listener: inventory not read (%s); plain pushes only until it is", exc)
         async with asyncio.TaskGroup() as tg:
             refresher = tg.create_task(self._refresh(), name="listener-directory")
             try:
