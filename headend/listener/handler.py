@@ -3,8 +3,9 @@ and the meter's address brought up to date; and what a bad push does: nothing bu
 log line and (once per sender and window) an alarm.
 
 One push is one unit of work (storage/unit.py): its readings, events, alarms, relay state and
-the messages that report them commit together. A replayed ciphered push is refused before
-anything is written (storage/push_counters.py decides, atomically)."""
+the messages that report them commit together. The counter of a ciphered push is checked and
+stored in that same transaction, so a replay rolls it all back and nothing is written
+(storage/push_counters.py decides, atomically)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from cosem_objects.apdu.gbt import GENERAL_BLOCK_TRANSFER, GbtReassembler, Gener
 from cosem_objects.data import DataType
 from cosem_objects.errors import ProtocolError
 from headend import domain
+from headend.listener.batching import PushWriter
 from headend.listener.directory import Directory, KnownMeter
 from headend.listener.framing import InboundApdu
 from headend.listener.guard import Guard
@@ -62,6 +64,10 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+class _Replay(Exception):
+    """A ciphered push's counter is not above the last one accepted: nothing is stored."""
+
+
 @dataclass(slots=True)
 class Peer:
     """One TCP connection or one UDP sender: where it came from, who it proved to be, and the
@@ -100,6 +106,7 @@ class PushHandler:
         clock: Callable[[], dt.datetime] = _now,
         on_address_changed: Callable[[str], None] | None = None,
         show_unknown: bool = False,
+        writer: PushWriter | None = None,
     ) -> None:
         self.repository = repository
         self.notifier = notifier
@@ -108,6 +115,7 @@ class PushHandler:
         self.guard = guard or Guard()
         self._clock = clock
         self.on_address_changed = on_address_changed
+        self.writer = writer or (None if repository is None else PushWriter(repository.db))
         self.show_unknown = show_unknown  # `headend listen`: a plain push from anyone is shown
         self.accepted = 0
         self._later: set[asyncio.Task[None]] = set()
@@ -199,20 +207,6 @@ class PushHandler:
         return self.directory.by_address(peer.host, event.physical)
 
     async def _take(self, meter: KnownMeter, opened: Opened, peer: Peer) -> Accepted | None:
-        repository = self.repository
-        ciphered = opened.invocation_counter is not None
-        if ciphered and repository is not None:
-            assert opened.invocation_counter is not None
-            if not await repository.accept_push_counter(meter.meter_id, opened.invocation_counter):
-                await self.reject(
-                    REPLAY,
-                    peer,
-                    f"invocation counter {opened.invocation_counter} not above the "
-                    "last accepted one",
-                    meter,
-                    opened.system_title,
-                )
-                return None
         peer.known = meter
         setup = setup_of(opened.notification) or PUSH_SETUP
         inbound = meter.transport == "inbound"
@@ -257,7 +251,7 @@ class PushHandler:
 
     async def _map_and_store(
         self, meter: KnownMeter, opened: Opened, peer: Peer, objects: list[PushObject] | None
-    ) -> Accepted:
+    ) -> Accepted | None:
         repository = self.repository
         ciphered = opened.invocation_counter is not None
         content = map_notification(opened.notification, objects)
@@ -266,7 +260,20 @@ class PushHandler:
         new_events: list[EventRow] = []
         new_readings = 0
         if repository is not None:
-            new_readings, new_events = await self._store(meter, content, ts, now)
+            try:
+                new_readings, new_events = await self._store(
+                    meter, content, ts, now, opened.invocation_counter
+                )
+            except _Replay:
+                await self.reject(
+                    REPLAY,
+                    peer,
+                    f"invocation counter {opened.invocation_counter} not above the "
+                    "last accepted one",
+                    meter,
+                    opened.system_title,
+                )
+                return None
             if ciphered and meter.transport in ("wrapper", "hdlc") and meter.host != peer.host:
                 await self._moved(meter, peer.host)
         self.accepted += 1
@@ -275,8 +282,15 @@ class PushHandler:
         )
 
     async def _store(
-        self, meter: KnownMeter, content: PushContent, ts: dt.datetime, now: dt.datetime
+        self,
+        meter: KnownMeter,
+        content: PushContent,
+        ts: dt.datetime,
+        now: dt.datetime,
+        counter: int | None,
     ) -> tuple[int, list[EventRow]]:
+        """One transaction (shared with other pushes: batching.py): the push's counter (a
+        replay writes nothing), its readings, events, alarms, relay state and messages."""
         repository = self.repository
         assert repository is not None
         notifier = self.notifier
@@ -286,7 +300,10 @@ class PushHandler:
             EventRow(meter_id, log_, ts, code, event_codes.event_name(code, log_), "push")
             for log_, code in content.events
         ]
-        async with repository.db.transaction():
+
+        async def work() -> tuple[int, list[EventRow]] | None:
+            if counter is not None and not await repository.accept_push_counter(meter_id, counter):
+                return None  # a replay: nothing written
             stored = await repository.store_readings(rows) if rows else 0
             if stored and notifier is not None:
                 values = {obis: (_publishable(value), None) for obis, value in content.readings}
@@ -296,7 +313,14 @@ class PushHandler:
                 if notifier is not None:
                     notifier.event(meter_id, event.ts, event.log, event.code, event.name, "push")
                 await self._act_on(event, now)
-        return stored, new
+            return stored, new
+
+        writer = self.writer
+        assert writer is not None  # there is one whenever there is a repository
+        done = await writer.write(work)
+        if done is None:
+            raise _Replay
+        return done
 
     async def _act_on(self, event: EventRow, now: dt.datetime) -> None:
         """Inside the push's transaction: alarms and relay state an event calls for."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import cast
@@ -70,6 +71,7 @@ class Listener:
         max_apdu: int = DEFAULT_MAX_APDU,
         udp_queue: int = 10000,
         max_udp_senders: int = 10000,
+        udp_concurrency: int = 256,
         on_identified: OnIdentified | None = None,
         on_accepted: OnAccepted | None = None,
     ) -> None:
@@ -88,6 +90,7 @@ class Listener:
         self._udp_queue: asyncio.Queue[tuple[bytes, str, int]] = asyncio.Queue(udp_queue)
         self._udp_peers: OrderedDict[tuple[str, int], Peer] = OrderedDict()
         self._max_udp_senders = max_udp_senders
+        self.udp_concurrency = udp_concurrency
         self._tg: asyncio.TaskGroup | None = None
         self._pending: list[_Accepted] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -121,6 +124,7 @@ class Listener:
                         lambda: _Datagrams(self), local_addr=(self.host, self.udp_port)
                     )
                     udp = cast(asyncio.DatagramTransport, transport)
+                    _widen_receive_buffer(udp)
                     self.udp_port = udp.get_extra_info("sockname")[1]
                     self._track(tg.create_task(self._udp_worker(), name="listener-udp"))
                 for stream in self._pending:
@@ -222,9 +226,35 @@ class Listener:
         return peer
 
     async def _udp_worker(self) -> None:
+        """Datagrams are taken in arrival order, each handled in a task of its own (at most
+        `udp_concurrency` at once) so that their storage shares batches (batching.py). A
+        task runs up to its first await at once, in order, and the block joining and
+        deciphering come before any await: a sender's blocks are still joined in order."""
+        slots = asyncio.Semaphore(self.udp_concurrency)
         while True:
             data, host, port = await self._udp_queue.get()
-            try:
-                await self._events([datagram_apdu(data, self.max_apdu)], self._udp_peer(host, port))
-            except Exception:
-                log.exception("listener datagram from %s failed", host)
+            await slots.acquire()
+            peer = self._udp_peer(host, port)
+            self._track(asyncio.create_task(self._datagram_task(data, peer, slots)))
+
+    async def _datagram_task(self, data: bytes, peer: Peer, slots: asyncio.Semaphore) -> None:
+        try:
+            await self._events([datagram_apdu(data, self.max_apdu)], peer)
+        except Exception:
+            log.exception("listener datagram from %s failed", peer.host)
+        finally:
+            slots.release()
+
+
+UDP_RECEIVE_BUFFER = 4 << 20
+"""Meters that push at once (on the hour, after a power cut) send their datagrams together:
+the kernel keeps this many bytes of them until the worker reads them (capped by
+net.core.rmem_max)."""
+
+
+def _widen_receive_buffer(udp: asyncio.DatagramTransport) -> None:
+    sock = udp.get_extra_info("socket")
+    if sock is None:
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)

@@ -94,10 +94,14 @@ class ListenerService:
             log.error("listener: inventory not read (%s); plain pushes only until it is", exc)
         async with asyncio.TaskGroup() as tg:
             refresher = tg.create_task(self._refresh(), name="listener-directory")
+            writer = self.handler.writer
+            storing = None if writer is None else tg.create_task(writer.run(), name="push-writer")
             try:
                 await self.listener.run()
             finally:
                 refresher.cancel()
+                if storing is not None:
+                    storing.cancel()
 
     async def _refresh(self) -> None:
         while True:
