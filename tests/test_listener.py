@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 from db_support import DIALECTS
 from e2e_support import KeepingOutbox, eventually, fleet_database
 from push_support import (
+    T0,
     cipher,
     data_push,
     event_push,
@@ -45,6 +47,7 @@ class Rig:
     listener: Listener
     handler: PushHandler
     meters: list[Any]  # simulator MeterConfigs: meter_id, system_title, keys
+    access: MeterAccess
 
     @property
     def tcp(self) -> int:
@@ -81,7 +84,7 @@ async def rig(request: pytest.FixtureRequest, tmp_path: Path, sim_fleet: Any) ->
             task = asyncio.create_task(listener.run())
             await asyncio.wait_for(listener.ready(), 5)
             try:
-                yield Rig(repository, outbox, listener, handler, fleet.configs)
+                yield Rig(repository, outbox, listener, handler, fleet.configs, access)
             finally:
                 listener.stop()
                 await asyncio.wait_for(task, 5)
@@ -205,3 +208,24 @@ async def test_garbage_and_oversized_frames_never_stop_the_listener(rig: Rig) ->
     await send_tcp(rig.tcp, wrapped(data_push(meter_id, {ENERGY: 5})))
     await eventually(lambda: rig.on("readings", meter_id), what="a good push after the bad ones")
     await eventually(lambda: rig.listener.connections == 0, what="every connection closed")
+
+
+async def test_a_meter_calling_from_a_new_address_is_polled_there_next(rig: Rig) -> None:
+    meter_id = rig.meters[0].meter_id
+    assert await rig.repository.update_meter_host(meter_id, "192.0.2.50")
+    rig.handler.directory.update(await rig.access.refresh())
+    # A plain push proves nothing: the address stays.
+    await send_tcp(rig.tcp, wrapped(data_push(meter_id, {ENERGY: 1})))
+    await eventually(lambda: rig.on("readings", meter_id), what="the plain push")
+    assert (await rig.repository.get_meter(meter_id)).host == "192.0.2.50"
+    # A verified one moves the meter (and its line) to where it called from.
+    push = rig.ciphered(0, data_push(meter_id, {ENERGY: 2}, at=T0 + timedelta(minutes=1)), ic=4)
+    await send_tcp(rig.tcp, wrapped(push))
+
+    async def moved() -> bool:
+        row = await rig.repository.get_meter(meter_id)
+        return row is not None and row.host == "127.0.0.1"
+
+    await eventually(moved, what="the new address")
+    row = await rig.repository.get_meter(meter_id)
+    assert row is not None and row.line.startswith("tcp:127.0.0.1:")
