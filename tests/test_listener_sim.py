@@ -40,6 +40,7 @@ class Head:
     outbox: KeepingOutbox
     service: ListenerService
     key: MasterKey
+    relay: RelayController | None = None
 
     def on(self, leaf: str, meter_id: str) -> list[Any]:
         return self.outbox.on(f"headend/meters/{meter_id}/{leaf}")
@@ -74,7 +75,7 @@ async def head_end(
         task = asyncio.create_task(service.run())
         await asyncio.wait_for(service.listener.ready(), 5)
         try:
-            yield Head(repository, access, outbox, service, key)
+            yield Head(repository, access, outbox, service, key, relay)
         finally:
             service.stop()
             await asyncio.wait_for(task, 10)
@@ -167,6 +168,21 @@ async def test_an_inbound_only_meter_gets_its_pending_disconnect_over_its_own_ca
             assert head.service.inbound.sessions >= 1
             # Its interval pushes were mapped with the object list read over that connection.
             await eventually(lambda: _pushed_energy(head, meter_id), within=10, what="readings")
+            # The meter keeps its call open: a command made now wakes the call (the controller's
+            # scan asks for it) and is run over it.
+            assert head.relay is not None
+            scan = asyncio.create_task(head.relay.run())
+            try:
+                again, _ = await head.repository.create_command(meter_id, "reconnect")
+                await eventually(
+                    lambda: _confirmed(head, again.command_id),
+                    within=20,
+                    what="the reconnect over the open call",
+                )
+                assert fleet.relay(0)["state"] != "disconnected"
+            finally:
+                head.relay.stop()
+                await asyncio.wait_for(scan, 10)
 
 
 async def _confirmed(head: Head, command_id: str) -> Any:

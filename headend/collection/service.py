@@ -142,6 +142,7 @@ class CollectionService:
             if record.transport == "inbound" and not self.access.inbound.connected(job.meter_id):
                 self.waiting_inbound.add(job.meter_id)
                 self.scheduler.finished(job, self._clock(), True)
+                self.access.inbound.request(job.meter_id)  # its call, if open, wakes for it
                 return
             async with asyncio.timeout(self.session_budget_s):
                 async with self.access.session(record, POLL) as session:

@@ -61,6 +61,17 @@ class InboundWork:
     def __repr__(self) -> str:
         return f"InboundWork(sessions={self.sessions}, {self.links!r})"
 
+    def open_call(self, peer: Peer, framing: StreamFraming) -> asyncio.Event | None:
+        """An inbound meter's call stays open: the event that asks for it to be lent again."""
+        meter = peer.known
+        if meter is None or meter.transport != "inbound" or framing.layer != WRAPPER:
+            return None
+        return self.links.open_call(meter.meter_id)
+
+    def close_call(self, peer: Peer, wake: asyncio.Event) -> None:
+        if peer.known is not None:
+            self.links.close_call(peer.known.meter_id, wake)
+
     async def __call__(
         self, peer: Peer, stream: ByteStream, framing: StreamFraming
     ) -> list[InboundApdu]:

@@ -169,20 +169,28 @@ class Listener:
         peer = Peer(str(peername[0]) if peername else "?", "tcp")
         framing = StreamFraming(self.max_apdu)
         worked = False
+        wake: asyncio.Event | None = None
         try:
             while True:
+                if wake is not None and wake.is_set():
+                    wake.clear()  # work came due while the meter's call is open: lend it again
+                    await self._lend(peer, stream, framing)
+                    continue
                 try:
-                    async with asyncio.timeout(self.idle_s):
-                        data = await stream.read()
+                    data = await self._read(stream, wake)
                 except (LinkClosed, TimeoutError):
                     break
+                if data is None:
+                    continue
                 fatal = await self._events(framing.feed(data), peer)
                 if fatal:
                     return
                 if peer.known is not None and not worked and self.on_identified is not None:
                     worked = True
-                    pushed = await self.on_identified(peer, stream, framing)
-                    await self._events(pushed, peer)
+                    await self._lend(peer, stream, framing)
+                    opener = getattr(self.on_identified, "open_call", None)
+                    if opener is not None:
+                        wake = opener(peer, framing)
                 if peer.waiting:  # no lent connection read their lists: map them as they are
                     await self.handler.complete(peer)
             await self._events(framing.close(), peer)
@@ -192,8 +200,41 @@ class Listener:
             log.exception("listener connection from %s failed", peer.host)
         finally:
             self.connections -= 1
+            if wake is not None:
+                closer = getattr(self.on_identified, "close_call", None)
+                if closer is not None:
+                    closer(peer, wake)
             with contextlib.suppress(Exception):
                 await stream.close(grace=1.0)
+
+    async def _lend(self, peer: Peer, stream: ByteStream, framing: StreamFraming) -> None:
+        assert self.on_identified is not None
+        pushed = await self.on_identified(peer, stream, framing)
+        await self._events(pushed, peer)
+
+    async def _read(self, stream: ByteStream, wake: asyncio.Event | None) -> bytes | None:
+        """The next bytes (TimeoutError after `idle_s` of silence), or None when `wake` was
+        set first (the read is given up; nothing it had buffered is lost)."""
+        if wake is None:
+            async with asyncio.timeout(self.idle_s):
+                return await stream.read()
+        read = asyncio.ensure_future(stream.read())
+        woken = asyncio.ensure_future(wake.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {read, woken}, timeout=self.idle_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            woken.cancel()
+            if not read.done():
+                read.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await read
+        if read.done() and not read.cancelled():
+            return read.result()
+        if not done:
+            raise TimeoutError
+        return None
 
     async def _events(self, events: Sequence[InboundApdu | FramingError], peer: Peer) -> bool:
         """Handle what one read brought; True when the stream cannot go on."""

@@ -7,6 +7,7 @@ connected is MeterNotConnected (an OSError, as any unreachable meter's error is)
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from drivers.connect import MeterConnection
@@ -24,6 +25,7 @@ class MeterNotConnected(ConnectionError):
 class InboundLinks:
     def __init__(self) -> None:
         self._links: dict[str, MakeTransport] = {}
+        self._calls: dict[str, asyncio.Event] = {}
 
     def __repr__(self) -> str:
         return f"InboundLinks(connected={len(self._links)})"
@@ -34,6 +36,23 @@ class InboundLinks:
     def unregister(self, meter_id: str, make: MakeTransport) -> None:
         if self._links.get(meter_id) is make:
             del self._links[meter_id]
+
+    def open_call(self, meter_id: str) -> asyncio.Event:
+        """The meter's connection is open (and read by the listener): its wake-up."""
+        wake = self._calls[meter_id] = asyncio.Event()
+        return wake
+
+    def close_call(self, meter_id: str, wake: asyncio.Event) -> None:
+        if self._calls.get(meter_id) is wake:
+            del self._calls[meter_id]
+
+    def request(self, meter_id: str) -> bool:
+        """Work is due for the meter: wake its open call, if it has one (True)."""
+        wake = self._calls.get(meter_id)
+        if wake is None:
+            return False
+        wake.set()
+        return True
 
     def connected(self, meter_id: str) -> bool:
         return meter_id in self._links

@@ -268,6 +268,11 @@ class RelayController:
             return
         if not await self._still_wanted(command):
             return
+        if record.transport == "inbound" and not self.access.inbound.connected(record.meter_id):
+            # Reachable only over its own call: the listener runs the command (work_now) as
+            # soon as the meter calls, or now if its call is open.
+            self.access.inbound.request(record.meter_id)
+            return
         if not await self._sent(command, attempt):
             return
         try:
