@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from simulators.config import PushSpec
 from simulators.event_logs import MeterEvent
 from simulators.meter_runtime import MeterRuntime
-from simulators.objects.push_setup import EVENT_SETUP, INTERVAL_SETUP, PushSetupDef
+from simulators.objects.push_setup import PUSH_SETUP_DEF, PushSetupDef
 from simulators.push_messages import hdlc_push, push_apdu, wrapper_push
 from simulators.servers import DEFAULT_IDLE_TIMEOUT_S, HdlcMeterProtocol, WrapperMeterProtocol
 
@@ -113,12 +113,12 @@ class PushAgent:
         while True:
             await asyncio.sleep(self.spec.interval_s)
             if not self.runtime.offline():
-                await self.push(INTERVAL_SETUP)
+                await self.push(PUSH_SETUP_DEF)
 
     async def _event_pushes(self) -> None:
         while True:
             event = await self._events.get()
-            await self.push(EVENT_SETUP, event)
+            await self.push(PUSH_SETUP_DEF, event)
 
     async def _keep_connected(self) -> None:
         while True:

@@ -21,11 +21,17 @@ from drivers.transports.stream import ByteStream
 from drivers.wrapper import WrapperReader
 from simulators.cli import build_parser, spec_from_args
 from simulators.config import PushSpec, derive_credentials
-from simulators.event_logs import POWER_FAILURE_LOG, STANDARD_LOG, FraudCode, StandardCode
+from simulators.event_logs import (
+    DISCONNECTOR_LOG,
+    POWER_FAILURE_LOG,
+    STANDARD_LOG,
+    FraudCode,
+    StandardCode,
+)
 from simulators.fleet import run_fleet
 from simulators.fleet_spec import FleetFileError
 from simulators.objects import services
-from simulators.objects.push_setup import EVENT_PUSH, INTERVAL_PUSH
+from simulators.objects.push_setup import PUSH_SETUP
 from simulators.push_messages import PUSH_CLIENT_SAP
 from simulators.relay import EventCode
 
@@ -44,18 +50,19 @@ def _body(received: Received) -> tuple[Data, ...]:
     return values
 
 
-async def _next_from(receiver: PushReceiver, setup: bytes) -> Received:
-    """The next push sent by the Push setup named `setup` (interval pushes go on meanwhile)."""
+def _event_codes(received: Received) -> list[Any]:
+    """(standard, fraud, disconnector) event code slots of a push."""
+    return [value.value for value in _body(received)[7:10]]
+
+
+async def _next_push(receiver: PushReceiver, *, event: bool) -> Received:
+    """The next event push (or interval push: no event code); the others go on meanwhile."""
     for _ in range(50):
         received = await receiver.next()
-        if _body(received)[0].value == setup:
+        assert _body(received)[0].value == PUSH_SETUP.to_bytes()  # it names its Push setup
+        if any(code is not None for code in _event_codes(received)) == event:
             return received
-    raise AssertionError(f"no push from {setup.hex()}")
-
-
-def _event_codes(received: Received) -> list[Any]:
-    """(standard, fraud, disconnector) event code slots of an event push."""
-    return [value.value for value in _body(received)[3:6]]
+    raise AssertionError(f"no {'event' if event else 'interval'} push")
 
 
 @pytest.mark.parametrize(("transport", "security"), CASES)
@@ -67,7 +74,7 @@ async def test_pushes_decode_in_every_transport_and_security(transport: str, sec
         )
         async with run_fleet(1, security=security, push=push) as fleet:
             config = fleet.config(0)
-            interval = await _next_from(receiver, INTERVAL_PUSH.to_bytes())
+            interval = await _next_push(receiver, event=False)
             values = _body(interval)
             assert values[1].value == config.meter_id.encode()
             assert values[4].type is DataType.DOUBLE_LONG_UNSIGNED  # export energy, Wh
@@ -81,9 +88,9 @@ async def test_pushes_decode_in_every_transport_and_security(transport: str, sec
                 assert interval.wports == (config.server_logical, PUSH_CLIENT_SAP)
 
             fleet.meter(0).remote_disconnect()
-            relay = await _next_from(receiver, EVENT_PUSH.to_bytes())
+            relay = await _next_push(receiver, event=True)
             assert _event_codes(relay) == [None, None, EventCode.REMOTE_DISCONNECTION]
-            later = await _next_from(receiver, INTERVAL_PUSH.to_bytes())
+            later = await _next_push(receiver, event=False)
             assert _body(later)[5].value is False  # the relay is open now
             if security == "hls-gmac":
                 assert relay.invocation_counter is not None
@@ -98,10 +105,10 @@ async def test_power_failure_and_cover_push_and_log() -> None:
         async with run_fleet(1, security="hls-gmac", push=push) as fleet:
             meter = fleet.meter(0)
             fleet.power_fail(0)
-            gasp = await _next_from(receiver, EVENT_PUSH.to_bytes())
+            gasp = await _next_push(receiver, event=True)
             assert _event_codes(gasp) == [StandardCode.POWER_DOWN, None, None]
             fleet.open_cover(0)
-            cover = await _next_from(receiver, EVENT_PUSH.to_bytes())
+            cover = await _next_push(receiver, event=True)
             assert _event_codes(cover) == [None, FraudCode.METER_COVER_REMOVED, None]
             # The logs hold them, readable as Profile generic buffers.
             failures = services.get_value(meter, POWER_FAILURE_LOG).value
@@ -203,9 +210,9 @@ async def test_inbound_only_meter_is_served_over_its_own_connection(
                     timeout=5.0,
                 )
             async with DlmsSession(client, connection.settings(), timeout=5) as session:
-                objects = await session.get(40, INTERVAL_PUSH, 2)
-                assert len(objects.value) == 7
-                destination = await session.get(40, EVENT_PUSH, 3)
+                objects = await session.get(40, PUSH_SETUP, 2)
+                assert len(objects.value) == 10
+                destination = await session.get(40, PUSH_SETUP, 3)
                 assert destination.value[1].value == f"127.0.0.1:{receiver.port}".encode()
                 if security == "hls-gmac":
                     status = await session.disconnect()
@@ -243,3 +250,38 @@ def test_push_flags_make_a_push_spec() -> None:
 def test_bad_push_flags_are_refused(argv: list[str]) -> None:
     with pytest.raises(FleetFileError):
         spec_from_args(build_parser().parse_args(argv))
+
+
+# -- the contract with the head-end's listener ------------------------------------------------
+def test_the_listeners_mapping_reads_simulator_pushes_through_the_push_object_list() -> None:
+    from cosem_objects.apdu.notifications import DataNotification
+    from headend.listener.mapping import map_notification, parse_object_list
+    from simulators.config import MeterConfig
+    from simulators.event_logs import MeterEvent
+    from simulators.meter import SimMeter
+    from simulators.objects.push_setup import PUSH_SETUP_DEF
+    from simulators.push_messages import push_apdu
+
+    meter = SimMeter(MeterConfig.create(0))
+    object_list = services.get_attribute(meter, 40, PUSH_SETUP, 2)
+    assert isinstance(object_list, Data)
+    objects = parse_object_list(object_list)
+
+    interval = map_notification(
+        DataNotification.from_bytes(push_apdu(meter, PUSH_SETUP_DEF, 1)), objects
+    )
+    assert interval.problems == [] and interval.events == []
+    assert interval.name == meter.meter_id
+    assert {obis for obis, _value in interval.readings} == {
+        "1.0.1.8.0.255",
+        "1.0.2.8.0.255",
+        "0.0.96.3.10.255",
+    }
+
+    event = meter.remote_disconnect()
+    logged = MeterEvent(DISCONNECTOR_LOG, EventCode.REMOTE_DISCONNECTION, event.time)
+    pushed = map_notification(
+        DataNotification.from_bytes(push_apdu(meter, PUSH_SETUP_DEF, 2, logged)), objects
+    )
+    assert pushed.events == [(str(DISCONNECTOR_LOG), EventCode.REMOTE_DISCONNECTION)]
+    assert pushed.ts is not None and abs(pushed.ts.timestamp() - event.time) < 1
