@@ -200,7 +200,7 @@ class PushHandler:
                 )
                 return None
         peer.known = meter
-        objects = await self.objects.get(meter.meter_id)
+        objects = await self.objects.get(meter.meter_id, wait=peer.transport == "tcp")
         content = map_notification(opened.notification, objects)
         now = self._clock()
         ts = content.ts or now

@@ -31,6 +31,7 @@ __all__ = [
 
 PUSH_SETUP_CLASS: Final = 40
 CLOCK: Final = "0.0.1.0.0.255"
+PUSH_SETUP: Final = "0.0.25.9.0.255"
 NAME_OBJECTS: Final = frozenset({"0.0.42.0.0.255", "0.0.96.1.0.255"})
 MAX_VALUES: Final = 512
 """At most this many values are taken from one push (a hostile body cannot flood storage)."""
@@ -121,6 +122,8 @@ def _take(content: PushContent, obis: str, value: Data, deviation_sign: int) -> 
         if not content.problems or content.problems[-1] != "too many values":
             content.problems.append("too many values")
         return
+    if obis == PUSH_SETUP:
+        return  # an object list layout read without its list: its first element names the setup
     if obis == CLOCK:
         content.ts = _time(value, deviation_sign) or content.ts
         return

@@ -40,6 +40,7 @@ class PushObjectLists:
         self._lists: dict[str, list[PushObject]] = {}
         self._failed_at: dict[str, float] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._background: set[asyncio.Task[list[PushObject] | None]] = set()
 
     def __repr__(self) -> str:
         return f"PushObjectLists(known={len(self._lists)})"
@@ -57,12 +58,27 @@ class PushObjectLists:
     def known(self, meter_id: str) -> list[PushObject] | None:
         return self._lists.get(meter_id)
 
-    async def get(self, meter_id: str) -> list[PushObject] | None:
+    async def get(self, meter_id: str, *, wait: bool = True) -> list[PushObject] | None:
+        """The meter's list; read from the meter first if need be. `wait=False` (a shared
+        UDP worker must not stall on one meter): start the read and answer None now."""
         cached = self._lists.get(meter_id)
         if cached is not None or self._fetch is None:
             return cached
         failed = self._failed_at.get(meter_id)
         if failed is not None and self._clock() - failed < self.retry_s:
+            return None
+        if not wait:
+            lock = self._locks.get(meter_id)
+            if lock is None or not lock.locked():
+                task = asyncio.create_task(self._read(meter_id))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+            return None
+        return await self._read(meter_id)
+
+    async def _read(self, meter_id: str) -> list[PushObject] | None:
+        fetch = self._fetch
+        if fetch is None:
             return None
         lock = self._locks.setdefault(meter_id, asyncio.Lock())
         async with lock:
@@ -71,7 +87,7 @@ class PushObjectLists:
                 return cached
             try:
                 async with asyncio.timeout(self.timeout_s):
-                    objects = await self._fetch(meter_id)
+                    objects = await fetch(meter_id)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import cast
 
 from drivers.errors import LinkClosed
@@ -35,7 +35,7 @@ __all__ = ["Listener"]
 
 log = logging.getLogger(__name__)
 
-OnIdentified = Callable[[Peer, ByteStream, StreamFraming], Awaitable[None]]
+OnIdentified = Callable[[Peer, ByteStream, StreamFraming], Awaitable[list[InboundApdu]]]
 OnAccepted = Callable[[Accepted], None]
 
 
@@ -177,7 +177,8 @@ class Listener:
                     return
                 if peer.known is not None and not worked and self.on_identified is not None:
                     worked = True
-                    await self.on_identified(peer, stream, framing)
+                    pushed = await self.on_identified(peer, stream, framing)
+                    await self._events(pushed, peer)
             await self._events(framing.close(), peer)
         except asyncio.CancelledError:
             raise
@@ -188,7 +189,7 @@ class Listener:
             with contextlib.suppress(Exception):
                 await stream.close(grace=1.0)
 
-    async def _events(self, events: list[InboundApdu | FramingError], peer: Peer) -> bool:
+    async def _events(self, events: Sequence[InboundApdu | FramingError], peer: Peer) -> bool:
         """Handle what one read brought; True when the stream cannot go on."""
         fatal = False
         for event in events:

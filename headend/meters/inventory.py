@@ -248,7 +248,11 @@ def _check_row(line_no: int, cells: Mapping[str, str], errors: list[str]) -> Inv
         return None
     assert meter_id and transport and security and client_sap is not None
     assert server_logical is not None
-    line = check.text("line") or default_line(transport, host, port, serial_port)
+    line = check.text("line") or (
+        f"inbound:{meter_id}"  # its own connection: one session at a time on it
+        if transport == "inbound"
+        else default_line(transport, host, port, serial_port)
+    )
     return InventoryRow(
         meter_id=meter_id,
         host=host,
