@@ -16,9 +16,9 @@ from cosem_objects.data import Data, DataType
 from cosem_objects.security import SecurityKeys
 from drivers.connect import MeterConnection
 from drivers.session import DlmsSession
-from drivers.transports import HdlcTcpTransport, TcpWrapperTransport
+from drivers.transports import HdlcTcpTransport
+from drivers.transports.accepted import AcceptedWrapperTransport
 from drivers.transports.stream import ByteStream
-from drivers.wrapper import WrapperReader
 from simulators.cli import build_parser, spec_from_args
 from simulators.config import PushSpec, derive_credentials
 from simulators.event_logs import (
@@ -160,18 +160,6 @@ async def test_an_unreachable_push_address_is_retried_then_counted_as_failed() -
 
 
 # -- inbound only: the meter calls in and is served over its own connection --------------------
-class _AcceptedWrapper(TcpWrapperTransport):
-    """The wrapper client transport on a connection the meter opened."""
-
-    def __init__(self, stream: ByteStream, **kwargs: Any) -> None:
-        super().__init__("inbound", 0, **kwargs)
-        self._accepted = stream
-
-    async def open(self) -> None:
-        self._reader = WrapperReader(self.max_apdu_length)
-        self._stream = self._accepted
-
-
 class _AcceptedHdlc(HdlcTcpTransport):
     def __init__(self, stream: ByteStream, **kwargs: Any) -> None:
         super().__init__("inbound", 0, **kwargs)
@@ -199,15 +187,15 @@ async def test_inbound_only_meter_is_served_over_its_own_connection(
                 "server_logical": connection.server_logical,
                 "timeout": 5.0,
             }
-            client: TcpWrapperTransport | HdlcTcpTransport
+            assert connection.transport == "inbound"  # so its inventory row says
+            client: AcceptedWrapperTransport | HdlcTcpTransport
             if transport == "hdlc":
                 client = _AcceptedHdlc(stream, server_physical=connection.server_physical, **kwargs)
             else:
-                client = _AcceptedWrapper(
+                client = AcceptedWrapperTransport(
                     stream,
                     client_wport=connection.client_sap,
                     server_wport=connection.server_logical,
-                    timeout=5.0,
                 )
             async with DlmsSession(client, connection.settings(), timeout=5) as session:
                 objects = await session.get(40, PUSH_SETUP, 2)
@@ -285,3 +273,20 @@ def test_the_listeners_mapping_reads_simulator_pushes_through_the_push_object_li
     )
     assert pushed.events == [(str(DISCONNECTOR_LOG), EventCode.REMOTE_DISCONNECTION)]
     assert pushed.ts is not None and abs(pushed.ts.timestamp() - event.time) < 1
+
+
+async def test_dlms_sim_pushes_from_the_command_line_over_udp() -> None:
+    from test_sim_cli import dlms_sim
+
+    async with PushReceiver(keys=_keys(seed=3)) as receiver:
+        async with dlms_sim(
+            "--meters", "1", "--port", "0", "--seed", "3", "--security", "hls-gmac",
+            "--push-to", f"127.0.0.1:{receiver.port}", "--push-interval", "0.2",
+            "--push-transport", "udp",
+        ) as sim:  # fmt: skip
+            await sim.wait_for_ready()
+            assert f"push: 127.0.0.1:{receiver.port} (udp)" in sim.lines
+            received = await receiver.next(timeout=10)
+            assert received.transport == "udp" and received.ciphered
+            assert _body(received)[1].value == b"SIM0030000000"
+            assert await sim.stop() == 0
