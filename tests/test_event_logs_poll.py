@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from db_support import DIALECTS
-from e2e_support import KeepingOutbox, fleet_database
+from e2e_support import KeepingOutbox, eventually, fleet_database
 
 from cosem_objects import event_codes
 from drivers.connect import MeterConnection, open_session
@@ -19,7 +19,7 @@ from headend.mqtt.notifier import Notifier
 from headend.mqtt.topics import Topics
 from headend.storage import Repository
 from simulators.control import ControlClient, ControlServer
-from simulators.event_logs import FraudCode, StandardCode
+from simulators.event_logs import STANDARD_LOG, FraudCode, StandardCode
 from simulators.relay import EventCode
 
 TOPICS = Topics()
@@ -121,3 +121,27 @@ async def test_a_power_failure_from_the_control_port_lands_in_the_power_failure_
         assert [list(row.values.values()) for row in failures.rows] == [[StandardCode.POWER_DOWN]]
         assert [list(row.values.values()) for row in standard.rows] == [[StandardCode.POWER_DOWN]]
         assert failures.rows[0].timestamp is not None
+
+
+async def test_a_power_failure_that_is_over_leaves_no_alarm_standing(
+    sim_fleet: Any, tmp_path: Any
+) -> None:
+    async with sim_fleet(1) as fleet, fleet_database("sqlite", tmp_path, fleet) as (db, _key):
+        meter_id = fleet.config(0).meter_id
+        fleet.power_fail(0, duration_s=0.05)
+        meter = fleet.meter(0)
+        await eventually(lambda: len(meter.event_log(STANDARD_LOG)) == 2, what="power up")
+        repository = Repository(db)
+        outbox = KeepingOutbox()
+        poller = Poller(repository, Notifier(outbox, TOPICS), SETTINGS)
+        polled = await _poll(fleet, poller, meter_id)
+        assert polled[STANDARD] == (2, 2) and polled[POWER_FAILURE] == (1, 1)
+        # All three events are published, in the order they happened ...
+        codes = [(p["log"], p["code"]) for p in outbox.on(TOPICS.events(meter_id))]
+        assert codes[-1] == (STANDARD, StandardCode.POWER_UP)
+        assert sorted(codes[:2]) == sorted(
+            [(STANDARD, StandardCode.POWER_DOWN), (POWER_FAILURE, StandardCode.POWER_DOWN)]
+        )
+        # ... but the supply is back: no alarm stands, none was published.
+        assert await repository.list_alarms(meter_id=meter_id) == []
+        assert outbox.on(TOPICS.alarms) == []

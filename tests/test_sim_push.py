@@ -7,9 +7,11 @@ meter that listens nowhere, calls the head-end and is served over its own connec
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
+from e2e_support import eventually
 from push_receiver import PushReceiver, Received
 
 from cosem_objects.data import Data, DataType
@@ -123,19 +125,10 @@ async def test_power_comes_back_after_the_duration() -> None:
     async with run_fleet(1) as fleet:
         fleet.power_fail(0, duration_s=0.05)
         meter = fleet.meter(0)
-        for _ in range(100):
-            if len(meter.event_log(STANDARD_LOG)) == 2:
-                break
-            await _sleep(0.02)
+        await eventually(lambda: len(meter.event_log(STANDARD_LOG)) == 2, what="power up")
         codes = [code for _t, code in meter.event_log(STANDARD_LOG)]
         assert codes == [StandardCode.POWER_DOWN, StandardCode.POWER_UP]
         assert len(meter.event_log(POWER_FAILURE_LOG)) == 1
-
-
-async def _sleep(seconds: float) -> None:
-    import asyncio
-
-    await asyncio.sleep(seconds)
 
 
 async def test_an_unreachable_push_address_is_retried_then_counted_as_failed() -> None:
@@ -145,10 +138,7 @@ async def test_an_unreachable_push_address_is_retried_then_counted_as_failed() -
     push = PushSpec("127.0.0.1", port, interval_s=0, retries=1, repetition_delay_s=0.01)
     async with run_fleet(1, push=push) as fleet:
         fleet.open_cover(0)
-        for _ in range(200):
-            if fleet.pushes(0)["failed"]:
-                break
-            await _sleep(0.01)
+        await eventually(lambda: fleet.pushes(0)["failed"], what="the push to fail")
         assert fleet.pushes(0) == {"sent": 0, "failed": 1, "connections": 0}
         # The meter still serves its listening port meanwhile.
         async with DlmsSession(
@@ -180,7 +170,7 @@ async def test_inbound_only_meter_is_served_over_its_own_connection(
         meter_transport = "hdlc" if transport == "hdlc" else "wrapper"
         async with run_fleet(1, transport=meter_transport, security=security, push=push) as fleet:
             assert fleet.ports == [0]  # it listens nowhere
-            stream = await _wait(receiver.streams.get())
+            stream = await asyncio.wait_for(receiver.streams.get(), 5)
             connection = MeterConnection(**fleet.connection_kwargs(0))
             kwargs = {
                 "client_sap": connection.client_sap,
@@ -208,12 +198,6 @@ async def test_inbound_only_meter_is_served_over_its_own_connection(
                     # Its event push crossed our requests on the same connection.
                     assert fleet.meter(0).disconnector_log[-1][1] == EventCode.REMOTE_DISCONNECTION
             assert fleet.pushes(0)["connections"] == 1
-
-
-async def _wait(awaitable: Any, timeout: float = 5.0) -> Any:  # noqa: ASYNC109 - test helper
-    import asyncio
-
-    return await asyncio.wait_for(awaitable, timeout)
 
 
 # -- the command line ----------------------------------------------------------------------------

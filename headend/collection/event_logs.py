@@ -8,12 +8,13 @@ second again; those the database already holds are not stored or published twice
 (storage/events.py keys an event on meter, log, time and code). New entries are stored,
 published on `headend/meters/{id}/events` with `"source": "poll"` and the IDIS name of their
 code, and act as pushed ones do (meters/event_effects.py: a power failure raises
-`meter_power_failure`), all in one transaction per log."""
+`meter_power_failure`), all in one transaction per poll."""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections import Counter
 from dataclasses import dataclass
 
 from cosem_objects import event_codes
@@ -56,24 +57,27 @@ class EventLogCatchUp:
         problems: list[str],
     ) -> list[EventLogResult]:
         """Every event log the meter has (all of them when its object list is unknown: a
-        log it lacks is then one noted problem). Transport errors propagate."""
-        results = []
+        log it lacks is then one noted problem), read first, then stored in one transaction.
+        Transport errors propagate."""
+        reads: list[tuple[str, int, list[EventRow]]] = []
         for code in EVENT_LOGS:
             if caps is not None and not caps.has(code):
                 continue
-            result = await self._one(session, meter_id, code, now, problems)
-            if result is not None:
-                results.append(result)
-        return results
+            read = await self._read(session, meter_id, code, now, problems)
+            if read is not None:
+                reads.append((code, *read))
+        new = await self._store(meter_id, [row for _log, _count, rows in reads for row in rows])
+        counts = Counter(event.log for event in new)
+        return [EventLogResult(code, count, counts[code]) for code, count, _rows in reads]
 
-    async def _one(
+    async def _read(
         self,
         session: DlmsSession,
         meter_id: str,
         log_obis: str,
         now: dt.datetime,
         problems: list[str],
-    ) -> EventLogResult | None:
+    ) -> tuple[int, list[EventRow]] | None:
         last = await self.repository.last_event_ts(meter_id, log_obis)
         start = last if last is not None else now - dt.timedelta(seconds=self.backfill_s)
         try:
@@ -83,23 +87,41 @@ class EventLogCatchUp:
                 raise
             problems.append(f"{log_obis}: {exc}")
             return None
-        rows = _events(meter_id, log_obis, data, last)
-        new = await self._store(rows)
-        return EventLogResult(log_obis, len(data.rows), len(new))
+        return len(data.rows), _events(meter_id, log_obis, data, last)
 
-    async def _store(self, rows: list[EventRow]) -> list[EventRow]:
+    async def _store(self, meter_id: str, rows: list[EventRow]) -> list[EventRow]:
+        """Store, publish and act on the new events, in the order they happened.
+
+        A log read late holds history: a power down the meter has logged a power up after
+        (in any log, stored before or read now) is stored and published but raises nothing,
+        so catching up the power failure log after the standard log never leaves an alarm
+        standing for a supply that came back."""
         if not rows:
             return []
         repository, notifier = self.repository, self.notifier
+        power_up = await self._last_power_up(meter_id, rows)
         async with repository.db.transaction():
-            new = await repository.store_events(rows)
+            new = sorted(await repository.store_events(rows), key=lambda event: event.ts)
             for event in new:
                 if notifier is not None:
                     notifier.event(
                         event.meter_id, event.ts, event.log, event.code, event.name, SOURCE
                     )
-                await power_failure_effect(repository, notifier, event)
+                over = event.code in event_codes.POWER_FAILURE_CODES and (
+                    power_up is not None and power_up >= event.ts
+                )
+                if not over:
+                    await power_failure_effect(repository, notifier, event)
         return new
+
+    async def _last_power_up(self, meter_id: str, rows: list[EventRow]) -> dt.datetime | None:
+        downs = [row.ts for row in rows if row.code in event_codes.POWER_FAILURE_CODES]
+        if not downs:
+            return None
+        ups = [row.ts for row in rows if row.code == event_codes.POWER_UP]
+        stored = await self.repository.meter_events(meter_id, since=min(downs))
+        ups += [event.ts for event in stored if event.code == event_codes.POWER_UP]
+        return max(ups, default=None)
 
 
 def _events(
