@@ -192,12 +192,20 @@ async def test_inbound_only_meter_is_served_over_its_own_connection(
                 assert len(objects.value) == 10
                 destination = await session.get(40, PUSH_SETUP, 3)
                 assert destination.value[1].value == f"127.0.0.1:{receiver.port}".encode()
+                assert destination.value[0].value == (5 if transport == "hdlc" else 0)
+                settings = [(await session.get(40, PUSH_SETUP, n)).value for n in (4, 5, 6, 7)]
+                assert settings == [(), 0, push.retries, push.repetition_delay_s]
                 if security == "hls-gmac":
                     status = await session.disconnect()
                     assert status.output_state is False
                     # Its event push crossed our requests on the same connection.
                     assert fleet.meter(0).disconnector_log[-1][1] == EventCode.REMOTE_DISCONNECTION
             assert fleet.pushes(0)["connections"] == 1
+            # The head-end lets the call go: the meter calls again a moment later.
+            await stream.close()
+            again = await asyncio.wait_for(receiver.streams.get(), 5)
+            assert not again.closed
+            assert fleet.pushes(0)["connections"] == 2
 
 
 # -- the command line ----------------------------------------------------------------------------
