@@ -78,8 +78,10 @@ class PushAgent:
         self._conn: _PushWrapper | _PushHdlc | None = None
         self._udp: asyncio.DatagramTransport | None = None
         self._connect_lock = asyncio.Lock()
+        self._push_now = asyncio.Event()
         # From now on (not from when `run` first runs): an event logged at once is not lost.
         runtime.meter.events.sink = self._on_event
+        runtime.meter.push_trigger = self._push_now.set
 
     # -- life ------------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -89,10 +91,12 @@ class PushAgent:
                 if self.spec.interval_s > 0:
                     tasks.create_task(self._interval_pushes())
                 tasks.create_task(self._event_pushes())
+                tasks.create_task(self._asked_pushes())
                 if self.spec.inbound_only:
                     tasks.create_task(self._keep_connected())
         finally:
             meter.events.sink = None
+            meter.push_trigger = None
             self.close()
 
     def close(self) -> None:
@@ -114,6 +118,13 @@ class PushAgent:
             await asyncio.sleep(self.spec.interval_s)
             if not self.runtime.offline():
                 await self.push(PUSH_SETUP_DEF)
+
+    async def _asked_pushes(self) -> None:
+        """Pushes asked for by the Push setup's method 1 (one per ask, asks coalesce)."""
+        while True:
+            await self._push_now.wait()
+            self._push_now.clear()
+            await self.push(PUSH_SETUP_DEF)
 
     async def _event_pushes(self) -> None:
         while True:

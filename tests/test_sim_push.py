@@ -195,6 +195,10 @@ async def test_inbound_only_meter_is_served_over_its_own_connection(
                 assert destination.value[0].value == (5 if transport == "hdlc" else 0)
                 settings = [(await session.get(40, PUSH_SETUP, n)).value for n in (4, 5, 6, 7)]
                 assert settings == [(), 0, push.retries, push.repetition_delay_s]
+                # Method 1 (push): one push now.
+                before = fleet.pushes(0)["sent"]
+                await session.action(40, PUSH_SETUP, 1)
+                await eventually(lambda: fleet.pushes(0)["sent"] > before, what="the asked push")
                 if security == "hls-gmac":
                     status = await session.disconnect()
                     assert status.output_state is False
@@ -282,3 +286,11 @@ async def test_dlms_sim_pushes_from_the_command_line_over_udp() -> None:
             assert received.transport == "udp" and received.ciphered
             assert _body(received)[1].value == b"SIM0030000000"
             assert await sim.stop() == 0
+
+
+async def test_a_meter_that_pushes_nowhere_refuses_the_push_method() -> None:
+    from cosem_objects.apdu.common import ActionResult
+
+    async with run_fleet(1) as fleet:
+        result = services.invoke_method(fleet.meter(0), 40, PUSH_SETUP, 1)
+        assert result == (ActionResult.TEMPORARY_FAILURE, None)

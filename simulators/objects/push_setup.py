@@ -18,11 +18,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cosem_objects.apdu.common import ActionResult
 from cosem_objects.classes import Obises
 from cosem_objects.data import Data
 from cosem_objects.obis import Obis
 from simulators.event_logs import DISCONNECTOR_EVENT_CODE, FRAUD_EVENT_CODE, STANDARD_EVENT_CODE
-from simulators.objects.model import AccessLevel, AttributeDef, CosemObject, Meter
+from simulators.objects.model import (
+    AccessLevel,
+    AssociationContext,
+    AttributeDef,
+    CosemObject,
+    Meter,
+    MethodDef,
+)
 from simulators.objects.profiles import CLOCK_COLUMN, Column
 from simulators.objects.registers import logical_name_attribute
 
@@ -83,7 +91,8 @@ def _repetition_delay(meter: Meter) -> Data:
 
 
 def push_setup_object(setup: PushSetupDef) -> CosemObject:
-    """Readable by every association (a head-end maps pushes with it); nothing is writable."""
+    """Readable by every association (a head-end maps pushes with it); nothing is writable;
+    management may ask for a push now (method 1)."""
     public = AccessLevel.PUBLIC
     object_list = Data.array([column.to_data() for column in setup.objects])
     return CosemObject(
@@ -99,5 +108,15 @@ def push_setup_object(setup: PushSetupDef) -> CosemObject:
             6: AttributeDef(public, lambda meter, _c, _a: _retries(meter)),
             7: AttributeDef(public, lambda meter, _c, _a: _repetition_delay(meter)),
         },
-        methods={},
+        methods={1: MethodDef(AccessLevel.MANAGEMENT, _push_now)},
     )
+
+
+def _push_now(
+    meter: Meter, _ctx: AssociationContext | None, _params: Data | None
+) -> tuple[ActionResult, Data | None]:
+    """Method 1 (push): one push now, when the meter has somewhere to push to."""
+    if meter.push_trigger is None:
+        return ActionResult.TEMPORARY_FAILURE, None
+    meter.push_trigger()
+    return ActionResult.SUCCESS, None
