@@ -9,6 +9,7 @@ import typer
 
 from headend.cli import device as cli_device
 from headend.cli.common import ConfigOpt, configure_cli_logging
+from headend.cli.listen import listen
 from headend.cli.meters import meters_app
 from headend.cli.run import demo, run, status
 
@@ -34,6 +35,7 @@ app.add_typer(meters_app, name="meters")
 app.command("run")(run)
 app.command("status")(status)
 app.command("demo")(demo)
+app.command("listen")(listen)
 cli_device.register(app)
 
 

@@ -8,6 +8,7 @@ anything is written (storage/push_counters.py decides, atomically)."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from collections.abc import Callable
@@ -22,8 +23,8 @@ from headend import domain
 from headend.listener.directory import Directory, KnownMeter
 from headend.listener.framing import InboundApdu
 from headend.listener.guard import Guard
-from headend.listener.mapping import PushContent, map_notification
-from headend.listener.objects import PushObjectLists
+from headend.listener.mapping import PushContent, PushObject, map_notification, setup_of
+from headend.listener.objects import PUSH_SETUP, PushObjectLists
 from headend.listener.unwrap import (
     BAD_TAG,
     MALFORMED,
@@ -44,6 +45,7 @@ __all__ = ["Accepted", "Peer", "PushHandler"]
 log = logging.getLogger(__name__)
 
 REPLAY = "replay"
+UNKNOWN = "?"  # the meter id shown for a plain push from no meter of the inventory
 _ALARMS = {
     MALFORMED: domain.PUSH_MALFORMED,
     UNKNOWN_SENDER: domain.PUSH_UNKNOWN_SENDER,
@@ -51,6 +53,9 @@ _ALARMS = {
     REPLAY: domain.PUSH_REPLAY,
 }
 MAX_GBT = 64 * 1024
+MAX_WAITING = 16
+MAX_LATER = 1024
+"""Datagram pushes waiting at once for their meter's object list (more are mapped inline)."""
 
 
 def _now() -> dt.datetime:
@@ -66,6 +71,9 @@ class Peer:
     transport: str  # "tcp" | "udp"
     known: KnownMeter | None = None
     gbt: GbtReassembler = field(default_factory=lambda: GbtReassembler(MAX_GBT))
+    waiting: list[tuple[KnownMeter, Opened]] = field(default_factory=list)
+    """An inbound meter's pushes that wait for its push object list (read once the
+    connection is lent out: inbound.py); at most MAX_WAITING."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +99,7 @@ class PushHandler:
         guard: Guard | None = None,
         clock: Callable[[], dt.datetime] = _now,
         on_address_changed: Callable[[str], None] | None = None,
+        show_unknown: bool = False,
     ) -> None:
         self.repository = repository
         self.notifier = notifier
@@ -99,7 +108,9 @@ class PushHandler:
         self.guard = guard or Guard()
         self._clock = clock
         self.on_address_changed = on_address_changed
+        self.show_unknown = show_unknown  # `headend listen`: a plain push from anyone is shown
         self.accepted = 0
+        self._later: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
         return f"PushHandler(accepted={self.accepted}, {self.guard!r})"
@@ -160,6 +171,9 @@ class PushHandler:
             await self.reject(opened.kind, peer, opened.reason, opened.meter, opened.system_title)
             return None
         meter = opened.meter or self._identify(opened, peer, event)
+        if meter is None and self.show_unknown:
+            content = map_notification(opened.notification, None)
+            return Accepted(UNKNOWN, opened.notification, content, False, 0, [])
         if meter is None:
             await self.reject(UNKNOWN_SENDER, peer, "no meter of the inventory matches the push")
             return None
@@ -200,7 +214,52 @@ class PushHandler:
                 )
                 return None
         peer.known = meter
-        objects = await self.objects.get(meter.meter_id, wait=peer.transport == "tcp")
+        setup = setup_of(opened.notification) or PUSH_SETUP
+        inbound = meter.transport == "inbound"
+        objects = await self.objects.get(
+            meter.meter_id, setup, wait=peer.transport == "tcp" and not inbound
+        )
+        if objects is None and inbound and peer.transport == "tcp":
+            if len(peer.waiting) < MAX_WAITING:
+                peer.waiting.append((meter, opened))
+                return None
+        if (
+            objects is None
+            and peer.transport == "udp"
+            and self.objects.pending(meter.meter_id, setup)
+            and len(self._later) < MAX_LATER
+        ):
+            # The shared datagram worker must not wait for one meter: this push waits alone.
+            task = asyncio.create_task(self._when_listed(meter, opened, peer, setup))
+            self._later.add(task)
+            task.add_done_callback(self._later.discard)
+            return None
+        return await self._map_and_store(meter, opened, peer, objects)
+
+    async def _when_listed(self, meter: KnownMeter, opened: Opened, peer: Peer, setup: str) -> None:
+        try:
+            objects = await self.objects.get(meter.meter_id, setup)
+            await self._map_and_store(meter, opened, peer, objects)
+        except Exception:
+            log.exception("a push from %s could not be stored", meter.meter_id)
+
+    async def complete(self, peer: Peer) -> None:
+        """The pushes that waited for their object lists (the meter's connection is lent
+        out now, so the lists can be read over it)."""
+        waiting, peer.waiting = peer.waiting, []
+        for meter, opened in waiting:
+            setup = setup_of(opened.notification) or PUSH_SETUP
+            try:
+                objects = await self.objects.get(meter.meter_id, setup, retry=True)
+                await self._map_and_store(meter, opened, peer, objects)
+            except Exception:
+                log.exception("a waiting push from %s could not be stored", meter.meter_id)
+
+    async def _map_and_store(
+        self, meter: KnownMeter, opened: Opened, peer: Peer, objects: list[PushObject] | None
+    ) -> Accepted:
+        repository = self.repository
+        ciphered = opened.invocation_counter is not None
         content = map_notification(opened.notification, objects)
         now = self._clock()
         ts = content.ts or now

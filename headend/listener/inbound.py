@@ -4,9 +4,11 @@ When a meter whose inventory transport is `inbound` has proved who it is on a co
 (its push verified), the listener lends that connection to MeterAccess (InboundLinks) and
 runs what is due for the meter, in order: its pending relay command (whatever its backoff:
 this may be the only chance for a while), then a poll if one is due or came due while it was
-away. Sessions take the meter's line lock as any session does, so nothing else talks to it
-meanwhile. Then the connection goes back to the listener, with whatever the meter pushed in
-the middle of the session, and the listener reads on until the meter hangs up.
+away; last, pushes that waited for the meter's push object list are mapped with it, read
+over the same connection. Sessions take the meter's line lock as any session does, so
+nothing else talks to it meanwhile. Then the connection goes back to the listener, with
+whatever the meter pushed in the middle of the session, and the listener reads on until the
+meter hangs up.
 
 Only the wrapper is lent; an inbound meter speaking HDLC is served pushes only."""
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from drivers.connect import MeterConnection
@@ -45,9 +48,11 @@ class InboundWork:
         *,
         relay: RelayWork | None = None,
         collection: PollWork | None = None,
+        then: Callable[[Peer], Awaitable[None]] | None = None,
         budget_s: float = 300.0,
     ) -> None:
         self.links = links
+        self.then = then  # last, with the link still lent: pushes that waited for it
         self.relay = relay
         self.collection = collection
         self.budget_s = budget_s
@@ -90,6 +95,8 @@ class InboundWork:
                     await self.relay.work_now(meter_id)
                 if self.collection is not None:
                     await self.collection.poll_now(meter_id)
+                if self.then is not None:
+                    await self.then(peer)
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -27,11 +27,11 @@ __all__ = [
     "PushObject",
     "map_notification",
     "parse_object_list",
+    "setup_of",
 ]
 
 PUSH_SETUP_CLASS: Final = 40
 CLOCK: Final = "0.0.1.0.0.255"
-PUSH_SETUP: Final = "0.0.25.9.0.255"
 NAME_OBJECTS: Final = frozenset({"0.0.42.0.0.255", "0.0.96.1.0.255"})
 MAX_VALUES: Final = 512
 """At most this many values are taken from one push (a hostile body cannot flood storage)."""
@@ -59,6 +59,28 @@ def event_log_of(obis: str) -> str | None:
     parts = obis.split(".")
     if len(parts) == 6 and parts[:4] == ["0", "0", "96", "11"]:
         return f"0.0.99.98.{parts[4]}.255"
+    return None
+
+
+def _is_push_setup(obis: str) -> bool:
+    """Push setups are 0.b.25.9.0.255 (IDIS numbers its alarm push setup b = 4)."""
+    parts = obis.split(".")
+    return len(parts) == 6 and parts[2:4] == ["25", "9"]
+
+
+def setup_of(notification: DataNotification | EventNotificationRequest) -> str | None:
+    """The Push setup a DataNotification names as its first element (IDIS: every push
+    starts with the logical name of the setup whose object list it follows)."""
+    if not isinstance(notification, DataNotification):
+        return None
+    body = notification.body
+    if body.type is not DataType.STRUCTURE or not body.value:
+        return None
+    first = body.value[0]
+    raw = first.value
+    if first.type is DataType.OCTET_STRING and isinstance(raw, bytes) and len(raw) == 6:
+        obis = str(Obis.from_bytes(raw))
+        return obis if _is_push_setup(obis) else None
     return None
 
 
@@ -122,7 +144,7 @@ def _take(content: PushContent, obis: str, value: Data, deviation_sign: int) -> 
         if not content.problems or content.problems[-1] != "too many values":
             content.problems.append("too many values")
         return
-    if obis == PUSH_SETUP:
+    if _is_push_setup(obis):
         return  # an object list layout read without its list: its first element names the setup
     if obis == CLOCK:
         content.ts = _time(value, deviation_sign) or content.ts

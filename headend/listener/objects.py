@@ -1,5 +1,5 @@
-"""Each meter's push object list (Push setup 0.0.25.9.0.255, attribute 2), read from the meter
-on first contact and kept for the life of the process.
+"""Each meter's push object lists (Push setup 0.b.25.9.0.255, attribute 2; one per setup the
+meter pushes from), read from the meter on first contact and kept for the life of the process.
 
 Reading it is a session with the meter, so it happens outside any transaction and at most
 once at a time per meter; a meter that cannot be asked is asked again only after
@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 PUSH_SETUP = "0.0.25.9.0.255"
 
-Fetch = Callable[[str], Awaitable[list[PushObject] | None]]
+Fetch = Callable[[str, str], Awaitable[list[PushObject] | None]]
+Key = tuple[str, str]  # (meter id, push setup OBIS)
 
 
 class PushObjectLists:
@@ -37,64 +38,76 @@ class PushObjectLists:
         self.retry_s = retry_s
         self.timeout_s = timeout_s
         self._clock = clock
-        self._lists: dict[str, list[PushObject]] = {}
-        self._failed_at: dict[str, float] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._lists: dict[Key, list[PushObject]] = {}
+        self._failed_at: dict[Key, float] = {}
+        self._locks: dict[Key, asyncio.Lock] = {}
         self._background: set[asyncio.Task[list[PushObject] | None]] = set()
 
     def __repr__(self) -> str:
         return f"PushObjectLists(known={len(self._lists)})"
 
-    def set(self, meter_id: str, objects: list[PushObject]) -> None:
+    def set(self, meter_id: str, setup: str, objects: list[PushObject]) -> None:
         """Configured per meter, or read over a session that was open anyway."""
-        self._lists[meter_id] = list(objects)
-        self._failed_at.pop(meter_id, None)
+        self._lists[meter_id, setup] = list(objects)
+        self._failed_at.pop((meter_id, setup), None)
 
     def forget(self, meter_id: str) -> None:
-        self._lists.pop(meter_id, None)
-        self._failed_at.pop(meter_id, None)
-        self._locks.pop(meter_id, None)
+        for table in (self._lists, self._failed_at, self._locks):
+            for key in [k for k in table if k[0] == meter_id]:
+                del table[key]
 
-    def known(self, meter_id: str) -> list[PushObject] | None:
-        return self._lists.get(meter_id)
+    def pending(self, meter_id: str, setup: str) -> bool:
+        """The list is not known but may be soon: it can be read and was not just tried."""
+        key = (meter_id, setup)
+        if self._fetch is None or key in self._lists:
+            return False
+        failed = self._failed_at.get(key)
+        return failed is None or self._clock() - failed >= self.retry_s
 
-    async def get(self, meter_id: str, *, wait: bool = True) -> list[PushObject] | None:
+    def known(self, meter_id: str, setup: str) -> list[PushObject] | None:
+        return self._lists.get((meter_id, setup))
+
+    async def get(
+        self, meter_id: str, setup: str, *, wait: bool = True, retry: bool = False
+    ) -> list[PushObject] | None:
         """The meter's list; read from the meter first if need be. `wait=False` (a shared
         UDP worker must not stall on one meter): start the read and answer None now."""
-        cached = self._lists.get(meter_id)
+        key = (meter_id, setup)
+        cached = self._lists.get(key)
         if cached is not None or self._fetch is None:
             return cached
-        failed = self._failed_at.get(meter_id)
-        if failed is not None and self._clock() - failed < self.retry_s:
+        failed = self._failed_at.get(key)
+        if failed is not None and self._clock() - failed < self.retry_s and not retry:
             return None
         if not wait:
-            lock = self._locks.get(meter_id)
+            lock = self._locks.get(key)
             if lock is None or not lock.locked():
-                task = asyncio.create_task(self._read(meter_id))
+                task = asyncio.create_task(self._read(key))
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
             return None
-        return await self._read(meter_id)
+        return await self._read(key)
 
-    async def _read(self, meter_id: str) -> list[PushObject] | None:
+    async def _read(self, key: Key) -> list[PushObject] | None:
         fetch = self._fetch
         if fetch is None:
             return None
-        lock = self._locks.setdefault(meter_id, asyncio.Lock())
+        meter_id, setup = key
+        lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
-            cached = self._lists.get(meter_id)
+            cached = self._lists.get(key)
             if cached is not None:
                 return cached
             try:
                 async with asyncio.timeout(self.timeout_s):
-                    objects = await fetch(meter_id)
+                    objects = await fetch(meter_id, setup)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.info("push object list of %s not read: %s", meter_id, exc)
                 objects = None
             if objects is None:
-                self._failed_at[meter_id] = self._clock()
+                self._failed_at[key] = self._clock()
                 return None
-            self.set(meter_id, objects)
+            self.set(meter_id, setup, objects)
             return objects

@@ -179,6 +179,8 @@ class Listener:
                     worked = True
                     pushed = await self.on_identified(peer, stream, framing)
                     await self._events(pushed, peer)
+                if peer.waiting:  # no lent connection read their lists: map them as they are
+                    await self.handler.complete(peer)
             await self._events(framing.close(), peer)
         except asyncio.CancelledError:
             raise

@@ -17,7 +17,7 @@ from headend.listener.guard import Guard
 from headend.listener.handler import PushHandler
 from headend.listener.inbound import InboundWork, PollWork, RelayWork
 from headend.listener.mapping import PushObject, parse_object_list
-from headend.listener.objects import PUSH_SETUP, PushObjectLists
+from headend.listener.objects import PushObjectLists
 from headend.listener.server import Listener, OnAccepted
 from headend.meters.access import MeterAccess
 from headend.meters.line_locks import POLL
@@ -52,6 +52,7 @@ class ListenerService:
         refresh_s: float = 60.0,
         on_accepted: OnAccepted | None = None,
         read_object_lists: bool = True,
+        show_unknown: bool = False,
         **listener_options: Any,
     ) -> None:
         self.access = access
@@ -65,8 +66,11 @@ class ListenerService:
             objects=self.objects,
             guard=Guard(),
             on_address_changed=self._moved,
+            show_unknown=show_unknown,
         )
-        self.inbound = InboundWork(access.inbound, relay=relay, collection=collection)
+        self.inbound = InboundWork(
+            access.inbound, relay=relay, collection=collection, then=self.handler.complete
+        )
         self.listener = Listener(
             self.handler,
             host=host,
@@ -84,7 +88,10 @@ class ListenerService:
         self.listener.stop()
 
     async def run(self) -> None:
-        self.directory.update(await self.access.refresh())
+        try:
+            self.directory.update(await self.access.refresh())
+        except Exception as exc:  # the daemon checked at start; `headend listen` goes on
+            log.error("listener: inventory not read (%s); plain pushes only until it is", exc)
         async with asyncio.TaskGroup() as tg:
             refresher = tg.create_task(self._refresh(), name="listener-directory")
             try:
@@ -101,15 +108,17 @@ class ListenerService:
     def _moved(self, meter_id: str) -> None:
         self.access.forget(meter_id)
 
-    async def _read_object_list(self, meter_id: str) -> list[PushObject] | None:
-        """Push setup attribute 2, over an ordinary session (not for inbound meters: their
-        connection is busy being read by the listener when the push arrives)."""
+    async def _read_object_list(self, meter_id: str, setup: str) -> list[PushObject] | None:
+        """Push setup attribute 2, over an ordinary session, or for an inbound meter over its
+        own connection while the listener lends it (inbound.py)."""
         record = await self.access.record(meter_id)
-        if record is None or record.transport == "inbound":
+        if record is None:
+            return None
+        if record.transport == "inbound" and not self.access.inbound.connected(meter_id):
             return None
         try:
             async with self.access.session(record, POLL) as session:
-                value = await session.get(PUSH_SETUP_CLASS, PUSH_SETUP, PUSH_OBJECT_LIST)
+                value = await session.get(PUSH_SETUP_CLASS, setup, PUSH_OBJECT_LIST)
             return parse_object_list(value)
         except (OSError, TimeoutError, ProtocolError, DlmsError) as exc:
             log.info("push object list of %s not read: %s", meter_id, exc)

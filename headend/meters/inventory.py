@@ -216,7 +216,10 @@ def _check_row(line_no: int, cells: Mapping[str, str], errors: list[str]) -> Inv
     host = check.text("host")
     serial_port = check.text("serial_port")
     tcp = transport in ("wrapper", "hdlc")
-    port = check.integer("port", 1, 65535, DEFAULT_WRAPPER_PORT if transport == "wrapper" else None)
+    lowest_port = 0 if transport == "inbound" else 1  # an inbound meter listens nowhere
+    port = check.integer(
+        "port", lowest_port, 65535, DEFAULT_WRAPPER_PORT if transport == "wrapper" else None
+    )
     if tcp and host is None:
         check.error("host", f"is required for transport {transport}")
     if transport == "hdlc" and check.text("port") is None:
