@@ -9,9 +9,9 @@ section 10, "Event-log numbering depends on the companion specification"):
 * 1.0.99.97.0.255 power failure event log (dlms-notes.md's OBIS; IDIS captures the failure's
   time and duration there, we keep (clock, event code) like the other logs so one reader fits)
 
-Event codes are the IDIS ones (IDIS package 2 event code tables, as vendors copy them into
-their firmware headers): 1 power down, 2 power up, 44 meter cover removed, 45 meter cover
-closed; the disconnector codes are in simulators/relay.py. Every recorded event is also handed
+Event codes are the IDIS ones, from the table the head-end names them with
+(cosem_objects/event_codes.py): 1 power down, 2 power up, 44 meter cover removed, 45 meter
+cover closed; the disconnector codes are in simulators/relay.py. Every recorded event is also handed
 to the meter's `sink` (the push agent sends event pushes from it). Kept apart from the meter
 so the COSEM objects can name the logs without importing the meter."""
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from cosem_objects import event_codes
 from cosem_objects.classes import Obises
 from cosem_objects.obis import Obis
 
@@ -44,14 +45,14 @@ EVENT_CODE_OBJECTS: dict[Obis, Obis] = {
 
 
 class StandardCode:
-    POWER_DOWN = 1
-    POWER_UP = 2
+    POWER_DOWN = event_codes.POWER_DOWN
+    POWER_UP = event_codes.POWER_UP
 
 
 class FraudCode:
-    TERMINAL_COVER_REMOVED = 40
+    TERMINAL_COVER_REMOVED = event_codes.TERMINAL_COVER_REMOVED
     TERMINAL_COVER_CLOSED = 41
-    METER_COVER_REMOVED = 44
+    METER_COVER_REMOVED = event_codes.METER_COVER_REMOVED
     METER_COVER_CLOSED = 45
 
 

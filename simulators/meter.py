@@ -64,6 +64,7 @@ class SimMeter:
         "curve",
         "events",
         "last_event_code",
+        "push_trigger",
         "server_ic",
     )
 
@@ -90,6 +91,8 @@ class SimMeter:
         self.client_ic_high = -1  # highest client invocation counter accepted
         self.client_system_title: bytes | None = None
         self.last_event_code = 0
+        # Set by the push agent when the meter pushes somewhere: Push setup's ACTION push.
+        self.push_trigger: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         return f"SimMeter({self.config.meter_id!r}, state={self.control_state.label})"

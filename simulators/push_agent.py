@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from simulators.config import PushSpec
 from simulators.event_logs import MeterEvent
 from simulators.meter_runtime import MeterRuntime
-from simulators.objects.push_setup import EVENT_SETUP, INTERVAL_SETUP, PushSetupDef
+from simulators.objects.push_setup import PUSH_SETUP_DEF, PushSetupDef
 from simulators.push_messages import hdlc_push, push_apdu, wrapper_push
 from simulators.servers import DEFAULT_IDLE_TIMEOUT_S, HdlcMeterProtocol, WrapperMeterProtocol
 
@@ -78,8 +78,10 @@ class PushAgent:
         self._conn: _PushWrapper | _PushHdlc | None = None
         self._udp: asyncio.DatagramTransport | None = None
         self._connect_lock = asyncio.Lock()
+        self._push_now = asyncio.Event()
         # From now on (not from when `run` first runs): an event logged at once is not lost.
         runtime.meter.events.sink = self._on_event
+        runtime.meter.push_trigger = self._push_now.set
 
     # -- life ------------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -89,10 +91,12 @@ class PushAgent:
                 if self.spec.interval_s > 0:
                     tasks.create_task(self._interval_pushes())
                 tasks.create_task(self._event_pushes())
+                tasks.create_task(self._asked_pushes())
                 if self.spec.inbound_only:
                     tasks.create_task(self._keep_connected())
         finally:
             meter.events.sink = None
+            meter.push_trigger = None
             self.close()
 
     def close(self) -> None:
@@ -113,12 +117,19 @@ class PushAgent:
         while True:
             await asyncio.sleep(self.spec.interval_s)
             if not self.runtime.offline():
-                await self.push(INTERVAL_SETUP)
+                await self.push(PUSH_SETUP_DEF)
+
+    async def _asked_pushes(self) -> None:
+        """Pushes asked for by the Push setup's method 1 (one per ask, asks coalesce)."""
+        while True:
+            await self._push_now.wait()
+            self._push_now.clear()
+            await self.push(PUSH_SETUP_DEF)
 
     async def _event_pushes(self) -> None:
         while True:
             event = await self._events.get()
-            await self.push(EVENT_SETUP, event)
+            await self.push(PUSH_SETUP_DEF, event)
 
     async def _keep_connected(self) -> None:
         while True:

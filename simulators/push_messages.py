@@ -40,9 +40,11 @@ def push_body(meter: SimMeter, setup: PushSetupDef, event: MeterEvent | None = N
             values.append(Data.octet_string(column.obis.to_bytes()))
         elif event is not None and column.class_id == 8:
             values.append(Data.octet_string(meter.date_time(event.time).to_bytes()))
-        elif event is not None and column.obis in _EVENT_CODE_OBJECTS:
-            matches = column.obis == event_code_object
-            values.append(Data.unsigned(event.code) if matches else Data.null())
+        elif column.obis in _EVENT_CODE_OBJECTS:
+            if event is not None and column.obis == event_code_object:
+                values.append(Data.unsigned(event.code))
+            else:
+                values.append(Data.null())  # no event of that log in this push
         else:
             value = services.get_attribute(meter, column.class_id, column.obis, column.attribute)
             values.append(value if isinstance(value, Data) else Data.null())

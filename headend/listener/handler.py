@@ -36,8 +36,8 @@ from headend.listener.unwrap import (
     Rejected,
     open_apdu,
 )
+from headend.meters.event_effects import power_failure_effect
 from headend.mqtt.notifier import Notifier
-from headend.relay.messages import publish_alarm
 from headend.storage import Repository
 from headend.storage.events import EventRow
 from headend.storage.records import ReadingRow
@@ -327,16 +327,7 @@ class PushHandler:
         repository = self.repository
         assert repository is not None
         notifier = self.notifier
-        if event.code in event_codes.POWER_FAILURE_CODES:
-            alarm = await repository.raise_alarm(
-                domain.METER_POWER_FAILURE,
-                event.meter_id,
-                f"{event.name} at {event.ts.isoformat()}",
-            )
-            if notifier is not None:
-                publish_alarm(notifier, alarm)
-        elif event.code == event_codes.POWER_UP:
-            await repository.clear_alarms(domain.METER_POWER_FAILURE, event.meter_id)
+        await power_failure_effect(repository, notifier, event)
         relay = event_codes.RELAY_EVENT_STATES.get(event.code)
         if relay is not None:
             state, output = relay

@@ -57,6 +57,7 @@ class Meter(Protocol):
     client_system_title: bytes | None
     last_event_code: int
     events: EventLogs
+    push_trigger: Callable[[], None] | None
     control_state: ControlState
     control_mode: int
     utc_offset_min: int
