@@ -163,3 +163,28 @@ def test_block_transfer_is_joined_before_the_push_is_opened() -> None:
     first, second = asyncio.run(feed())
     assert first is None and second is not None
     assert second.meter_id == "M7" and second.content.readings == [("1.0.1.8.0.255", 9)]
+
+
+async def test_connections_over_the_limit_are_closed_at_once() -> None:
+    from headend.listener.server import Listener
+
+    listener = Listener(
+        PushHandler(None, None, DIRECTORY), host="127.0.0.1", tcp_port=0, max_connections=1
+    )
+    task = asyncio.create_task(listener.run())
+    await asyncio.wait_for(listener.ready(), 5)
+    assert listener.tcp_port is not None
+    try:
+        first = await asyncio.open_connection("127.0.0.1", listener.tcp_port)
+        await asyncio.sleep(0.2)
+        reader, writer = await asyncio.open_connection("127.0.0.1", listener.tcp_port)
+        try:  # closed by the listener (an abort may arrive as a reset)
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+        except ConnectionResetError:
+            pass
+        assert listener.refused_connections == 1 and listener.connections == 1
+        writer.close()
+        first[1].close()
+    finally:
+        listener.stop()
+        await asyncio.wait_for(task, 5)
