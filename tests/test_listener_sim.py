@@ -143,15 +143,21 @@ async def test_relay_and_power_failure_pushes(tmp_path: Path) -> None:
             assert names == ["Manual disconnection", "Power down"]
 
 
+@pytest.mark.parametrize("transport", ["tcp", "hdlc"])
 async def test_an_inbound_only_meter_gets_its_pending_disconnect_over_its_own_call(
-    tmp_path: Path,
+    tmp_path: Path, transport: str
 ) -> None:
     async with head_end("sqlite", tmp_path, with_relay=True) as head:
         assert head.service.listener.tcp_port is not None
         push = PushSpec(
-            "127.0.0.1", head.service.listener.tcp_port, interval_s=0.5, inbound_only=True
+            "127.0.0.1",
+            head.service.listener.tcp_port,
+            interval_s=0.5,
+            inbound_only=True,
+            transport=transport,
         )
-        async with run_fleet(1, security="hls-gmac", push=push) as fleet:
+        fleet_transport = "hdlc" if transport == "hdlc" else "wrapper"
+        async with run_fleet(1, security="hls-gmac", push=push, transport=fleet_transport) as fleet:
             meter_id = fleet.configs[0].meter_id
             assert fleet.relay(0)["state"] == "connected"
             await head.know(fleet, tmp_path, transport="inbound")

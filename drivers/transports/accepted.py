@@ -1,5 +1,5 @@
-"""The wrapper over a connection the meter opened (an inbound meter calling the listener): the
-head-end is the TCP server but still the DLMS client.
+"""The wrapper, or an HDLC link, over a connection the meter opened (an inbound meter calling
+the listener): the head-end is the TCP server but still the DLMS client.
 
 The connection belongs to the listener, which lends it for one session: `open` and `close`
 neither connect nor disconnect, and the listener's WrapperReader is shared, so bytes it had
@@ -12,13 +12,17 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from cosem_objects.errors import DecodeError
 from drivers.errors import LinkClosed, LinkProtocolError, LinkTimeout
+from drivers.hdlc.events import HdlcEvent, UiReceived
+from drivers.hdlc.frames import LLC_RESPONSE
+from drivers.transports.hdlc_link import HdlcTransportBase
 from drivers.transports.stream import ByteStream
 from drivers.wrapper import MAX_APDU_LENGTH, WrapperFrame, WrapperReader, encode_wrapper
 
-__all__ = ["AcceptedWrapperTransport"]
+__all__ = ["AcceptedHdlcTransport", "AcceptedWrapperTransport"]
 
 _NOTIFICATIONS = frozenset({0x0F, 0xC2, 0xCA})  # data-, event-, glo-event-notification
 
@@ -77,3 +81,47 @@ class AcceptedWrapperTransport:
 
     async def close(self) -> None:
         """Nothing to close: the connection goes back to the listener."""
+
+
+class AcceptedHdlcTransport(HdlcTransportBase):
+    """An HDLC link (SNRM .. DISC) over a connection the meter opened; the connection stays
+    the listener's. An unsegmented UI frame the meter pushes meanwhile goes to `on_other`
+    (its APDU, LLC removed); a segmented one is dropped (counted in `ignored_ui`)."""
+
+    def __init__(
+        self,
+        stream: ByteStream,
+        *,
+        on_other: Callable[[bytes], None] | None = None,
+        **hdlc_options: Any,
+    ) -> None:
+        super().__init__(**hdlc_options)
+        self.accepted_stream = stream
+        self.on_other = on_other
+        self.ignored_ui = 0
+
+    def __repr__(self) -> str:
+        return f"AcceptedHdlcTransport({self._describe()})"
+
+    def _describe(self) -> str:
+        return f"inbound HDLC server {self.server_address}"
+
+    async def _open_stream(self) -> ByteStream:
+        if self.accepted_stream.closed:
+            raise LinkClosed("the meter's connection is closed")
+        return self.accepted_stream
+
+    async def _release_stream(self, stream: ByteStream) -> None:
+        """Nothing to close: the connection goes back to the listener."""
+
+    def _handle(self, conn: Any, stream: ByteStream, events: list[HdlcEvent]) -> bool:
+        rest: list[HdlcEvent] = []
+        for event in events:
+            if isinstance(event, UiReceived):
+                if self.on_other is not None and event.info.startswith(LLC_RESPONSE):
+                    self.on_other(event.info[len(LLC_RESPONSE) :])
+                else:
+                    self.ignored_ui += 1
+            else:
+                rest.append(event)
+        return super()._handle(conn, stream, rest)

@@ -10,7 +10,8 @@ nothing else talks to it meanwhile. Then the connection goes back to the listene
 whatever the meter pushed in the middle of the session, and the listener reads on until the
 meter hangs up.
 
-Only the wrapper is lent; an inbound meter speaking HDLC is served pushes only."""
+The wrapper connection is lent as it is (drivers/transports/accepted.py); over HDLC the
+head-end sets up a link (SNRM) on it and disconnects (DISC) before giving it back."""
 
 from __future__ import annotations
 
@@ -20,17 +21,20 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from drivers.connect import MeterConnection
-from drivers.transports.accepted import AcceptedWrapperTransport
+from drivers.transports.accepted import AcceptedHdlcTransport, AcceptedWrapperTransport
 from drivers.transports.base import ApduTransport
 from drivers.transports.stream import ByteStream
 from drivers.wrapper import WrapperFrame
-from headend.listener.framing import WRAPPER, InboundApdu, StreamFraming
+from headend.listener.framing import HDLC, WRAPPER, InboundApdu, StreamFraming
 from headend.listener.handler import Peer
 from headend.meters.inbound_links import InboundLinks
 
 __all__ = ["InboundWork"]
 
 log = logging.getLogger(__name__)
+
+MAX_PUSHED = 64
+"""Pushes kept that the meter sent in the middle of a session (handled after it)."""
 
 
 class RelayWork(Protocol):
@@ -50,12 +54,14 @@ class InboundWork:
         collection: PollWork | None = None,
         then: Callable[[Peer], Awaitable[None]] | None = None,
         budget_s: float = 300.0,
+        link_timeout_s: float = 10.0,
     ) -> None:
         self.links = links
         self.then = then  # last, with the link still lent: pushes that waited for it
         self.relay = relay
         self.collection = collection
         self.budget_s = budget_s
+        self.link_timeout_s = link_timeout_s  # an HDLC link's frames (SNRM, I, DISC)
         self.sessions = 0
 
     def __repr__(self) -> str:
@@ -64,7 +70,7 @@ class InboundWork:
     def open_call(self, peer: Peer, framing: StreamFraming) -> asyncio.Event | None:
         """An inbound meter's call stays open: the event that asks for it to be lent again."""
         meter = peer.known
-        if meter is None or meter.transport != "inbound" or framing.layer != WRAPPER:
+        if meter is None or meter.transport != "inbound" or framing.layer is None:
             return None
         return self.links.open_call(meter.meter_id)
 
@@ -76,18 +82,29 @@ class InboundWork:
         self, peer: Peer, stream: ByteStream, framing: StreamFraming
     ) -> list[InboundApdu]:
         meter = peer.known
-        if meter is None or meter.transport != "inbound":
+        if meter is None or meter.transport != "inbound" or framing.layer is None:
             return []
-        if framing.layer != WRAPPER or framing.wrapper is None:
-            log.info("inbound meter %s speaks HDLC: pushes only", meter.meter_id)
-            return []
+        connection_timeout = self.link_timeout_s
         pushed: list[InboundApdu] = []
 
         def other(frame: WrapperFrame) -> None:
-            if len(pushed) < 64:  # bounded: a meter babbling during the session loses the rest
+            if len(pushed) < MAX_PUSHED:  # a meter babbling during the session loses the rest
                 pushed.append(InboundApdu(frame.apdu, WRAPPER, frame.src_wport, frame.dst_wport))
 
+        def other_ui(apdu: bytes) -> None:
+            if len(pushed) < MAX_PUSHED:
+                pushed.append(InboundApdu(apdu, HDLC, meter.server_logical, 0))
+
         def make(connection: MeterConnection) -> ApduTransport:
+            if framing.layer == HDLC:
+                return AcceptedHdlcTransport(
+                    stream,
+                    on_other=other_ui,
+                    client_sap=connection.client_sap,
+                    server_logical=connection.server_logical,
+                    server_physical=connection.server_physical,
+                    timeout=connection_timeout,
+                )
             assert framing.wrapper is not None
             return AcceptedWrapperTransport(
                 stream,
