@@ -140,8 +140,17 @@ class PushHandler:
             if system_title
             else peer.host
         )
-        log.warning("push refused (%s) from %s (%s): %s", kind, peer.host, sender, reason)
-        if not self.guard.report(kind, sender) or self.repository is None:
+        alarm_now = self.guard.report(kind, sender)
+        # A flood of forged pushes must not flood the log either: one warning per alarm.
+        log.log(
+            logging.WARNING if alarm_now else logging.DEBUG,
+            "push refused (%s) from %s (%s): %s",
+            kind,
+            peer.host,
+            sender,
+            reason,
+        )
+        if not alarm_now or self.repository is None:
             return
         detail: dict[str, Any] = {"reason": reason, "from": peer.host, "transport": peer.transport}
         if system_title is not None:

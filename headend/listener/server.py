@@ -17,8 +17,8 @@ import contextlib
 import logging
 import socket
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
-from typing import cast
+from collections.abc import Callable, Sequence
+from typing import Protocol, cast
 
 from drivers.errors import LinkClosed
 from drivers.transports.stream import ByteStream
@@ -36,7 +36,19 @@ __all__ = ["Listener"]
 
 log = logging.getLogger(__name__)
 
-OnIdentified = Callable[[Peer, ByteStream, StreamFraming], Awaitable[list[InboundApdu]]]
+
+class OnIdentified(Protocol):
+    """What the listener does with a connection whose meter is known (inbound.py)."""
+
+    async def __call__(
+        self, peer: Peer, stream: ByteStream, framing: StreamFraming
+    ) -> list[InboundApdu]: ...
+
+    def open_call(self, peer: Peer, framing: StreamFraming) -> asyncio.Event | None: ...
+
+    def close_call(self, peer: Peer, wake: asyncio.Event) -> None: ...
+
+
 OnAccepted = Callable[[Accepted], None]
 
 
@@ -188,9 +200,7 @@ class Listener:
                 if peer.known is not None and not worked and self.on_identified is not None:
                     worked = True
                     await self._lend(peer, stream, framing)
-                    opener = getattr(self.on_identified, "open_call", None)
-                    if opener is not None:
-                        wake = opener(peer, framing)
+                    wake = self.on_identified.open_call(peer, framing)
                 if peer.waiting:  # no lent connection read their lists: map them as they are
                     await self.handler.complete(peer)
             await self._events(framing.close(), peer)
@@ -200,10 +210,8 @@ class Listener:
             log.exception("listener connection from %s failed", peer.host)
         finally:
             self.connections -= 1
-            if wake is not None:
-                closer = getattr(self.on_identified, "close_call", None)
-                if closer is not None:
-                    closer(peer, wake)
+            if wake is not None and self.on_identified is not None:
+                self.on_identified.close_call(peer, wake)
             with contextlib.suppress(Exception):
                 await stream.close(grace=1.0)
 
