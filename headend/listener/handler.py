@@ -118,6 +118,7 @@ class PushHandler:
         self.writer = writer or (None if repository is None else PushWriter(repository.db))
         self.show_unknown = show_unknown  # `headend listen`: a plain push from anyone is shown
         self.accepted = 0
+        self.on_accepted: Callable[[Accepted], None] | None = None
         self._later: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
@@ -190,7 +191,10 @@ class PushHandler:
         meter = opened.meter or self._identify(opened, peer, event)
         if meter is None and self.show_unknown:
             content = map_notification(opened.notification, None)
-            return Accepted(UNKNOWN, opened.notification, content, False, 0, [])
+            shown = Accepted(UNKNOWN, opened.notification, content, False, 0, [])
+            if self.on_accepted is not None:
+                self.on_accepted(shown)
+            return shown
         if meter is None:
             await self.reject(UNKNOWN_SENDER, peer, "no meter of the inventory matches the push")
             return None
@@ -286,9 +290,12 @@ class PushHandler:
             if ciphered and meter.transport in ("wrapper", "hdlc") and meter.host != peer.host:
                 await self._moved(meter, peer.host)
         self.accepted += 1
-        return Accepted(
+        accepted = Accepted(
             meter.meter_id, opened.notification, content, ciphered, new_readings, new_events
         )
+        if self.on_accepted is not None:
+            self.on_accepted(accepted)
+        return accepted
 
     async def _store(
         self,

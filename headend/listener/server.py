@@ -95,7 +95,8 @@ class Listener:
         self.idle_s = idle_s
         self.max_apdu = max_apdu
         self.on_identified = on_identified
-        self.on_accepted = on_accepted
+        if on_accepted is not None:
+            handler.on_accepted = on_accepted  # every push taken, however late it was stored
         self.connections = 0
         self.refused_connections = 0
         self.dropped_datagrams = 0
@@ -252,9 +253,7 @@ class Listener:
                 await self.handler.reject(MALFORMED, peer, event.reason, peer.known)
                 fatal = fatal or event.fatal
                 continue
-            accepted = await self.handler.handle(event, peer)
-            if accepted is not None and self.on_accepted is not None:
-                self.on_accepted(accepted)
+            await self.handler.handle(event, peer)
         return fatal
 
     # -- UDP -------------------------------------------------------------------------------
