@@ -32,6 +32,7 @@ from headend.listener.directory import Directory
 from headend.listener.handler import PushHandler
 from headend.listener.server import Listener
 from headend.meters.access import MeterAccess
+from headend.meters.inventory import import_inventory
 from headend.mqtt.notifier import Notifier
 from headend.mqtt.topics import Topics
 from headend.storage import Repository
@@ -46,8 +47,9 @@ class Rig:
     outbox: KeepingOutbox
     listener: Listener
     handler: PushHandler
-    meters: list[Any]  # simulator MeterConfigs: meter_id, system_title, keys
+    meters: list[Any]  # simulator MeterConfigs (hls-gmac): meter_id, system_title, keys
     access: MeterAccess
+    plain: Any  # a meter without keys (security none): its pushes are plain
 
     @property
     def tcp(self) -> int:
@@ -72,22 +74,35 @@ class Rig:
 
 @pytest.fixture(params=DIALECTS)
 async def rig(request: pytest.FixtureRequest, tmp_path: Path, sim_fleet: Any) -> AsyncIterator[Rig]:
-    async with sim_fleet(2, security="hls-gmac") as fleet:
-        async with fleet_database(request.param, tmp_path, fleet) as (db, key):
-            repository = Repository(db)
-            access = MeterAccess(db, repository, key)
-            outbox = KeepingOutbox()
-            handler = PushHandler(
-                repository, Notifier(outbox, Topics()), Directory(await access.refresh())
+    async with (
+        sim_fleet(2, security="hls-gmac") as fleet,
+        sim_fleet(1, security="none", seed=7) as open_fleet,
+        fleet_database(request.param, tmp_path, fleet) as (db, key),
+    ):
+        open_fleet.write_inventory(tmp_path / "open.csv")
+        await import_inventory(db, tmp_path / "open.csv", key)
+        repository = Repository(db)
+        access = MeterAccess(db, repository, key)
+        outbox = KeepingOutbox()
+        handler = PushHandler(
+            repository, Notifier(outbox, Topics()), Directory(await access.refresh())
+        )
+        listener = Listener(handler, host="127.0.0.1", tcp_port=0, udp_port=0, idle_s=5)
+        task = asyncio.create_task(listener.run())
+        await asyncio.wait_for(listener.ready(), 5)
+        try:
+            yield Rig(
+                repository,
+                outbox,
+                listener,
+                handler,
+                fleet.configs,
+                access,
+                open_fleet.configs[0],
             )
-            listener = Listener(handler, host="127.0.0.1", tcp_port=0, udp_port=0, idle_s=5)
-            task = asyncio.create_task(listener.run())
-            await asyncio.wait_for(listener.ready(), 5)
-            try:
-                yield Rig(repository, outbox, listener, handler, fleet.configs, access)
-            finally:
-                listener.stop()
-                await asyncio.wait_for(task, 5)
+        finally:
+            listener.stop()
+            await asyncio.wait_for(task, 5)
 
 
 async def _energy(rig: Rig, meter_id: str) -> list[Any]:
@@ -99,7 +114,7 @@ async def _energy(rig: Rig, meter_id: str) -> list[Any]:
 async def test_a_push_becomes_readings_events_and_relay_state(
     rig: Rig, how: str, ciphered: bool
 ) -> None:
-    meter_id = rig.meters[0].meter_id
+    meter_id = rig.meters[0].meter_id if ciphered else rig.plain.meter_id
     apdu = data_push(meter_id, {ENERGY: 12345}, events={RELAY_EVENTS: 62})
     if ciphered:
         apdu = rig.ciphered(0, apdu, ic=7)
@@ -149,7 +164,7 @@ async def _refused(rig: Rig, alarm_type: str) -> dict[str, Any]:
 
 
 async def _nothing_stored(rig: Rig) -> None:
-    for meter in rig.meters:
+    for meter in [*rig.meters, rig.plain]:
         assert await rig.repository.readings(meter.meter_id) == []
         assert await rig.repository.meter_events(meter.meter_id) == []
         assert rig.on("readings", meter.meter_id) == []
@@ -204,7 +219,7 @@ async def test_garbage_and_oversized_frames_never_stop_the_listener(rig: Rig) ->
     await send_tcp(rig.tcp, b"\x00\x01\x00\x01\x00\x01\xff\xff" + b"\x00" * 100)
     send_udp(rig.udp, b"\x00\x01")
     await eventually(lambda: rig.handler.guard.counts["malformed"] >= 3, what="three refusals")
-    meter_id = rig.meters[1].meter_id
+    meter_id = rig.plain.meter_id
     await send_tcp(rig.tcp, wrapped(data_push(meter_id, {ENERGY: 5})))
     await eventually(lambda: rig.on("readings", meter_id), what="a good push after the bad ones")
     await eventually(lambda: rig.listener.connections == 0, what="every connection closed")
@@ -214,9 +229,10 @@ async def test_a_meter_calling_from_a_new_address_is_polled_there_next(rig: Rig)
     meter_id = rig.meters[0].meter_id
     assert await rig.repository.update_meter_host(meter_id, "192.0.2.50")
     rig.handler.directory.update(await rig.access.refresh())
-    # A plain push proves nothing: the address stays.
+    # A plain push naming a meter that has keys proves nothing: refused, the address stays.
     await send_tcp(rig.tcp, wrapped(data_push(meter_id, {ENERGY: 1})))
-    await eventually(lambda: rig.on("readings", meter_id), what="the plain push")
+    alarm = await _refused(rig, "push_bad_tag")
+    assert "unciphered" in str(alarm["detail"]) and rig.on("readings", meter_id) == []
     assert (await rig.repository.get_meter(meter_id)).host == "192.0.2.50"
     # A verified one moves the meter (and its line) to where it called from.
     push = rig.ciphered(0, data_push(meter_id, {ENERGY: 2}, at=T0 + timedelta(minutes=1)), ic=4)

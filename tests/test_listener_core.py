@@ -143,7 +143,7 @@ def test_block_transfer_is_joined_before_the_push_is_opened() -> None:
         Data.structure(
             [
                 obis("0.0.42.0.0.255"),
-                Data.octet_string(b"M7"),
+                Data.octet_string(b"A1"),
                 obis("1.0.1.8.0.255"),
                 Data.unsigned(9),
             ]
@@ -162,7 +162,7 @@ def test_block_transfer_is_joined_before_the_push_is_opened() -> None:
 
     first, second = asyncio.run(feed())
     assert first is None and second is not None
-    assert second.meter_id == "M7" and second.content.readings == [("1.0.1.8.0.255", 9)]
+    assert second.meter_id == "A1" and second.content.readings == [("1.0.1.8.0.255", 9)]
 
 
 async def test_connections_over_the_limit_are_closed_at_once() -> None:

@@ -198,6 +198,11 @@ class PushHandler:
         if meter is None:
             await self.reject(UNKNOWN_SENDER, peer, "no meter of the inventory matches the push")
             return None
+        if opened.invocation_counter is None and meter.keys is not None:
+            # Anyone can write a meter's name into a plain push: a meter that has keys is
+            # believed only when its push verifies with them.
+            await self.reject(BAD_TAG, peer, "unciphered push naming a meter that has keys", meter)
+            return None
         try:
             return await self._take(meter, opened, peer)
         except Exception as exc:
