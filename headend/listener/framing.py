@@ -81,7 +81,7 @@ class StreamFraming:
                 self.wrapper = WrapperReader(self.max_apdu)
             elif data[0] == 0x7E:
                 self.layer = HDLC
-                self._hdlc = HdlcStreamJoiner(max_apdu_size=self.max_apdu, max_partials=4)
+                self._hdlc = HdlcStreamJoiner(max_apdu_size=self.max_apdu, max_partials=2)
             else:
                 self._failed = True
                 return [

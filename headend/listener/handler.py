@@ -54,7 +54,7 @@ _ALARMS = {
     BAD_TAG: domain.PUSH_BAD_TAG,
     REPLAY: domain.PUSH_REPLAY,
 }
-MAX_GBT = 64 * 1024
+MAX_GBT = 16 * 1024  # a push in blocks; with framing.py, ~40 KiB per sender at worst
 MAX_WAITING = 16
 MAX_LATER = 1024
 """Datagram pushes waiting at once for their meter's object list (more are mapped inline)."""

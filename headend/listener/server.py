@@ -82,7 +82,7 @@ class Listener:
         idle_s: float = 120.0,
         max_apdu: int = DEFAULT_MAX_APDU,
         udp_queue: int = 10000,
-        max_udp_senders: int = 10000,
+        max_udp_senders: int = 2048,
         udp_concurrency: int = 256,
         on_identified: OnIdentified | None = None,
         on_accepted: OnAccepted | None = None,
