@@ -82,7 +82,7 @@ async def _inventory(
     rows = [
         InventoryRow(
             meter_id=meter_id,
-            host="192.0.2.1",
+            host="127.0.0.1",  # where the meters call from: no address to update
             port=4059,
             transport="wrapper",
             client_sap=1,
@@ -92,7 +92,7 @@ async def _inventory(
             serial_port=None,
             baud=None,
             system_title=title.hex(),
-            line=f"tcp:192.0.2.1:{meter_id}",
+            line=f"tcp:127.0.0.1:{meter_id}",
             auth_key=Secret(auth),
             enc_key=Secret(enc),
         )

@@ -245,3 +245,6 @@ async def test_a_meter_calling_from_a_new_address_is_polled_there_next(rig: Rig)
     await eventually(moved, what="the new address")
     row = await rig.repository.get_meter(meter_id)
     assert row is not None and row.line.startswith("tcp:127.0.0.1:")
+    known = rig.handler.directory.get(meter_id)  # known there now: not asked on every push
+    assert known is not None and known.host == "127.0.0.1"
+    assert rig.handler.directory.by_address("192.0.2.50") is None

@@ -10,7 +10,7 @@ server address with it) and the logical device name in its body are the ways to 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cosem_objects.security import SecurityKeys
 from headend.meters.inventory import MeterRecord
@@ -77,6 +77,20 @@ class Directory:
     def by_system_title(self, title: bytes) -> KnownMeter | None:
         meter_id = self._by_title.get(bytes(title))
         return None if meter_id is None else self._by_id.get(meter_id)
+
+    def moved(self, meter_id: str, host: str) -> None:
+        """The meter calls from `host` now (its row says so too): known there from now on."""
+        known = self._by_id.get(meter_id)
+        if known is None or known.host == host:
+            return
+        self._by_id[meter_id] = replace(known, host=host)
+        if known.host:
+            others = [m for m in self._by_host.get(known.host, []) if m != meter_id]
+            if others:
+                self._by_host[known.host] = others
+            else:
+                self._by_host.pop(known.host, None)
+        self._by_host.setdefault(host, []).append(meter_id)
 
     def system_title_of(self, meter_id: str) -> bytes | None:
         return self._titles.get(meter_id)

@@ -360,6 +360,7 @@ class PushHandler:
 
     async def _moved(self, meter: KnownMeter, host: str) -> None:
         assert self.repository is not None
+        self.directory.moved(meter.meter_id, host)  # asked once, not on every push
         try:
             if await self.repository.update_meter_host(meter.meter_id, host):
                 log.info("meter %s now calls from %s: its address is updated", meter.meter_id, host)
