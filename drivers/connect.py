@@ -37,7 +37,9 @@ def new_system_title() -> bytes:
     return SYSTEM_TITLE_MAKER + secrets.token_bytes(5)
 
 
-TRANSPORTS = ("wrapper", "hdlc", "serial")
+TRANSPORTS = ("wrapper", "hdlc", "serial", "inbound")
+"""`inbound`: a meter reached only over the connection it opens (the head-end's listener
+lends that connection; there is nothing to connect to)."""
 SECURITIES = ("none", "lls", "hls-gmac")
 
 
@@ -92,6 +94,10 @@ class MeterConnection:
     def transport_object(self, timeout: float):  # type: ignore[no-untyped-def]
         from drivers.transports import HdlcSerialTransport, HdlcTcpTransport, TcpWrapperTransport
 
+        if self.transport == "inbound":
+            raise ValueError(
+                "an inbound meter is reached only over the connection it opens to the listener"
+            )
         if self.transport == "wrapper":
             assert self.host is not None
             return TcpWrapperTransport(

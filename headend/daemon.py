@@ -25,6 +25,7 @@ from headend.collection.poller import Poller, PollSettings
 from headend.collection.scheduler import Scheduler
 from headend.collection.service import CollectionService
 from headend.config import Config, LoggingConfig
+from headend.listener.service import ListenerService, listener_ports
 from headend.meters.access import MeterAccess
 from headend.meters.line_locks import LineLocks, RelayPressure
 from headend.mqtt.backlog import BacklogWatch
@@ -95,6 +96,7 @@ class Daemon:
         self.controller: RelayController | None = None
         self.backlog: BacklogWatch | None = None
         self.collection: CollectionService | None = None
+        self.listener: ListenerService | None = None
         self.broker: EmbeddedBroker | None = None
         self.broker_address: tuple[str, int] | None = None
         self.ops: OpsServer | None = None  # /metrics, /healthz, /readyz ([metrics] port)
@@ -267,6 +269,21 @@ class Daemon:
         prepaid_watch = PrepaidWatch(
             repository, notifier, config.prepaid, every_s=tuning.prepaid_check_s
         )
+        tcp_port, udp_port = listener_ports(config.listener)
+        listener = None
+        if tcp_port is not None or udp_port is not None:
+            listener = ListenerService(
+                access,
+                repository,
+                notifier,
+                host=config.listener.host,
+                tcp_port=tcp_port,
+                udp_port=udp_port,
+                relay=controller,
+                collection=collection,
+                refresh_s=tuning.inventory_refresh_s,
+            )
+        self.listener = listener
 
         async with asyncio.TaskGroup() as tg:
             bridge_task = tg.create_task(bridge.run(), name="mqtt")
@@ -305,6 +322,8 @@ class Daemon:
                 workers.append(
                     tg.create_task(guarded("collection", collection.run()), name="collection")
                 )
+            if listener is not None:
+                workers.append(tg.create_task(guarded("listener", listener.run()), name="listener"))
             log.info(
                 "head-end running: %d meter(s), database %s, broker %s:%d",
                 len(access.meter_ids),
@@ -319,6 +338,8 @@ class Daemon:
             # out), then the bridge, so what they published still goes out.
             controller.stop()
             collection.stop()
+            if listener is not None:
+                listener.stop()
             for task in workers:
                 task.cancel()
             await asyncio.wait(workers)

@@ -99,6 +99,16 @@ STALE_EVENT: Final = "stale_event"
 OUTBOX_OVERFLOW: Final = "outbox_overflow"
 PROTECTED_IN_ARREARS: Final = "protected_in_arrears"
 """A protected meter's balance went below zero: not disconnected, a person must act."""
+METER_POWER_FAILURE: Final = "meter_power_failure"
+"""A meter pushed (or logged) a power failure / last gasp."""
+PUSH_UNKNOWN_SENDER: Final = "push_unknown_sender"
+"""A push from no meter of the inventory (system title, wrapper address or name unknown)."""
+PUSH_BAD_TAG: Final = "push_bad_tag"
+"""A ciphered push whose GCM tag does not verify with the meter's keys: not from the meter."""
+PUSH_REPLAY: Final = "push_replay"
+"""A ciphered push whose invocation counter is not above the last accepted one."""
+PUSH_MALFORMED: Final = "push_malformed"
+"""Bytes at the listener that are no frame or no notification APDU (or too large)."""
 ALARM_TYPES: Final = (
     RELAY_COMMAND_OVERDUE,
     RELAY_COMMAND_FAILED,
@@ -111,8 +121,19 @@ ALARM_TYPES: Final = (
     STALE_EVENT,
     OUTBOX_OVERFLOW,
     PROTECTED_IN_ARREARS,
+    METER_POWER_FAILURE,
+    PUSH_UNKNOWN_SENDER,
+    PUSH_BAD_TAG,
+    PUSH_REPLAY,
+    PUSH_MALFORMED,
 )
 """Alarm types the head-end raises; the MQTT payload accepts any snake_case name."""
+
+# -- meter events (event logs and event pushes; names in cosem_objects/event_codes.py) -------
+EVENT_SOURCE_PUSH: Final = "push"
+EVENT_SOURCE_POLL: Final = "poll"
+EventSource = Literal["push", "poll"]
+EVENT_SOURCES: Final = (EVENT_SOURCE_PUSH, EVENT_SOURCE_POLL)
 
 # -- operator actions (the operator_actions log) ---------------------------------------------
 HOLD: Final = "hold"

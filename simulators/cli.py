@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from simulators.config import DEFAULT_PUSH_INTERVAL_S, PUSH_TRANSPORTS, PushSpec
 from simulators.control import ControlServer
 from simulators.fleet import Fleet, FleetError
 from simulators.fleet_spec import (
@@ -51,6 +52,24 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="stop as soon as this process (the one that started us) is gone, however it "
         "died (SIGKILL included)",
+    )
+    push = parser.add_argument_group("pushes (every meter; README: dlms-sim pushes)")
+    push.add_argument(
+        "--push-to", metavar="HOST:PORT", help="send DataNotifications to this head-end listener"
+    )
+    push.add_argument(
+        "--push-interval",
+        type=float,
+        metavar="S",
+        help=f"seconds between interval pushes (default {DEFAULT_PUSH_INTERVAL_S:g}; 0 = none)",
+    )
+    push.add_argument(
+        "--push-transport", choices=PUSH_TRANSPORTS, help="tcp (wrapper), udp (wrapper) or hdlc"
+    )
+    push.add_argument(
+        "--inbound-only",
+        action="store_true",
+        help="listen nowhere: connect out to --push-to and serve requests on that connection",
     )
     serial = parser.add_argument_group("serial lines")
     serial.add_argument(
@@ -129,12 +148,35 @@ def spec_from_args(args: argparse.Namespace) -> FleetSpec:
         value = getattr(args, flag)
         if value is not None:
             spec.faults[name] = value
+    spec.push = push_from_args(args)
     if args.offline_window:
         spec.faults["offline_windows"] = normalise_windows(
             "--offline-window", [_window(text) for text in args.offline_window]
         )
     spec.validate()
     return spec
+
+
+def push_from_args(args: argparse.Namespace) -> PushSpec | None:
+    if args.push_to is None:
+        if args.push_interval is not None or args.push_transport or args.inbound_only:
+            raise FleetFileError(
+                "--push-interval, --push-transport and --inbound-only need --push-to"
+            )
+        return None
+    try:
+        host, port = PushSpec.parse_destination(args.push_to)
+        return PushSpec(
+            host,
+            port,
+            interval_s=DEFAULT_PUSH_INTERVAL_S
+            if args.push_interval is None
+            else args.push_interval,
+            transport=args.push_transport or "tcp",
+            inbound_only=args.inbound_only,
+        )
+    except ValueError as exc:
+        raise FleetFileError(str(exc)) from None
 
 
 def _window(text: str) -> list[float]:
@@ -178,6 +220,9 @@ async def serve(
             control = ControlServer(fleet, control_host, spec.control_port)
             await control.start()
             _say(f"control: {control.host}:{control.port}")
+        if spec.push is not None:
+            mode = ", inbound only" if spec.push.inbound_only else ""
+            _say(f"push: {spec.push.destination} ({spec.push.transport}{mode})")
         if spec.inventory:
             fleet.write_inventory(spec.inventory)
             _say(f"inventory: {spec.inventory}")

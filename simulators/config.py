@@ -51,6 +51,59 @@ class Faults:
     offline_windows: list[tuple[float, float]] = field(default_factory=list)
 
 
+PUSH_TRANSPORTS = ("tcp", "udp", "hdlc")
+DEFAULT_PUSH_INTERVAL_S = 60.0
+DEFAULT_PUSH_MAX_INFO = 128  # HDLC's default information field length (IEC 62056-46)
+
+
+@dataclass(frozen=True, slots=True)
+class PushSpec:
+    """Where and how meters push (`dlms-sim --push-to`), shared by every meter of a fleet.
+
+    `transport`: "tcp" (the wrapper over a TCP connection the meter opens and keeps, serving
+    the head-end's requests on it), "udp" (wrapper datagrams) or "hdlc" (UI frames over a TCP
+    connection, served like "tcp"). `inbound_only`: the meter listens nowhere; the push
+    connection is its only way in, opened at start and again whenever it is lost.
+    `hdlc_max_info` is the UI frame size while no link is set up (a link's SNRM decides
+    otherwise). `retries` and `repetition_delay_s` are the Push setup's number_of_retries and
+    repetition_delay: a push that cannot be delivered is tried that many more times."""
+
+    host: str
+    port: int
+    interval_s: float = DEFAULT_PUSH_INTERVAL_S
+    transport: str = "tcp"
+    inbound_only: bool = False
+    hdlc_max_info: int = DEFAULT_PUSH_MAX_INFO
+    retries: int = 2
+    repetition_delay_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.transport not in PUSH_TRANSPORTS:
+            raise ValueError(f"push transport must be one of {', '.join(PUSH_TRANSPORTS)}")
+        if not 0 < self.port < 65536:
+            raise ValueError(f"push port {self.port} is not a TCP/UDP port")
+        if self.interval_s < 0:
+            raise ValueError("push interval must be >= 0 seconds (0 = event pushes only)")
+        if self.inbound_only and self.transport == "udp":
+            raise ValueError("--inbound-only needs a connection: push over tcp or hdlc")
+        if not 16 <= self.hdlc_max_info <= 2030:
+            raise ValueError("HDLC push frame size must be between 16 and 2030 bytes")
+
+    @property
+    def destination(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @classmethod
+    def parse_destination(cls, text: str) -> tuple[str, int]:
+        """HOST:PORT (or [V6]:PORT) as --push-to takes it."""
+        host, sep, port = text.rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"--push-to: {text!r} is not HOST:PORT")
+        return host, int(port)
+
+
 @dataclass(slots=True)
 class MeterConfig:
     index: int
@@ -72,6 +125,7 @@ class MeterConfig:
     faults: Faults = field(default_factory=Faults)
     # Local time = UTC + utc_offset_min (the clock's deviation is its negative).
     utc_offset_min: int = 0
+    push: PushSpec | None = None  # where the meter pushes to, if anywhere
 
     @property
     def client_sap(self) -> int:

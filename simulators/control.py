@@ -8,7 +8,8 @@ Errors come back as {"ok": false, "error": "..."} and leave the connection open.
 It listens on 127.0.0.1 by default: there is no authentication, so never expose it.
 
 Operations: status, meter, relay, press_button, manual_disconnect, local_disconnect,
-local_reconnect, set_control_mode {mode}, get_value {obis}, set_value {obis, value},
+local_reconnect, power_fail {duration_s?}, open_cover, close_cover, pushes,
+set_control_mode {mode}, get_value {obis}, set_value {obis, value},
 clear_value {obis?}, faults, set_faults {faults: {...}}, clear_faults, offline {for_s?},
 online. `python -m simulators.control --port P '{"op": "status"}'` sends one request."""
 
@@ -68,6 +69,10 @@ _HANDLERS: dict[str, Handler] = {
     "manual_disconnect": lambda fleet, r: fleet.manual_disconnect(_meter(r)),
     "local_disconnect": lambda fleet, r: fleet.local_disconnect(_meter(r)),
     "local_reconnect": lambda fleet, r: fleet.local_reconnect(_meter(r)),
+    "power_fail": lambda fleet, r: fleet.power_fail(_meter(r), _optional_duration(r)),
+    "open_cover": lambda fleet, r: fleet.open_cover(_meter(r)),
+    "close_cover": lambda fleet, r: fleet.close_cover(_meter(r)),
+    "pushes": lambda fleet, r: fleet.pushes(_meter(r)),
     "set_control_mode": lambda fleet, r: fleet.set_control_mode(_meter(r), _need(r, "mode", int)),
     "get_value": lambda fleet, r: _jsonable(fleet.get_value(_meter(r), _need(r, "obis", str))),
     "set_value": lambda fleet, r: fleet.set_value(
@@ -93,6 +98,15 @@ def _optional_seconds(request: dict[str, Any]) -> float | None:
         return None
     if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
         raise ControlError("'for_s' must be a positive number of seconds")
+    return float(value)
+
+
+def _optional_duration(request: dict[str, Any]) -> float | None:
+    value = request.get("duration_s")
+    if value is None:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+        raise ControlError("'duration_s' must be a positive number of seconds")
     return float(value)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from cosem_objects.data import Data
 from drivers.inventory_columns import SECRET_FIELDS
-from simulators.config import Faults, MeterConfig
+from simulators.config import Faults, MeterConfig, PushSpec
 from simulators.faults_runtime import FleetClock
 from simulators.fleet_spec import (
     FleetSpec,
@@ -32,6 +32,7 @@ from simulators.inventory import InventoryRow, write_inventory
 from simulators.meter import SimMeter
 from simulators.meter_runtime import MeterRuntime
 from simulators.objects import services
+from simulators.push_agent import PushAgent, start_push_agents, stop_push_agents
 from simulators.serial_lines import SerialLine, open_lines
 from simulators.servers import DEFAULT_IDLE_TIMEOUT_S, close_servers, start_tcp_servers
 
@@ -89,13 +90,19 @@ class Fleet:
         self._by_id = {config.meter_id: config.index for config in self.configs}
         self._positions = {config.index: position for position, config in enumerate(self.configs)}
         self._live: set[asyncio.Transport] = set()
+        self.push_agents: list[PushAgent] = []
+        self._push_task: asyncio.Task[None] | None = None
         self.started = False
 
     # -- life cycle --------------------------------------------------------------------------
     async def start(self) -> None:
         if self.started:
             return
-        tcp = [config for config in self.configs if config.transport != "serial"]
+        tcp = [
+            config
+            for config in self.configs
+            if config.transport != "serial" and not (config.push and config.push.inbound_only)
+        ]
         groups = serial_groups(self.configs, self.serial.meters_per_line)
         raise_fd_limit(len(tcp) + 2 * len(groups) + FD_MARGIN)
         self.clock = FleetClock()
@@ -121,6 +128,12 @@ class Fleet:
         for line in self.lines:
             for runtime in line.runtimes:
                 self._serial_paths[runtime.config.index] = line.path
+        self.push_agents = [
+            PushAgent(runtime, runtime.config.push, idle_timeout_s=self.idle_timeout_s)
+            for runtime in self.runtimes
+            if runtime.config.push is not None
+        ]
+        self._push_task = start_push_agents(self.push_agents)
         self.started = True
 
     async def stop(self) -> None:
@@ -129,6 +142,8 @@ class Fleet:
             self.started = False
 
     async def _shutdown(self) -> None:
+        push_task, self._push_task = self._push_task, None
+        await stop_push_agents(push_task)
         servers, self._servers = self._servers, []
         for server in servers:
             server.close()
@@ -223,6 +238,42 @@ class Fleet:
     def local_reconnect(self, key: MeterKey) -> dict[str, Any]:
         return self.meter(key).local_reconnect().to_dict()
 
+    def power_fail(self, key: MeterKey, duration_s: float | None = None) -> dict[str, Any]:
+        """The meter's supply fails now: power down in the standard and power failure logs and
+        an event push (the last gasp); with `duration_s`, power up is logged that much later.
+        The simulated meter stays reachable (its modem is taken as battery-backed)."""
+        meter = self.meter(key)
+        meter.events.power_down(meter.now())
+        if duration_s is not None:
+            if duration_s <= 0:
+                raise ValueError("'duration_s' must be a positive number of seconds")
+            loop = asyncio.get_running_loop()
+            loop.call_later(duration_s, lambda: meter.events.power_up(meter.now()))
+        return {"meter_id": meter.meter_id, "power_down": meter.now(), "duration_s": duration_s}
+
+    def open_cover(self, key: MeterKey) -> dict[str, Any]:
+        """Someone opens the meter cover: fraud detection log, event push."""
+        meter = self.meter(key)
+        event = meter.events.cover(meter.now(), opened=True)
+        return {"meter_id": meter.meter_id, "code": event.code, "time": event.time}
+
+    def close_cover(self, key: MeterKey) -> dict[str, Any]:
+        meter = self.meter(key)
+        event = meter.events.cover(meter.now(), opened=False)
+        return {"meter_id": meter.meter_id, "code": event.code, "time": event.time}
+
+    def pushes(self, key: MeterKey) -> dict[str, Any]:
+        """Push counters of one meter (zeros when it pushes nowhere)."""
+        index = self.index_of(key)
+        for agent in self.push_agents:
+            if agent.runtime.config.index == index:
+                return {
+                    "sent": agent.sent,
+                    "failed": agent.failed,
+                    "connections": agent.connections,
+                }
+        return {"sent": 0, "failed": 0, "connections": 0}
+
     def set_control_mode(self, key: MeterKey, mode: int) -> None:
         self.meter(key).control_mode = mode
 
@@ -311,6 +362,7 @@ class Fleet:
             connections=runtime.connections,
             faults=self.faults(key),
             relay=self.relay(key),
+            pushes=self.pushes(key),
         )
         return info
 
@@ -332,6 +384,7 @@ def fleet_spec(
     pace: bool = False,
     mode_e: bool = True,
     fleet_file: str | Path | None = None,
+    push: PushSpec | None = None,
 ) -> FleetSpec:
     """A FleetSpec from keyword arguments, or from a fleet file (then the file decides)."""
     if fleet_file is not None:
@@ -348,6 +401,7 @@ def fleet_spec(
         jitter_ms=jitter_ms,
         faults=dict(faults or {}),
         serial=SerialSpec(meters_per_line=meters_per_line, baud=baud, pace=pace, mode_e=mode_e),
+        push=push,
     )
     spec.validate()
     return spec
@@ -375,6 +429,7 @@ async def run_fleet(
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
     clock: Callable[[], float] = time.time,
     inventory: str | Path | None = None,
+    push: PushSpec | None = None,
 ) -> AsyncIterator[Fleet]:
     """A started fleet for the duration of the block (port=0: an ephemeral port per meter)."""
     if spec is None:
@@ -394,6 +449,7 @@ async def run_fleet(
             pace=pace,
             mode_e=mode_e,
             fleet_file=fleet_file,
+            push=push,
         )
     fleet = Fleet(
         build_configs(spec), serial=spec.serial, idle_timeout_s=idle_timeout_s, clock=clock

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from simulators.config import MeterConfig, Security
+from simulators.config import MeterConfig, PushSpec, Security
 
 TRANSPORTS = ("wrapper", "hdlc", "serial")
 SECURITIES = tuple(s.value for s in Security)
@@ -64,6 +64,7 @@ class FleetSpec:
     overrides: list[MeterOverride] = field(default_factory=list)
     inventory: str | None = None
     control_port: int | None = None  # None = no control interface, 0 = ephemeral
+    push: PushSpec | None = None  # where every meter pushes (dlms-sim --push-to)
 
     def validate(self) -> None:
         if not 1 <= self.meters <= 100_000:
@@ -283,6 +284,7 @@ def build_configs(spec: FleetSpec) -> list[MeterConfig]:
         )
         if physical is not None:
             config.server_physical = physical
+        config.push = spec.push
         # Fleet-wide latency is the baseline; an explicit fault setting wins.
         config.faults = dataclasses.replace(config.faults, **faults)
         configs.append(config)

@@ -44,15 +44,22 @@ class InventoryRow:
     ) -> InventoryRow:
         security = Security(config.security)
         serial = config.transport == "serial"
+        # --inbound-only: reached only over the connection the meter opens (DESIGN.md),
+        # framed as it pushes.
+        push = config.push
+        inbound = push is not None and push.inbound_only
+        framing = config.transport
+        if push is not None and push.inbound_only:
+            framing = "hdlc" if push.transport == "hdlc" else "wrapper"
         return cls(
             meter_id=config.meter_id,
-            host="" if serial else config.host,
-            port=0 if serial else config.port,
-            transport=config.transport,
+            host="" if serial or inbound else config.host,
+            port=0 if serial or inbound else config.port,
+            transport="inbound" if inbound else config.transport,
             client_sap=config.client_sap,
             server_logical=config.server_logical,
             # The wrapper addresses logical devices only; HDLC needs the physical address.
-            server_physical=None if config.transport == "wrapper" else config.server_physical,
+            server_physical=None if framing == "wrapper" else config.server_physical,
             security=security.value,
             password=config.password if security is Security.LLS else None,
             auth_key=config.auth_key if security is Security.HLS_GMAC else None,
@@ -64,8 +71,8 @@ class InventoryRow:
 
     def as_csv(self) -> dict[str, str]:
         cells = {name: _cell(name, getattr(self, name)) for name in COLUMNS}
-        if self.transport == "serial":
-            cells["port"] = ""  # a serial meter has no TCP port
+        if self.transport in ("serial", "inbound"):
+            cells["port"] = ""  # a serial or inbound meter has no TCP port to call
         return cells
 
     def connection_kwargs(self) -> dict[str, object]:

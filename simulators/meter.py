@@ -18,11 +18,11 @@ from cosem_objects.data import Data
 from cosem_objects.dates import CosemDateTime
 from cosem_objects.obis import Obis
 from simulators.config import Faults, MeterConfig
+from simulators.event_logs import DISCONNECTOR_LOG, EventLogs
 from simulators.limiter import LimiterState
 from simulators.loadcurve import LoadCurve
 from simulators.objects.model import AccessFailure
 from simulators.relay import (
-    DISCONNECTOR_LOG_CAPACITY,
     SOURCES,
     EventCode,
     RelayEvent,
@@ -54,7 +54,6 @@ class SimMeter:
         "_drift_since",
         "_energy_offsets",
         "_history",
-        "_log",
         "_overrides",
         "_utc_offset_min",
         "_windows",
@@ -64,8 +63,10 @@ class SimMeter:
         "control_state",
         "created",
         "curve",
+        "events",
         "last_event_code",
         "limiter",
+        "push_trigger",
         "server_ic",
     )
 
@@ -81,7 +82,7 @@ class SimMeter:
         self._windows: list[list[float | None]] | None = None  # relay-open [start, end]
         self.limiter = LimiterState()  # Limiter (class 71): caps the load it lets through
         self._history: list[RelayEvent] | None = None
-        self._log: list[tuple[float, int]] | None = None
+        self.events = EventLogs()
         self._overrides: dict[Obis, Data] | None = None
         self._energy_offsets: list[float] | None = None
         self._clock_offset = 0.0
@@ -93,6 +94,8 @@ class SimMeter:
         self.client_ic_high = -1  # highest client invocation counter accepted
         self.client_system_title: bytes | None = None
         self.last_event_code = 0
+        # Set by the push agent when the meter pushes somewhere: Push setup's ACTION push.
+        self.push_trigger: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         return f"SimMeter({self.config.meter_id!r}, state={self.control_state.label})"
@@ -288,7 +291,11 @@ class SimMeter:
     @property
     def disconnector_log(self) -> list[tuple[float, int]]:
         """(real unix time, event code) of each relay operation, oldest first."""
-        return self._log if self._log is not None else []
+        return self.events.entries(DISCONNECTOR_LOG)
+
+    def event_log(self, log: Obis) -> list[tuple[float, int]]:
+        """(real unix time, event code) rows of one event log, oldest first."""
+        return self.events.entries(log)
 
     def operate(self, transition: Transition) -> RelayEvent:
         """Apply one transition (remote, manual or local) under the current control mode."""
@@ -365,12 +372,8 @@ class SimMeter:
         event = RelayEvent(t, SOURCES[transition], transition, before, after, outcome)
         self.relay_history.append(event)
         if code is not None:
-            if self._log is None:
-                self._log = []
-            self._log.append((t, code))
-            if len(self._log) > DISCONNECTOR_LOG_CAPACITY:
-                del self._log[0]
             self.last_event_code = code
+            self.events.record(DISCONNECTOR_LOG, code, t)
         return event
 
     # -- security counters -------------------------------------------------------------------

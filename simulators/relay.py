@@ -9,9 +9,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from cosem_objects import event_codes
 from cosem_objects.classes import ControlState, Transition
-
-DISCONNECTOR_LOG_CAPACITY = 100
 
 
 class RelayOutcome(StrEnum):
@@ -22,16 +21,17 @@ class RelayOutcome(StrEnum):
 
 
 class EventCode:
-    """Disconnector control log event codes (IDIS style numbering)."""
+    """Disconnector control log event codes: IDIS's, from the table the head-end names them
+    with (cosem_objects/event_codes.py)."""
 
-    READY_FOR_MANUAL_RECONNECTION = 59
-    MANUAL_DISCONNECTION = 60
-    MANUAL_CONNECTION = 61
-    REMOTE_DISCONNECTION = 62
-    LOCAL_DISCONNECTION = 63
-    DISCONNECT_RECONNECT_FAILURE = 67
-    LOCAL_RECONNECTION = 68
-    REMOTE_CONNECTION = 70
+    READY_FOR_MANUAL_RECONNECTION = event_codes.DISCONNECTOR_READY_FOR_MANUAL_RECONNECTION
+    MANUAL_DISCONNECTION = event_codes.MANUAL_DISCONNECTION
+    MANUAL_CONNECTION = event_codes.MANUAL_CONNECTION
+    REMOTE_DISCONNECTION = event_codes.REMOTE_DISCONNECTION
+    REMOTE_CONNECTION = event_codes.REMOTE_CONNECTION
+    LOCAL_DISCONNECTION = event_codes.LOCAL_DISCONNECTION
+    DISCONNECT_RECONNECT_FAILURE = 68  # "Disconnect/reconnect failure" in that table
+    LOCAL_RECONNECTION = event_codes.LOCAL_RECONNECTION
 
 
 SOURCES = {

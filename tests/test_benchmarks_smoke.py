@@ -194,3 +194,11 @@ def test_all_runs_the_suite_and_collects_results(tmp_path: Path) -> None:
     assert entry["benchmark"] == "storage-ingest"
     assert entry["exit_code"] == 0 and entry["failures"] == 0
     assert json.loads(out.read_text())["results"][0]["benchmark"] == "storage-ingest"
+
+
+def test_push_receives_every_push() -> None:
+    result = run_benchmark("push", "--meters", "20", "--json")
+    assert result["failures"] == []
+    assert result["received"] == 20
+    for key in ("pushes_per_s", "cpu_per_push_ms", "decode_floor_ms", "cpu_vs_floor"):
+        assert _is_number(result[key]), key

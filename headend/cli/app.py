@@ -10,6 +10,7 @@ import typer
 from headend.cli import device as cli_device
 from headend.cli import fieldtools as cli_fieldtools
 from headend.cli.common import ConfigOpt, DebugOpt, configure_cli_logging
+from headend.cli.listen import listen
 from headend.cli.meters import meters_app
 from headend.cli.run import demo, run, status
 
@@ -35,6 +36,7 @@ app.add_typer(meters_app, name="meters")
 app.command("run")(run)
 app.command("status")(status)
 app.command("demo")(demo)
+app.command("listen")(listen)
 cli_device.register(app)
 cli_fieldtools.register(app)
 

@@ -27,6 +27,7 @@ from drivers.dlms_errors import DataAccessFailed, DlmsError
 from drivers.session import DlmsSession, Reading, RelayStatus
 from headend import domain
 from headend.collection.capabilities import Capabilities, CapabilityCache
+from headend.collection.event_logs import EventLogCatchUp, EventLogResult
 from headend.collection.scheduler import PollJob
 from headend.mqtt.notifier import Notifier
 from headend.observability.logs import get_logger
@@ -61,6 +62,8 @@ class PollSettings:
     billing_backfill_s: float = 62 * 86400.0
     load_profile_span_s: float = 7 * 86400.0  # at most this much profile per session
     billing_span_s: float = 62 * 86400.0
+    event_logs: bool = True  # caught up with the load profile (collection/event_logs.py)
+    event_log_backfill_s: float = 31 * 86400.0
 
 
 @dataclass
@@ -68,6 +71,7 @@ class PollReport:
     meter_id: str
     readings: int = 0
     profile_entries: dict[str, int] = field(default_factory=dict)
+    event_logs: list[EventLogResult] = field(default_factory=list)
     clock_drift_s: float | None = None
     clock_set: bool = False
     relay_state: str | None = None  # as read back (None: not read)
@@ -111,6 +115,9 @@ class Poller:
         self.settings = settings or PollSettings()
         self._clock = clock
         self.capabilities = CapabilityCache(repository)
+        self.event_logs = EventLogCatchUp(
+            repository, notifier, backfill_s=self.settings.event_log_backfill_s
+        )
 
     async def poll(self, session: DlmsSession, meter_id: str, job: PollJob) -> PollReport:
         """Run the job on an open session. Transport errors propagate (the poll failed);
@@ -141,6 +148,10 @@ class Poller:
                 self.settings.billing_backfill_s,
                 self.settings.billing_span_s,
                 report,
+            )
+        if job.load_profile and self.settings.event_logs:
+            report.event_logs = await self.event_logs.run(
+                session, meter_id, caps, self._clock(), report.problems
             )
         if job.clock_check:
             await self._clock_check(session, report)

@@ -126,6 +126,21 @@ class Scheduler:
             )
         return jobs
 
+    def take(self, meter_id: str, now: float, *, even_if_not_due: bool = False) -> PollJob | None:
+        """The meter's job now, if it is due (or `even_if_not_due`) and not running: for a
+        meter that can be polled only while it is connected (an inbound meter)."""
+        entry = self._meters.get(meter_id)
+        if entry is None or entry.running or (entry.due > now and not even_if_not_due):
+            return None
+        entry.running = True  # its heap entry is skipped until finished() pushes a new one
+        return PollJob(
+            meter_id,
+            registers=True,
+            load_profile=now >= entry.next_load_profile,
+            billing_profile=now >= entry.next_billing,
+            clock_check=now >= entry.next_clock_check,
+        )
+
     def finished(self, job: PollJob, now: float, ok: bool) -> bool:
         """Reschedule after a poll. Returns True when the meter just became unreachable
         (``unreachable_after`` failures in a row), so the caller raises one alarm per outage."""

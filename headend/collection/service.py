@@ -17,6 +17,7 @@ from drivers.dlms_errors import DlmsError
 from headend.collection.poller import Poller, PollReport
 from headend.collection.scheduler import PollJob, Scheduler
 from headend.meters.access import MeterAccess
+from headend.meters.inbound_links import MeterNotConnected
 from headend.meters.line_locks import POLL, RelayPressure
 from headend.mqtt.notifier import Notifier
 from headend.observability import metrics
@@ -65,6 +66,9 @@ class CollectionService:
         self.polls_failed = 0
         self.last_reports: dict[str, PollReport] = {}
         self.serving = False  # the scheduler loop is running (/readyz asks)
+        # Inbound meters whose poll came due while they were not connected: polled when
+        # they next connect (poll_now), not counted as failures meanwhile.
+        self.waiting_inbound: set[str] = set()
 
     def __repr__(self) -> str:
         return f"CollectionService(meters={len(self.scheduler)}, running={self._running})"
@@ -120,6 +124,19 @@ class CollectionService:
                 self._stopping = True
                 self.serving = False
 
+    async def poll_now(self, meter_id: str) -> bool:
+        """An inbound meter connected: poll it now if a poll is due or came due while it was
+        away. Returns whether it was polled."""
+        job = self.scheduler.take(
+            meter_id, self._clock(), even_if_not_due=meter_id in self.waiting_inbound
+        )
+        if job is None:
+            return False
+        self.waiting_inbound.discard(meter_id)
+        self._running += 1
+        await self._poll(job)
+        return True
+
     async def _poll(self, job: PollJob) -> None:
         structlog.contextvars.bind_contextvars(meter_id=job.meter_id)  # this task's lines
         ok = False
@@ -129,11 +146,20 @@ class CollectionService:
             if record is None:
                 self.scheduler.remove(job.meter_id)
                 return
+            if record.transport == "inbound" and not self.access.inbound.connected(job.meter_id):
+                self.waiting_inbound.add(job.meter_id)
+                self.scheduler.finished(job, self._clock(), True)
+                self.access.inbound.request(job.meter_id)  # its call, if open, wakes for it
+                return
             async with asyncio.timeout(self.session_budget_s):
                 async with self.access.session(record, POLL) as session:
                     report = await self.poller.poll(session, job.meter_id, job)
             self.last_reports[job.meter_id] = report
             ok = True
+        except MeterNotConnected:
+            self.waiting_inbound.add(job.meter_id)  # it went away meanwhile: next time
+            self.scheduler.finished(job, self._clock(), True)
+            return
         except (OSError, TimeoutError, ProtocolError, DlmsError) as exc:
             error = f"{type(exc).__name__}: {exc}"
             metrics.POLL_FAILURES.labels(reason=metrics.failure_reason(exc)).inc()

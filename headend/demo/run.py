@@ -40,9 +40,11 @@ def quiet_window(start: datetime, seconds: float) -> str:
 
 
 def demo_config(
-    workdir: Path, broker_port: int, quiet_s: float = 0.0
+    workdir: Path, broker_port: int, listener_port: int = 0, quiet_s: float = 0.0
 ) -> tuple[Config, dict[str, str]]:
     environ = {
+        "HEADEND_LISTENER_HOST": "127.0.0.1",  # the demo's meters push here
+        "HEADEND_LISTENER_TCP_PORT": str(listener_port),
         "HEADEND_DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'headend.db'}",
         "HEADEND_MQTT_HOST": "",  # embedded broker
         "HEADEND_MQTT_PORT": str(broker_port),
@@ -92,8 +94,9 @@ async def _run(meters: int, duration: float | None, workdir: Path, console: Cons
     console.print(f"demo: work directory {workdir} (head-end log: headend.log)", highlight=False)
     _log_to_file(workdir / "headend.log")
     broker_port = free_port()
-    config, environ = demo_config(workdir, broker_port)
-    async with start_simulator(workdir, meters) as simulator:
+    listener_port = free_port()
+    config, environ = demo_config(workdir, broker_port, listener_port)
+    async with start_simulator(workdir, meters, f"127.0.0.1:{listener_port}") as simulator:
         master_key = config.open_master_key(environ)
         db = await Database.open(config.database.url)
         try:
@@ -106,7 +109,9 @@ async def _run(meters: int, duration: float | None, workdir: Path, console: Cons
         ]
         # Quiet hours from now until shortly after the feed's first disconnects: they are
         # held (disconnect_scheduled) and run when the window ends.
-        config, environ = demo_config(workdir, broker_port, quiet_s=3.0 + 10.0 * scale)
+        config, environ = demo_config(
+            workdir, broker_port, listener_port, quiet_s=3.0 + 10.0 * scale
+        )
         daemon = Daemon(
             config,
             environ=environ,

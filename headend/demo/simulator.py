@@ -50,8 +50,13 @@ class Simulator:
                 await self.process.wait()
 
 
+DEMO_PUSH_INTERVAL_S = 20
+
+
 @contextlib.asynccontextmanager
-async def start_simulator(workdir: Path, meters: int) -> AsyncIterator[Simulator]:
+async def start_simulator(
+    workdir: Path, meters: int, push_to: str | None = None
+) -> AsyncIterator[Simulator]:
     fleet_file = workdir / "fleet.toml"
     inventory = workdir / "inventory.csv"
     fleet_file.write_text(
@@ -79,6 +84,8 @@ async def start_simulator(workdir: Path, meters: int) -> AsyncIterator[Simulator
         # simulator is left holding its ports after a closed terminal or a killed demo.
         "--parent-pid",
         str(os.getpid()),
+        # The meters also push to the head-end's listener (readings and their events).
+        *(["--push-to", push_to, "--push-interval", str(DEMO_PUSH_INTERVAL_S)] if push_to else []),
         stdout=asyncio.subprocess.PIPE,
         stderr=(workdir / "simulator.log").open("ab"),
         # Its own session: Ctrl-C in the terminal interrupts the demo, which then stops the

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from drivers.connect import associated_session
 from drivers.session import DlmsSession
 from headend.meters.counters import invocation_counter_store
+from headend.meters.inbound_links import InboundLinks, MeterNotConnected
 from headend.meters.inventory import MeterRecord, decrypt_meter, load_meter
 from headend.meters.line_locks import COMMAND, POLL, LineLocks
 from headend.meters.secrets import MasterKey
@@ -42,8 +43,10 @@ class MeterAccess:
         locks: LineLocks | None = None,
         timeout_s: float = 10.0,
         system_title: bytes | None = None,
+        inbound: InboundLinks | None = None,
     ) -> None:
         self.db = db
+        self.inbound = inbound or InboundLinks()  # inbound meters connected to the listener
         self.repository = repository
         # Relay commands reserve invocation counters through their own repository (its own
         # connection pool), so they never queue behind polls for a database connection.
@@ -102,8 +105,16 @@ class MeterAccess:
     async def session(
         self, record: MeterRecord, priority: int = POLL
     ) -> AsyncIterator[DlmsSession]:
-        """An associated session; the line stays locked until the association is released."""
+        """An associated session; the line stays locked until the association is released.
+        An inbound meter is talked to over its own connection, if it is connected now."""
         purpose = "command" if priority == COMMAND else "poll"
+        if record.transport == "inbound":
+            async with (
+                metrics.session_timer(record.transport, record.security, purpose),
+                self._inbound_session(record, priority) as session,
+            ):
+                yield session
+            return
         async with (
             self.locks.hold(record.line, priority),
             metrics.session_timer(record.transport, record.security, purpose),
@@ -117,3 +128,31 @@ class MeterAccess:
                 ),
             ) as session:
                 yield session
+
+    def forget(self, meter_id: str) -> None:
+        """Read the meter from the database again next time (its row changed)."""
+        self._records.pop(meter_id, None)
+        self._keys.pop(meter_id, None)
+
+    @asynccontextmanager
+    async def _inbound_session(
+        self, record: MeterRecord, priority: int
+    ) -> AsyncIterator[DlmsSession]:
+        if not self.inbound.connected(record.meter_id):
+            raise MeterNotConnected(f"inbound meter {record.meter_id} is not connected now")
+        async with self.locks.hold(record.line, priority):
+            connection = record.connection(client_system_title=await self.system_title())
+            session = DlmsSession(
+                self.inbound.transport(record.meter_id, connection),
+                connection.settings(),
+                timeout=self.timeout_s,
+                ic_store=invocation_counter_store(
+                    self.command_repository if priority == COMMAND else self.repository,
+                    record.meter_id,
+                ),
+            )
+            await session.open()
+            try:
+                yield session
+            finally:
+                await session.close()

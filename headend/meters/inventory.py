@@ -216,7 +216,10 @@ def _check_row(line_no: int, cells: Mapping[str, str], errors: list[str]) -> Inv
     host = check.text("host")
     serial_port = check.text("serial_port")
     tcp = transport in ("wrapper", "hdlc")
-    port = check.integer("port", 1, 65535, DEFAULT_WRAPPER_PORT if transport == "wrapper" else None)
+    lowest_port = 0 if transport == "inbound" else 1  # an inbound meter listens nowhere
+    port = check.integer(
+        "port", lowest_port, 65535, DEFAULT_WRAPPER_PORT if transport == "wrapper" else None
+    )
     if tcp and host is None:
         check.error("host", f"is required for transport {transport}")
     if transport == "hdlc" and check.text("port") is None:
@@ -248,7 +251,11 @@ def _check_row(line_no: int, cells: Mapping[str, str], errors: list[str]) -> Inv
         return None
     assert meter_id and transport and security and client_sap is not None
     assert server_logical is not None
-    line = check.text("line") or default_line(transport, host, port, serial_port)
+    line = check.text("line") or (
+        f"inbound:{meter_id}"  # its own connection: one session at a time on it
+        if transport == "inbound"
+        else default_line(transport, host, port, serial_port)
+    )
     return InventoryRow(
         meter_id=meter_id,
         host=host,

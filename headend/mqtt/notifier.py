@@ -25,6 +25,7 @@ from headend.mqtt.payloads import (
     bad_event_alarm,
     command_payload,
     encode_payload,
+    event_payload,
     notification_payload,
     readings_payload,
     relay_payload,
@@ -44,11 +45,23 @@ class Notifier:
         return f"Notifier(outbox={self.outbox!r}, topics={self.topics!r})"
 
     def readings(
-        self, meter_id: str, ts: datetime, values: Mapping[Any, tuple[ReadingValue, str | None]]
+        self,
+        meter_id: str,
+        ts: datetime,
+        values: Mapping[Any, tuple[ReadingValue, str | None]],
+        source: str | None = None,
     ) -> None:
-        """A poll's register values; the only messages an outbox may shed when full."""
-        payload = readings_payload(meter_id, ts, values)
+        """A poll's (or a push's: source "push") register values; the only messages an
+        outbox may shed when full."""
+        payload = readings_payload(meter_id, ts, values, source)
         self._put(self.topics.readings(meter_id), payload, droppable=True)
+
+    def event(
+        self, meter_id: str, ts: datetime, log: str, code: int, name: str, source: str
+    ) -> None:
+        """A meter event (from its event log by a poll, or pushed), published once when new."""
+        payload = event_payload(meter_id, ts, log, code, name, source)
+        self._put(self.topics.events(meter_id), payload)
 
     def relay_state(
         self,

@@ -18,6 +18,7 @@ from typing import Any, Final
 from headend.domain import (
     ACTIONS,
     COMMAND_STATUSES,
+    EVENT_SOURCES,
     LIMIT_ACTIONS,
     NOTIFICATION_TYPES,
     RELAY_STATES,
@@ -37,6 +38,7 @@ __all__ = [
     "bad_event_alarm",
     "command_payload",
     "encode_payload",
+    "event_payload",
     "format_decimal",
     "format_ts",
     "notification_payload",
@@ -159,16 +161,40 @@ def _reading_value(value: ReadingValue) -> Any:
 
 
 def readings_payload(
-    meter_id: str, ts: datetime, values: Mapping[Any, tuple[ReadingValue, str | None]]
+    meter_id: str,
+    ts: datetime,
+    values: Mapping[Any, tuple[ReadingValue, str | None]],
+    source: str | None = None,
 ) -> Payload:
-    """``{"meter_id", "ts", "values": {"<obis>": {"value", "unit"}}}``; keys via ``str()``."""
-    return {
+    """``{"meter_id", "ts", "values": {"<obis>": {"value", "unit"}}}``; keys via ``str()``.
+    ``source`` ("push" for values a meter pushed) is left out unless given."""
+    payload: Payload = {
         "meter_id": _meter(meter_id),
         "ts": format_ts(ts),
         "values": {
             str(obis): {"value": _reading_value(value), "unit": unit}
             for obis, (value, unit) in values.items()
         },
+    }
+    if source is not None:
+        payload["source"] = _one_of(source, EVENT_SOURCES, "reading source")
+    return payload
+
+
+def event_payload(
+    meter_id: str, ts: datetime, log: str, code: int, name: str, source: str
+) -> Payload:
+    """A meter event: ``{"meter_id", "ts", "log", "code", "name", "source"}``; ``log`` is the
+    event log's OBIS code, ``name`` the event code's IDIS name, ``source`` push or poll."""
+    if isinstance(code, bool) or not isinstance(code, int):
+        raise TypeError("event code must be an integer")
+    return {
+        "meter_id": _meter(meter_id),
+        "ts": format_ts(ts),
+        "log": scrub_text(log, 32),
+        "code": code,
+        "name": scrub_text(name, 128),
+        "source": _one_of(source, EVENT_SOURCES, "event source"),
     }
 
 

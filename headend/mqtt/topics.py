@@ -76,6 +76,9 @@ class Topics:
     def notifications(self, meter_id: str) -> str:
         return self._meter(meter_id, "notifications")
 
+    def events(self, meter_id: str) -> str:
+        return self._meter(meter_id, "events")
+
     @property
     def alarms(self) -> str:
         return f"{self.headend_prefix}/alarms"

@@ -161,6 +161,19 @@ class RelayController:
                 self._dispatch(meter_id)
         await self.overdue.check()
 
+    async def work_now(self, meter_id: str) -> None:
+        """The meter can be reached now (an inbound meter connected to the listener): its
+        active command is attempted at once, whatever its backoff. A worker already on it
+        is waited for instead (its attempt reaches the meter the same way)."""
+        running = self._workers.get(meter_id)
+        if running is not None:
+            await asyncio.wait([running], timeout=self.settings.session_budget_s)
+            return
+        pending = await self.repository.pending_commands(meter_id=meter_id)
+        if pending:
+            with self.pressure.busy():
+                await self._attempt(pending[-1])
+
     def submit(self, command: CommandInfo) -> None:
         """A command just created (by a balance event, or a poll that found the relay on
         while it should be off): announce it and start on it at once, without waiting for
@@ -261,6 +274,11 @@ class RelayController:
             )
             return
         if not await self._still_wanted(command):
+            return
+        if record.transport == "inbound" and not self.access.inbound.connected(record.meter_id):
+            # Reachable only over its own call: the listener runs the command (work_now) as
+            # soon as the meter calls, or now if its call is open.
+            self.access.inbound.request(record.meter_id)
             return
         if not await self._sent(command, attempt):
             return

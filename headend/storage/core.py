@@ -21,8 +21,10 @@ from headend.storage.models import (
     Command,
     InvocationCounter,
     Meter,
+    MeterEvent,
     OperatorAction,
     ProfileEntry,
+    PushCounter,
     Reading,
     RelayState,
 )
@@ -35,8 +37,10 @@ __all__ = [
     "COUNTERS",
     "EVENTS",
     "METERS",
+    "METER_EVENTS",
     "OPERATOR_ACTIONS",
     "PROFILES",
+    "PUSH_COUNTERS",
     "READINGS",
     "RELAY_STATES",
     "Clock",
@@ -65,6 +69,8 @@ READINGS = _table(Reading)
 PROFILES = _table(ProfileEntry)
 COUNTERS = _table(InvocationCounter)
 OPERATOR_ACTIONS = _table(OperatorAction)
+METER_EVENTS = _table(MeterEvent)
+PUSH_COUNTERS = _table(PushCounter)
 
 
 class Store:

@@ -48,3 +48,22 @@ class Meters(Store):
             )
             if result.rowcount == 0:  # type: ignore[attr-defined]
                 raise UnknownMeter(meter_id)
+
+    async def update_meter_host(self, meter_id: str, host: str) -> bool:
+        """A meter called in from a new address (dynamic IP): poll it there from now on. Its
+        line moves with it when it was the default one of its old address. Returns whether
+        anything changed."""
+        now = self.now()
+        async with self.db.transaction() as session:
+            row = (
+                await session.execute(
+                    select(Meter.host, Meter.port, Meter.line).where(Meter.meter_id == meter_id)
+                )
+            ).first()
+            if row is None or row.host == host:
+                return False
+            values: dict[str, Any] = {"host": host, "updated_at": now}
+            if row.line == f"tcp:{row.host}:{row.port}":
+                values["line"] = f"tcp:{host}:{row.port}"
+            await session.execute(update(Meter).where(Meter.meter_id == meter_id).values(**values))
+            return True

@@ -41,9 +41,11 @@ __all__ = [
     "InstallationSetting",
     "InvocationCounter",
     "Meter",
+    "MeterEvent",
     "OperatorAction",
     "OutboxRow",
     "ProfileEntry",
+    "PushCounter",
     "Reading",
     "RelayState",
     "meter_column",
@@ -269,6 +271,36 @@ class Alarm(Base):
     ts: Mapped[datetime] = mapped_column(UtcDateTime)
     cleared: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     cleared_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class MeterEvent(Base):
+    """An entry of a meter's event log, read by a poll or pushed by the meter. The same
+    (meter, log, ts, code) from a poll and a push, or from a retried catch-up, is one event."""
+
+    __tablename__ = "meter_events"
+    __table_args__ = (UniqueConstraint("meter_id", "log", "ts", "code"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    meter_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("meters.meter_id", ondelete="CASCADE")
+    )
+    log: Mapped[str] = mapped_column(String(32))  # the event log's OBIS code
+    ts: Mapped[datetime] = mapped_column(UtcDateTime)
+    code: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(128))
+    source: Mapped[str] = mapped_column(String(8))  # "push" | "poll": who told us first
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class PushCounter(Base):
+    """The highest invocation counter accepted from a meter's ciphered pushes: a push at or
+    below it is a replay. Kept when a meter is deleted, like invocation_counters."""
+
+    __tablename__ = "push_counters"
+
+    meter_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class InvocationCounter(Base):

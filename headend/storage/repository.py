@@ -20,6 +20,7 @@ from headend.storage.commands import Commands, Confirmation
 from headend.storage.core import Clock
 from headend.storage.counters import IC_MAX, Counters, InvocationCounterExhausted
 from headend.storage.db import Database
+from headend.storage.events import MeterEvents
 from headend.storage.fleet import Fleet
 from headend.storage.holds import HoldConflict, Holds
 from headend.storage.limits import Limits
@@ -27,6 +28,7 @@ from headend.storage.meters import Meters, UnknownMeter
 from headend.storage.outbox import OutboxStore
 from headend.storage.overrides import Overrides
 from headend.storage.protection import Protection
+from headend.storage.push_counters import PushCounters
 from headend.storage.readbacks import Readbacks
 from headend.storage.readings import Readings
 from headend.storage.relay_states import RelayStates
@@ -84,6 +86,7 @@ class Repository:
         self.get_meter = meters.get_meter
         self.list_meters = meters.list_meters
         self.save_capabilities = meters.save_capabilities
+        self.update_meter_host = meters.update_meter_host
 
         self.store_readings = readings.store_readings
         self.latest_readings = readings.latest_readings
@@ -132,3 +135,11 @@ class Repository:
         self.reserve_invocation_counter = counters.reserve_invocation_counter
 
         self.fleet_summary = fleet.fleet_summary
+
+        meter_events = MeterEvents(db, clock)
+        self.store_events = meter_events.store_events
+        self.meter_events = meter_events.meter_events
+        self.last_event_ts = meter_events.last_event_ts
+        push_counters = PushCounters(db, clock)
+        self.accept_push_counter = push_counters.accept_push_counter
+        self.last_push_counter = push_counters.last_push_counter

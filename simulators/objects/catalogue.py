@@ -10,6 +10,13 @@ from __future__ import annotations
 from cosem_objects.classes import Obises, SecuritySetup
 from cosem_objects.data import Data
 from cosem_objects.obis import Obis
+from simulators.event_logs import (
+    DISCONNECTOR_EVENT_CODE,
+    FRAUD_EVENT_CODE,
+    FRAUD_LOG,
+    STANDARD_EVENT_CODE,
+    STANDARD_LOG,
+)
 from simulators.objects.association_ln import association_object
 from simulators.objects.clock import CLOCK
 from simulators.objects.disconnect import DISCONNECT_CONTROL
@@ -17,11 +24,11 @@ from simulators.objects.limiter import LIMITER
 from simulators.objects.model import AccessLevel, AttributeDef, CosemObject, Meter
 from simulators.objects.profiles import (
     BILLING_PROFILE,
-    DISCONNECTOR_LOG,
-    EVENT_CODE_OBJECT,
+    EVENT_LOGS,
     LOAD_PROFILE,
     profile_object,
 )
+from simulators.objects.push_setup import PUSH_SETUPS, push_setup_object
 from simulators.objects.registers import (
     REGISTERS,
     data_object,
@@ -105,10 +112,17 @@ def _build() -> dict[Obis, CosemObject]:
         *(register_object(spec, reader) for spec in REGISTERS),
         DISCONNECT_CONTROL,
         LIMITER,
-        data_object(EVENT_CODE_OBJECT, reader, lambda m: Data.unsigned(m.last_event_code)),
+        data_object(DISCONNECTOR_EVENT_CODE, reader, lambda m: Data.unsigned(m.last_event_code)),
+        data_object(
+            STANDARD_EVENT_CODE, reader, lambda m: Data.unsigned(m.events.last_code(STANDARD_LOG))
+        ),
+        data_object(
+            FRAUD_EVENT_CODE, reader, lambda m: Data.unsigned(m.events.last_code(FRAUD_LOG))
+        ),
         profile_object(Obises.LOAD_PROFILE, LOAD_PROFILE, reader),
         profile_object(Obises.BILLING_PROFILE, BILLING_PROFILE, reader),
-        profile_object(Obises.DISCONNECTOR_LOG, DISCONNECTOR_LOG, reader),
+        *(profile_object(log, source, reader) for log, source in EVENT_LOGS.items()),
+        *(push_setup_object(setup) for setup in PUSH_SETUPS),
     ]
     return {item.obis: item for item in objects}
 

@@ -19,6 +19,7 @@ from cosem_objects.data import Data
 from cosem_objects.dates import CosemDateTime
 from cosem_objects.obis import Obis
 from simulators.config import MeterConfig
+from simulators.event_logs import EventLogs
 from simulators.limiter import LimiterState
 from simulators.relay import RelayEvent
 
@@ -56,6 +57,8 @@ class Meter(Protocol):
     client_ic_high: int
     client_system_title: bytes | None
     last_event_code: int
+    events: EventLogs
+    push_trigger: Callable[[], None] | None
     control_state: ControlState
     control_mode: int
     utc_offset_min: int
@@ -69,6 +72,8 @@ class Meter(Protocol):
 
     @property
     def disconnector_log(self) -> list[tuple[float, int]]: ...
+
+    def event_log(self, log: Obis) -> list[tuple[float, int]]: ...
 
     def now(self) -> float: ...
 

@@ -1,4 +1,4 @@
-"""Profile generic (class 7): load profile, daily billing profile, disconnector control log.
+"""Profile generic (class 7): load profile, daily billing profile and the event logs.
 
 Periodic profiles are not stored: a row is the meter's energy at a capture instant, computed
 when it is read (the load curve is closed-form), so a 42-day, 15-minute buffer costs nothing
@@ -15,6 +15,14 @@ from cosem_objects.apdu.common import ActionResult, DataAccessResult, SelectiveA
 from cosem_objects.classes import Obises, ProfileGeneric
 from cosem_objects.data import Data, DataType
 from cosem_objects.obis import Obis
+from simulators.event_logs import (
+    DISCONNECTOR_LOG,
+    EVENT_CODE_OBJECTS,
+    FRAUD_LOG,
+    LOG_CAPACITY,
+    POWER_FAILURE_LOG,
+    STANDARD_LOG,
+)
 from simulators.objects.clock import as_date_time
 from simulators.objects.model import (
     AccessFailure,
@@ -24,12 +32,11 @@ from simulators.objects.model import (
     CosemObject,
     Meter,
     MethodDef,
+    MethodHandler,
 )
 from simulators.objects.registers import logical_name_attribute
-from simulators.relay import DISCONNECTOR_LOG_CAPACITY
 
 SORT_FIFO = 1
-EVENT_CODE_OBJECT = Obis(0, 0, 96, 11, 2)
 
 Row = tuple[Data, ...]
 
@@ -125,17 +132,21 @@ class PeriodicProfile(ProfileSource):
 
 
 class EventLog(ProfileSource):
-    """The disconnector control log: rows stored on the meter as (time, event code)."""
+    """An event log: rows stored on the meter as (time, event code), read through `log`."""
 
-    columns = (CLOCK_COLUMN, Column(1, EVENT_CODE_OBJECT, 2))
     capture_period = 0
-    capacity = DISCONNECTOR_LOG_CAPACITY
+    capacity = LOG_CAPACITY
+
+    def __init__(self, log: Obis) -> None:
+        self.log = log
+        self.columns = (CLOCK_COLUMN, Column(1, EVENT_CODE_OBJECTS[log], 2))
 
     def entries(self, meter: Meter) -> int:
-        return len(meter.disconnector_log)
+        return len(meter.event_log(self.log))
 
     def locate(self, meter: Meter, start: float, end: float) -> tuple[int, int]:
-        positions = [i for i, (t, _) in enumerate(meter.disconnector_log) if start <= t <= end]
+        rows = meter.event_log(self.log)
+        positions = [i for i, (t, _) in enumerate(rows) if start <= t <= end]
         if not positions:
             return 0, 0
         return positions[0], positions[-1] + 1
@@ -143,7 +154,7 @@ class EventLog(ProfileSource):
     def rows(self, meter: Meter, lo: int, hi: int) -> list[Row]:
         return [
             (Data.octet_string(meter.date_time(t).to_bytes()), Data.unsigned(code))
-            for t, code in meter.disconnector_log[lo:hi]
+            for t, code in meter.event_log(self.log)[lo:hi]
         ]
 
 
@@ -177,7 +188,9 @@ BILLING_PROFILE = PeriodicProfile(
     capacity=62,
     values=_billing_values,
 )
-DISCONNECTOR_LOG = EventLog()
+EVENT_LOGS = {
+    log: EventLog(log) for log in (STANDARD_LOG, FRAUD_LOG, DISCONNECTOR_LOG, POWER_FAILURE_LOG)
+}
 
 
 # -- selective access --------------------------------------------------------------------------
@@ -241,11 +254,14 @@ def _column_index(source: ProfileSource, definition: Data) -> int:
     raise AccessFailure(DataAccessResult.OTHER_REASON)
 
 
-def _reset_log(
-    meter: Meter, _ctx: AssociationContext | None, _params: Data | None
-) -> tuple[ActionResult, Data | None]:
-    meter.disconnector_log.clear()
-    return ActionResult.SUCCESS, None
+def _reset_log(log: Obis) -> MethodHandler:
+    def reset(
+        meter: Meter, _ctx: AssociationContext | None, _params: Data | None
+    ) -> tuple[ActionResult, Data | None]:
+        meter.event_log(log).clear()
+        return ActionResult.SUCCESS, None
+
+    return reset
 
 
 def _denied(
@@ -261,7 +277,7 @@ def profile_object(obis: Obis, source: ProfileSource, read: AccessLevel) -> Cose
     sort_object = Data.structure(
         [Data.long_unsigned(0), Data.octet_string(bytes(6)), Data.integer(0), Data.long_unsigned(0)]
     )
-    resettable = isinstance(source, EventLog)
+    reset = _reset_log(source.log) if isinstance(source, EventLog) else None
     return CosemObject(
         class_id=ProfileGeneric.CLASS_ID,
         version=1,
@@ -284,8 +300,8 @@ def profile_object(obis: Obis, source: ProfileSource, read: AccessLevel) -> Cose
         },
         methods={
             ProfileGeneric.RESET: MethodDef(
-                AccessLevel.MANAGEMENT if resettable else None,
-                _reset_log if resettable else _denied,
+                AccessLevel.MANAGEMENT if reset is not None else None,
+                reset or _denied,
             ),
             ProfileGeneric.CAPTURE: MethodDef(None, _denied),
         },

@@ -2,8 +2,8 @@
 current episode (credit running out, usage anomalies, the last statement), and the meter's
 consumption model (rates and weekday shape, refreshed after polls) that forecasts read.
 
-Revision ID: 0003_prepaid
-Revises: 0002
+Revision ID: 0004_prepaid
+Revises: 0003_meter_events
 Create Date: 2026-12-06
 """
 
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0003_prepaid"
-down_revision: str | None = "0002"
+revision: str = "0004_prepaid"
+down_revision: str | None = "0003_meter_events"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
