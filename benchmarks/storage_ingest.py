@@ -110,7 +110,34 @@ async def _repository_ingest(db: Any, rows: Sequence[Any], batch: int) -> dict[s
     with measure() as span:
         for chunk in _batches(rows, batch):
             stored += await repository.store_readings(chunk)
-    return {"rows": stored, "wall_s": span.wall_s, "cpu_s": span.cpu_s}
+    size = await _readings_bytes(db)
+    return {"rows": stored, "wall_s": span.wall_s, "cpu_s": span.cpu_s, "bytes": size}
+
+
+# What the readings cost on disk: their table(s) with every index, and the small lookup
+# tables they refer to (registers, meter keys) where those exist.
+_READING_TABLES = ("readings", "registers", "meter_keys")
+
+
+async def _readings_bytes(db: Any) -> int:
+    from sqlalchemy import text
+
+    tables = ", ".join(f"'{name}'" for name in _READING_TABLES)
+    if db.dialect == "sqlite":
+        sql = (
+            "SELECT coalesce(sum(pgsize), 0) FROM dbstat WHERE name IN "
+            f"(SELECT name FROM sqlite_master WHERE tbl_name IN ({tables}))"
+        )
+    else:
+        # A partitioned table's own size is 0: its partitions (pg_inherits) hold the rows.
+        here = f"relnamespace = current_schema()::regnamespace AND relname IN ({tables})"
+        sql = (
+            "SELECT coalesce(sum(pg_total_relation_size(oid)), 0) FROM pg_class "
+            f"WHERE ({here}) OR oid IN (SELECT inhrelid FROM pg_inherits "
+            f"WHERE inhparent IN (SELECT oid FROM pg_class WHERE {here}))"
+        )
+    async with db.session() as session:
+        return int(await session.scalar(text(sql)) or 0)
 
 
 def _sqlite_raw(path: Path, rows: Sequence[Any], batch: int) -> dict[str, Any]:
@@ -170,6 +197,10 @@ def _figures(name: str, result: dict[str, Any], total: int) -> dict[str, Any]:
         f"{name}_cpu_us_per_row": rounded(result["cpu_s"] / total * 1e6, 2),
         f"{name}_rows_stored": result["rows"],
     }
+
+
+def _bytes_per_row(result: dict[str, Any]) -> float | None:
+    return rounded(result["bytes"] / result["rows"], 1) if result["rows"] else None
 
 
 async def run_sqlite(
@@ -259,6 +290,7 @@ def _summarise(
         out.update(_figures("ceiling_copy", copied, total))
     # The daemon today stores each poll's 4 readings in a transaction of their own.
     out.update(_figures("repository_per_poll_tx", polls, len(per_poll)))
+    out["bytes_per_reading"] = _bytes_per_row(repository)
     out["ratio_to_baseline"] = ratio(
         out["repository_rows_per_s"], out["baseline_raw_insert_rows_per_s"]
     )

@@ -21,9 +21,11 @@ from headend.storage.models import (
     Command,
     InvocationCounter,
     Meter,
+    MeterKey,
     OperatorAction,
     ProfileEntry,
     Reading,
+    Register,
     RelayState,
 )
 from headend.storage.types import to_utc
@@ -35,9 +37,11 @@ __all__ = [
     "COUNTERS",
     "EVENTS",
     "METERS",
+    "METER_KEYS",
     "OPERATOR_ACTIONS",
     "PROFILES",
     "READINGS",
+    "REGISTERS",
     "RELAY_STATES",
     "Clock",
     "Store",
@@ -62,6 +66,8 @@ ALARMS = _table(Alarm)
 RELAY_STATES = _table(RelayState)
 EVENTS = _table(BalanceEvent)
 READINGS = _table(Reading)
+REGISTERS = _table(Register)
+METER_KEYS = _table(MeterKey)
 PROFILES = _table(ProfileEntry)
 COUNTERS = _table(InvocationCounter)
 OPERATOR_ACTIONS = _table(OperatorAction)

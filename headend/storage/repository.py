@@ -75,6 +75,8 @@ class Repository:
         self.save_capabilities = meters.save_capabilities
 
         self.store_readings = readings.store_readings
+        self.prepare_readings = readings.prepare
+        self.reading_partitions = readings.partitions
         self.latest_readings = readings.latest_readings
         self.readings = readings.readings
         self.store_profile_entries = readings.store_profile_entries
