@@ -35,7 +35,8 @@ from benchmarks._common import (
 DEFAULT_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 GOALS = {"sqlite": 20_000.0, "postgresql": 50_000.0}
 BASE_TS = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-_INSERT_COLUMNS = ("meter_id", "obis", "ts", "value_num", "value_text", "unit")
+_INSERT_COLUMNS = ("meter_key", "register_id", "ts", "value_num", "value_text")
+Keys = tuple[dict[str, int], dict[tuple[str, str], int]]
 
 
 def meter_ids(count: int) -> list[str]:
@@ -90,11 +91,29 @@ async def _add_meters(db: Any, count: int) -> None:
             await session.execute(insert(Meter), values[start : start + 1000])
 
 
-def _raw_values(rows: Sequence[Any], sqlite_text: bool) -> list[tuple[Any, ...]]:
+async def _add_keys(db: Any, rows: Sequence[Any]) -> Keys:
+    """For the raw baselines: the meter keys, registers and partitions the rows need (setup,
+    not measured; the repository makes its own while it is measured)."""
+    from headend.storage.partitions import ReadingPartitions
+    from headend.storage.reading_keys import NO_UNIT, meter_keys, register_keys
+
+    await ReadingPartitions(db).ensure(row.ts for row in rows)
+    async with db.transaction() as session:
+        meters = await meter_keys(session, {row.meter_id for row in rows})
+        registers = await register_keys(session, {(r.obis, r.unit or NO_UNIT) for r in rows})
+    return meters, registers
+
+
+def _raw_values(rows: Sequence[Any], sqlite: bool, keys: Keys) -> list[tuple[Any, ...]]:
+    from headend.storage.reading_keys import NO_UNIT
+    from headend.storage.types import to_micros
+
+    meters, registers = keys
     out = []
     for row in rows:
-        ts = row.ts.replace(tzinfo=None).isoformat(" ") if sqlite_text else row.ts
-        out.append((row.meter_id, row.obis, ts, float(row.value), None, row.unit))
+        ts = to_micros(row.ts) if sqlite else row.ts
+        register = registers[(row.obis, row.unit or NO_UNIT)]
+        out.append((meters[row.meter_id], register, ts, float(row.value), None))
     return out
 
 
@@ -140,13 +159,13 @@ async def _readings_bytes(db: Any) -> int:
         return int(await session.scalar(text(sql)) or 0)
 
 
-def _sqlite_raw(path: Path, rows: Sequence[Any], batch: int) -> dict[str, Any]:
+def _sqlite_raw(path: Path, rows: Sequence[Any], batch: int, keys: Keys) -> dict[str, Any]:
     """The same inserts with stdlib sqlite3, same PRAGMAs, one transaction per batch."""
     sql = (
-        f"INSERT INTO readings ({', '.join(_INSERT_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?) "
-        "ON CONFLICT (meter_id, obis, ts) DO NOTHING"
+        f"INSERT INTO readings ({', '.join(_INSERT_COLUMNS)}) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (meter_key, register_id, ts) DO NOTHING"
     )
-    chunks = [_raw_values(chunk, True) for chunk in _batches(rows, batch)]
+    chunks = [_raw_values(chunk, True, keys) for chunk in _batches(rows, batch)]
     connection = sqlite3.connect(path, isolation_level=None)
     try:
         connection.execute("PRAGMA journal_mode = WAL")
@@ -165,15 +184,15 @@ def _sqlite_raw(path: Path, rows: Sequence[Any], batch: int) -> dict[str, Any]:
 
 
 async def _postgres_raw(
-    dsn: str, schema: str, rows: Sequence[Any], batch: int, copy: bool
+    dsn: str, schema: str, rows: Sequence[Any], batch: int, copy: bool, keys: Keys
 ) -> dict[str, Any]:
     import asyncpg
 
-    chunks = [_raw_values(chunk, False) for chunk in _batches(rows, batch)]
+    chunks = [_raw_values(chunk, False, keys) for chunk in _batches(rows, batch)]
     connection = await asyncpg.connect(dsn, server_settings={"search_path": schema})
     sql = (
-        f"INSERT INTO readings ({', '.join(_INSERT_COLUMNS)}) VALUES ($1, $2, $3, $4, $5, $6) "
-        "ON CONFLICT (meter_id, obis, ts) DO NOTHING"
+        f"INSERT INTO readings ({', '.join(_INSERT_COLUMNS)}) VALUES ($1, $2, $3, $4, $5) "
+        "ON CONFLICT (meter_key, register_id, ts) DO NOTHING"
     )
     try:
         with measure() as span:
@@ -210,10 +229,12 @@ async def run_sqlite(
 
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as directory:
         paths = {kind: Path(directory) / f"{kind}.db" for kind in ("repo", "raw", "poll")}
-        for path in paths.values():
+        for kind, path in paths.items():
             db = await Database.open(f"sqlite+aiosqlite:///{path}")
             try:
                 await _add_meters(db, meters)
+                if kind == "raw":
+                    keys = await _add_keys(db, rows)
             finally:
                 await db.dispose()
         db = Database(f"sqlite+aiosqlite:///{paths['repo']}")
@@ -221,7 +242,7 @@ async def run_sqlite(
             repository = await _repository_ingest(db, rows, batch)
         finally:
             await db.dispose()
-        raw = await asyncio.to_thread(_sqlite_raw, paths["raw"], rows, batch)
+        raw = await asyncio.to_thread(_sqlite_raw, paths["raw"], rows, batch, keys)
         db = Database(f"sqlite+aiosqlite:///{paths['poll']}")
         try:
             polls = await _repository_ingest(db, per_poll, len(OBIS_REGISTERS))
@@ -247,10 +268,13 @@ async def run_postgres(
         async with admin.begin() as conn:
             for schema in schemas.values():
                 await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        for schema in schemas.values():
+        keys: dict[str, Keys] = {}
+        for kind, schema in schemas.items():
             db = await Database.open(url, schema=schema)
             try:
                 await _add_meters(db, meters)
+                if kind in ("raw", "copy"):
+                    keys[kind] = await _add_keys(db, rows)
             finally:
                 await db.dispose()
         db = Database(url, schema=schemas["repo"])
@@ -258,8 +282,8 @@ async def run_postgres(
             repository = await _repository_ingest(db, rows, batch)
         finally:
             await db.dispose()
-        raw = await _postgres_raw(dsn, schemas["raw"], rows, batch, copy=False)
-        copied = await _postgres_raw(dsn, schemas["copy"], rows, batch, copy=True)
+        raw = await _postgres_raw(dsn, schemas["raw"], rows, batch, False, keys["raw"])
+        copied = await _postgres_raw(dsn, schemas["copy"], rows, batch, True, keys["copy"])
         db = Database(url, schema=schemas["poll"])
         try:
             polls = await _repository_ingest(db, per_poll, len(OBIS_REGISTERS))

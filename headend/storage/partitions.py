@@ -5,8 +5,9 @@ deleting old rows one by one would cost as much as inserting them did. On Postgr
 is partitioned by month (RANGE on ts), so old data goes by dropping a whole partition.
 Partitions are created before rows need them, in a short transaction of their own on a
 separate connection (advisory-locked, so two head-ends do not race), never inside the
-transaction that inserts the rows: creating one locks the parent and the meter-key table the
-partition's foreign key refers to, which a transaction that already wrote there would hold.
+transaction that inserts the rows: creating one locks the parent table exclusively, and a
+transaction that already inserted readings holds a lock on it until it commits (a DDL lock
+timeout turns such a wait into an error rather than a hang).
 
 SQLite has no partitions: retention deletes old rows there, in chunks, each chunk one short
 write transaction (SQLite has one writer; polls must not wait behind a long delete).

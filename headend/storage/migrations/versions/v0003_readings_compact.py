@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -34,6 +35,28 @@ _SQLITE_TEXT_TO_MICROS = (
 _SQLITE_MICROS_TO_TEXT = (
     "(strftime('%Y-%m-%d %H:%M:%S', r.ts / 1000000, 'unixepoch') || '.' || "
     "printf('%06d', r.ts % 1000000))"
+)
+
+
+# A meter removed (meters -> meter_keys by ON DELETE CASCADE) takes its readings along. A
+# trigger rather than a foreign key on readings: a foreign key is checked for every inserted
+# reading, this runs only when a meter goes.
+_PG_CASCADE_FUNCTION = """
+CREATE FUNCTION readings_of_removed_meter() RETURNS trigger LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
+BEGIN
+    DELETE FROM readings WHERE meter_key = OLD.id;
+    RETURN OLD;
+END
+$$
+"""
+_PG_CASCADE_TRIGGER = (
+    "CREATE TRIGGER meter_keys_remove_readings AFTER DELETE ON meter_keys "
+    "FOR EACH ROW EXECUTE FUNCTION readings_of_removed_meter()"
+)
+_SQLITE_CASCADE_TRIGGER = (
+    "CREATE TRIGGER meter_keys_remove_readings AFTER DELETE ON meter_keys "
+    "BEGIN DELETE FROM readings WHERE meter_key = OLD.id; END"
 )
 
 
@@ -81,27 +104,24 @@ def upgrade() -> None:
     )
     op.drop_table("readings")
     postgresql = _postgresql()
+    ts_type: sa.types.TypeEngine[Any] = (
+        sa.DateTime(timezone=True) if postgresql else sa.BigInteger()
+    )
     op.create_table(
         "readings",
         sa.Column("meter_key", sa.Integer(), autoincrement=False, nullable=False),
         sa.Column("register_id", sa.Integer(), autoincrement=False, nullable=False),
-        sa.Column(
-            "ts", sa.DateTime(timezone=True) if postgresql else sa.BigInteger(), nullable=False
-        ),
+        sa.Column("ts", ts_type, nullable=False),
         sa.Column("value_num", sa.Double(), nullable=True),
         sa.Column("value_text", sa.Text(), nullable=True),
-        sa.ForeignKeyConstraint(
-            ["meter_key"],
-            ["meter_keys.id"],
-            name=op.f("fk_readings_meter_key_meter_keys"),
-            ondelete="CASCADE",
-        ),
         sa.PrimaryKeyConstraint("meter_key", "register_id", "ts", name=op.f("pk_readings")),
         postgresql_partition_by="RANGE (ts)",
         sqlite_with_rowid=False,
     )
     if postgresql:
         _create_partitions()
+        op.execute(_PG_CASCADE_FUNCTION)
+    op.execute(_PG_CASCADE_TRIGGER if postgresql else _SQLITE_CASCADE_TRIGGER)
     op.execute(
         "INSERT INTO readings (meter_key, register_id, ts, value_num, value_text) "
         f"SELECT meter_key, register_id, ts, value_num, value_text FROM {_STAGING}"
@@ -126,8 +146,10 @@ def downgrade() -> None:
         "JOIN meter_keys k ON k.id = r.meter_key JOIN registers g ON g.id = r.register_id"
     )
     op.drop_table("readings")  # on PostgreSQL, with its partitions
-    op.drop_table("meter_keys")
+    op.drop_table("meter_keys")  # and its trigger
     op.drop_table("registers")
+    if _postgresql():
+        op.execute("DROP FUNCTION readings_of_removed_meter()")
     op.create_table(
         "readings",
         sa.Column(
