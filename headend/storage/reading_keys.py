@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Table, select, tuple_
+from sqlalchemy import Table, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from headend.storage.core import METER_KEYS, REGISTERS, dialect_insert
@@ -54,7 +54,17 @@ async def register_keys(
     return found
 
 
+# PostgreSQL: the names as one array parameter (a 500-name IN list is 500 parameters to bind
+# and a long list for the planner).
+_PG_METER_LOOKUP = text(
+    "SELECT meter_id, id FROM meter_keys WHERE meter_id = ANY(CAST(:ids AS varchar[]))"
+)
+
+
 async def _meter_lookup(session: AsyncSession, meter_ids: Sequence[str]) -> dict[str, int]:
+    if session.bind.dialect.name == "postgresql":
+        rows = await session.execute(_PG_METER_LOOKUP, {"ids": list(meter_ids)})
+        return {meter_id: key for meter_id, key in rows}
     found: dict[str, int] = {}
     for start in range(0, len(meter_ids), _CHUNK):
         chunk = meter_ids[start : start + _CHUNK]
