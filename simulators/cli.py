@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from drivers.event_loop import run as run_loop
 from simulators.control import ControlServer
 from simulators.fleet import Fleet, FleetError
 from simulators.fleet_spec import (
@@ -190,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         spec = spec_from_args(args)
-        return asyncio.run(serve(spec, control_host=args.control_host))
+        return run_loop(serve(spec, control_host=args.control_host))  # uvloop if installed
     except (FleetFileError, FleetError, ServerStartError) as exc:
         print(f"dlms-sim: {exc}", file=sys.stderr, flush=True)
         return 2
