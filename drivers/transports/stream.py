@@ -18,6 +18,11 @@ def _expire(waiter: asyncio.Future[None]) -> None:
         waiter.set_exception(TimeoutError())
 
 
+def _settle(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class ByteStream(asyncio.Protocol):
     def __init__(self, high_water: int = DEFAULT_HIGH_WATER) -> None:
         self.high_water = high_water
@@ -51,8 +56,8 @@ class ByteStream(asyncio.Protocol):
             self._lost.set_result(None)
 
     def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        if self._waiter is not None:
+            _settle(self._waiter)
 
     # -- use -------------------------------------------------------------------------------
     @property
@@ -111,8 +116,17 @@ class ByteStream(asyncio.Protocol):
                 transport.close()
             else:
                 transport.abort()
+        if self._lost.done():
+            return
+        # The same bounded wait as asyncio.timeout around a shield, for one timer and one
+        # future (a session pays this on every close).
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        timer = loop.call_later(grace, _expire, waiter)
+        self._lost.add_done_callback(lambda _lost: _settle(waiter))
         try:
-            async with asyncio.timeout(grace):
-                await asyncio.shield(self._lost)
+            await waiter
         except TimeoutError:
             transport.abort()
+        finally:
+            timer.cancel()
