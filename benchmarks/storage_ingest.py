@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 import sqlite3
 import tempfile
 import uuid
@@ -95,13 +96,13 @@ async def _add_keys(db: Any, rows: Sequence[Any]) -> Keys:
     """For the raw baselines: the meter keys, registers and partitions the rows need (setup,
     not measured; the repository makes its own while it is measured)."""
     from headend.storage.partitions import ReadingPartitions
-    from headend.storage.reading_keys import NO_UNIT, meter_keys, register_keys
+    from headend.storage.reading_keys import NO_UNIT, reading_keys
 
     await ReadingPartitions(db).ensure(row.ts for row in rows)
     async with db.transaction() as session:
-        meters = await meter_keys(session, {row.meter_id for row in rows})
-        registers = await register_keys(session, {(r.obis, r.unit or NO_UNIT) for r in rows})
-    return meters, registers
+        return await reading_keys(
+            session, {row.meter_id for row in rows}, {(r.obis, r.unit or NO_UNIT) for r in rows}
+        )
 
 
 def _raw_values(rows: Sequence[Any], sqlite: bool, keys: Keys) -> list[tuple[Any, ...]]:
@@ -126,11 +127,44 @@ async def _repository_ingest(db: Any, rows: Sequence[Any], batch: int) -> dict[s
 
     repository = Repository(db)
     stored = 0
+    backend = await _backend_pid(db)
+    server0 = _server_cpu_s(backend)
     with measure() as span:
         for chunk in _batches(rows, batch):
             stored += await repository.store_readings(chunk)
+    server = _server_cpu_s(backend) - server0
+    if await _backend_pid(db) != backend:  # not the one connection throughout: no figure
+        server = float("nan")
     size = await _readings_bytes(db)
-    return {"rows": stored, "wall_s": span.wall_s, "cpu_s": span.cpu_s, "bytes": size}
+    return {
+        "rows": stored,
+        "wall_s": span.wall_s,
+        "cpu_s": span.cpu_s,
+        "server_cpu_s": server,
+        "bytes": size,
+    }
+
+
+# The PostgreSQL server's CPU for the work (its backend process, read from /proc: the server
+# runs on this machine): with the client's CPU, a cost per row that, unlike rows/s, does not
+# move with what else the machine is running.
+async def _backend_pid(db: Any) -> int | None:
+    from sqlalchemy import text
+
+    if db.dialect != "postgresql":
+        return None
+    async with db.session() as session:
+        return int(await session.scalar(text("SELECT pg_backend_pid()")) or 0)
+
+
+def _server_cpu_s(pid: int | None) -> float:
+    if pid is None:
+        return float("nan")
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # What the readings cost on disk: their table(s) with every index, and the small lookup
@@ -194,6 +228,8 @@ async def _postgres_raw(
         f"INSERT INTO readings ({', '.join(_INSERT_COLUMNS)}) VALUES ($1, $2, $3, $4, $5) "
         "ON CONFLICT (meter_key, register_id, ts) DO NOTHING"
     )
+    backend = await connection.fetchval("SELECT pg_backend_pid()")
+    server0 = _server_cpu_s(backend)
     try:
         with measure() as span:
             for values in chunks:
@@ -204,18 +240,26 @@ async def _postgres_raw(
                         )
                     else:
                         await connection.executemany(sql, values)
+        server = _server_cpu_s(backend) - server0
         stored = await connection.fetchval("SELECT count(*) FROM readings")
     finally:
         await connection.close()
-    return {"rows": int(stored), "wall_s": span.wall_s, "cpu_s": span.cpu_s}
+    return {"rows": int(stored), "wall_s": span.wall_s, "cpu_s": span.cpu_s, "server_cpu_s": server}
 
 
 def _figures(name: str, result: dict[str, Any], total: int) -> dict[str, Any]:
-    return {
+    figures = {
         f"{name}_rows_per_s": rounded(total / result["wall_s"], 0),
         f"{name}_cpu_us_per_row": rounded(result["cpu_s"] / total * 1e6, 2),
         f"{name}_rows_stored": result["rows"],
     }
+    server = result.get("server_cpu_s", float("nan"))
+    if server == server:  # PostgreSQL, measured (not NaN)
+        figures[f"{name}_server_cpu_us_per_row"] = rounded(server / total * 1e6, 2)
+        # What one client and one server process would sustain on an idle machine with
+        # their CPU alone (round trips run one after the other, so the two add up).
+        figures[f"{name}_cpu_bound_rows_per_s"] = rounded(total / (result["cpu_s"] + server), 0)
+    return figures
 
 
 def _bytes_per_row(result: dict[str, Any]) -> float | None:

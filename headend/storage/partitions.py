@@ -76,7 +76,8 @@ class ReadingPartitions:
         """Partitions for the months of `stamps` exist when this returns (PostgreSQL)."""
         if not self.partitioned:
             return
-        months = {month_start(ts) for ts in stamps} - self._known
+        # A batch holds thousands of rows but a few distinct times (one per poll slot).
+        months = {month_start(ts) for ts in set(stamps)} - self._known
         if months:
             await self._create(months)
 

@@ -19,52 +19,66 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from headend.storage.core import METER_KEYS, REGISTERS, dialect_insert
 
-__all__ = ["NO_UNIT", "meter_keys", "register_keys"]
+__all__ = ["NO_UNIT", "MeterKeys", "RegisterKeys", "reading_keys"]
 
 NO_UNIT = ""  # registers.unit of a value without one (NULL would not be unique)
 _CHUNK = 500  # names per IN (...) lookup
 
 
-async def meter_keys(session: AsyncSession, meter_ids: Iterable[str]) -> dict[str, int]:
-    """meter_id -> key for every meter given, creating keys for meters that have none."""
-    wanted = sorted(set(meter_ids))
-    found = await _meter_lookup(session, wanted)
-    missing = [m for m in wanted if m not in found]
-    if missing:
-        await _insert_missing(session, METER_KEYS, ["meter_id"], [{"meter_id": m} for m in missing])
-        found.update(await _meter_lookup(session, missing))
-    return found
+MeterKeys = dict[str, int]
+RegisterKeys = dict[tuple[str, str], int]
 
 
-async def register_keys(
-    session: AsyncSession, registers: Iterable[tuple[str, str]]
-) -> dict[tuple[str, str], int]:
-    """(obis, unit) -> id for every register given ("" for no unit), creating missing ones."""
+async def reading_keys(
+    session: AsyncSession, meter_ids: Iterable[str], registers: Iterable[tuple[str, str]]
+) -> tuple[MeterKeys, RegisterKeys]:
+    """The key of every meter and the id of every (obis, unit) register given ("" for no
+    unit), creating those that are missing. On PostgreSQL both are looked up in one round
+    trip: under load a round trip costs more than the lookup itself."""
+    meters = sorted(set(meter_ids))
     wanted = sorted(set(registers))
-    found = await _register_lookup(session, wanted)
-    missing = [r for r in wanted if r not in found]
-    if missing:
-        await _insert_missing(
-            session,
-            REGISTERS,
-            ["obis", "unit"],
-            [{"obis": obis, "unit": unit} for obis, unit in missing],
-        )
-        found.update(await _register_lookup(session, missing))
-    return found
+    if session.bind.dialect.name == "postgresql":
+        found_meters, found_registers = await _pg_lookup(session, meters, wanted)
+    else:
+        found_meters = await _meter_lookup(session, meters)
+        found_registers = await _register_lookup(session, wanted)
+    missing_meters = [m for m in meters if m not in found_meters]
+    if missing_meters:
+        rows = [{"meter_id": m} for m in missing_meters]
+        await _insert_missing(session, METER_KEYS, ["meter_id"], rows)
+        found_meters.update(await _meter_lookup(session, missing_meters))
+    missing_registers = [r for r in wanted if r not in found_registers]
+    if missing_registers:
+        rows = [{"obis": obis, "unit": unit} for obis, unit in missing_registers]
+        await _insert_missing(session, REGISTERS, ["obis", "unit"], rows)
+        found_registers.update(await _register_lookup(session, missing_registers))
+    return found_meters, found_registers
 
 
-# PostgreSQL: the names as one array parameter (a 500-name IN list is 500 parameters to bind
-# and a long list for the planner).
-_PG_METER_LOOKUP = text(
-    "SELECT meter_id, id FROM meter_keys WHERE meter_id = ANY(CAST(:ids AS varchar[]))"
+_PG_LOOKUP = text(
+    "SELECT 0, meter_id, '', id FROM meter_keys WHERE meter_id = ANY(CAST(:ids AS varchar[])) "
+    "UNION ALL "
+    "SELECT 1, obis, unit, id FROM registers WHERE obis = ANY(CAST(:obis AS varchar[]))"
 )
 
 
+async def _pg_lookup(
+    session: AsyncSession, meters: Sequence[str], registers: Sequence[tuple[str, str]]
+) -> tuple[MeterKeys, RegisterKeys]:
+    rows = await session.execute(
+        _PG_LOOKUP, {"ids": list(meters), "obis": sorted({obis for obis, _ in registers})}
+    )
+    found_meters: MeterKeys = {}
+    found_registers: RegisterKeys = {}
+    for kind, name, unit, key in rows:
+        if kind == 0:
+            found_meters[name] = key
+        else:
+            found_registers[(name, unit)] = key
+    return found_meters, found_registers
+
+
 async def _meter_lookup(session: AsyncSession, meter_ids: Sequence[str]) -> dict[str, int]:
-    if session.bind.dialect.name == "postgresql":
-        rows = await session.execute(_PG_METER_LOOKUP, {"ids": list(meter_ids)})
-        return {meter_id: key for meter_id, key in rows}
     found: dict[str, int] = {}
     for start in range(0, len(meter_ids), _CHUNK):
         chunk = meter_ids[start : start + _CHUNK]

@@ -28,6 +28,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 _STAGING = "readings_moving"
+_METERS_FILLFACTOR = 70
 # SQLite: UtcDateTime's text ("2026-01-01 00:00:00.000000") <-> microseconds since 1970.
 _SQLITE_TEXT_TO_MICROS = (
     "(CAST(strftime('%s', r.ts) AS INTEGER) * 1000000 + CAST(substr(r.ts, 21, 6) AS INTEGER))"
@@ -121,6 +122,10 @@ def upgrade() -> None:
     if postgresql:
         _create_partitions()
         op.execute(_PG_CASCADE_FUNCTION)
+        # Every batch of readings moves meters.last_reading_at of its meters forward: with
+        # room left in each page that update is HOT (no new entry in every index of meters),
+        # half the cost (existing pages get the room as they are rewritten).
+        op.execute(f"ALTER TABLE meters SET (fillfactor = {_METERS_FILLFACTOR})")
     op.execute(_PG_CASCADE_TRIGGER if postgresql else _SQLITE_CASCADE_TRIGGER)
     op.execute(
         "INSERT INTO readings (meter_key, register_id, ts, value_num, value_text) "
@@ -150,6 +155,7 @@ def downgrade() -> None:
     op.drop_table("registers")
     if _postgresql():
         op.execute("DROP FUNCTION readings_of_removed_meter()")
+        op.execute("ALTER TABLE meters RESET (fillfactor)")
     op.create_table(
         "readings",
         sa.Column(
