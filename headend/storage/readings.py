@@ -97,11 +97,11 @@ class Readings(Store):
                 for (meter_id, obis, unit, ts), row in unique.items()
             ]
             if self.db.dialect == "postgresql":
-                inserted = await _insert_arrays(session, records, latest)
+                inserted = await _insert_copied(session, records)
             else:
                 values = [dict(zip(_COLUMNS, record, strict=True)) for record in records]
                 inserted = await _insert_new(session, READINGS, _COLUMNS[:3], values)
-                await _advance_last_reading(session, latest)
+            await _advance_last_reading(session, latest)
         return inserted
 
     async def latest_readings(self, meter_id: str) -> dict[str, ReadingRow]:
@@ -208,50 +208,58 @@ _SELECT = select(
     REGISTERS.c.obis, REGISTERS.c.unit, READINGS.c.ts, READINGS.c.value_num, READINGS.c.value_text
 ).join_from(READINGS, REGISTERS, REGISTERS.c.id == READINGS.c.register_id)
 
-# PostgreSQL: the whole batch as five arrays in one statement, no per-row parameters (several
-# times cheaper than a multi-row VALUES list for the server to parse and for the client to
-# build), and meters.last_reading_at moved forward in the same statement: a batch is four
-# round trips (begin, keys, this, commit), which under load matters more than the statements.
-# The count of rows that were new comes back instead of the rows.
-_INSERT_ARRAYS = text(
-    "WITH advanced AS (UPDATE meters SET last_reading_at = v.ts "
-    "FROM unnest(CAST(:advance_meter AS varchar[]), CAST(:advance_ts AS timestamptz[])) "
-    "AS v(meter_id, ts) WHERE meters.meter_id = v.meter_id "
-    "AND (meters.last_reading_at IS NULL OR meters.last_reading_at < v.ts)), "
-    "new AS (INSERT INTO readings (meter_key, register_id, ts, value_num, value_text) "
+# PostgreSQL. Nearly every batch is new rows only: it goes straight into readings by COPY
+# (binary; a third of the server's CPU of an INSERT of the same rows, and the cheapest
+# encoding for the client), in a savepoint. A batch holding a row stored already (a retried
+# poll) makes the COPY fail on the primary key; it is then inserted as five arrays in one
+# statement that skips the stored rows (ON CONFLICT DO NOTHING) and counts the new ones.
+_INSERT_NEW = text(
+    "WITH new AS (INSERT INTO readings (meter_key, register_id, ts, value_num, value_text) "
     "SELECT * FROM unnest(CAST(:meter_key AS int4[]), CAST(:register_id AS int4[]), "
     "CAST(:ts AS timestamptz[]), CAST(:value_num AS float8[]), CAST(:value_text AS text[])) "
-    "ON CONFLICT DO NOTHING RETURNING 1) "
-    "SELECT count(*) FROM new"
+    "ON CONFLICT DO NOTHING RETURNING 1) SELECT count(*) FROM new"
+)
+_ADVANCE_ARRAYS = text(
+    "UPDATE meters SET last_reading_at = v.ts "
+    "FROM unnest(CAST(:meter_id AS varchar[]), CAST(:ts AS timestamptz[])) AS v(meter_id, ts) "
+    "WHERE meters.meter_id = v.meter_id "
+    "AND (meters.last_reading_at IS NULL OR meters.last_reading_at < v.ts)"
 )
 
 
-async def _insert_arrays(
-    session: AsyncSession, records: list[tuple[Any, ...]], latest: dict[str, datetime]
-) -> int:
-    inserted = 0
-    advance = sorted(latest.items())
-    for start in range(0, len(records), BATCH):
-        columns = zip(*records[start : start + BATCH], strict=True)
-        params: dict[str, Any] = {
-            name: list(column) for name, column in zip(_COLUMNS, columns, strict=True)
-        }
-        params["advance_meter"] = [meter_id for meter_id, _ in advance]
-        params["advance_ts"] = [ts for _, ts in advance]
-        advance = []  # with the first chunk
-        inserted += int((await session.execute(_INSERT_ARRAYS, params)).scalar_one())
-    return inserted
+async def _insert_copied(session: AsyncSession, records: list[tuple[Any, ...]]) -> int:
+    from asyncpg.exceptions import UniqueViolationError
+
+    # The session's own connection, inside its transaction (begun by the key lookup).
+    connection = await (await session.connection()).get_raw_connection()
+    driver: Any = connection.driver_connection
+    try:
+        async with driver.transaction():  # nested in the session's: a savepoint
+            await driver.copy_records_to_table(READINGS.name, records=records, columns=_COLUMNS)
+    except UniqueViolationError:
+        inserted = 0
+        for start in range(0, len(records), BATCH):
+            columns = zip(*records[start : start + BATCH], strict=True)
+            params = {name: list(column) for name, column in zip(_COLUMNS, columns, strict=True)}
+            inserted += int((await session.execute(_INSERT_NEW, params)).scalar_one())
+        return inserted
+    return len(records)
 
 
 async def _advance_last_reading(session: AsyncSession, latest: dict[str, datetime]) -> None:
     """meters.last_reading_at moves forward only (a late retry must not move it back)."""
+    ordered = sorted(latest.items())
+    if session.bind.dialect.name == "postgresql":  # one statement, the pairs as two arrays
+        params = {"meter_id": [m for m, _ in ordered], "ts": [t for _, t in ordered]}
+        await session.execute(_ADVANCE_ARRAYS, params)
+        return
     ts_param = bindparam("b_ts", type_=UtcDateTime())
     await session.execute(
         update(METERS)
         .where(METERS.c.meter_id == bindparam("b_meter"))
         .where(or_(METERS.c.last_reading_at.is_(None), METERS.c.last_reading_at < ts_param))
         .values(last_reading_at=ts_param),
-        [{"b_meter": m, "b_ts": ts} for m, ts in sorted(latest.items())],
+        [{"b_meter": m, "b_ts": ts} for m, ts in ordered],
     )
 
 
