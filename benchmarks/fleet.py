@@ -37,12 +37,14 @@ from benchmarks._common import (
     rounded,
     run_async,
 )
+from benchmarks._io_floor import poll_io_floor
 from benchmarks._proc import SimFleet, connection_kwargs, sim_fleet
 from benchmarks._replay import CoreReplay, Recording, plan, record
 
 GOAL_METERS_PER_S = 1000.0
 GOAL_BASELINE_RATIO = 10.0
 GOAL_FLOOR_RATIO = 2.0
+GOAL_IO_FLOOR_RATIO = 1.5
 FD_MARGIN = 200
 
 
@@ -263,6 +265,18 @@ async def measure_fleet(
     result["others_cpu_percent"] = others_cpu_percent(busy, ours["cpu_s"] + sim_cpu, ours["wall_s"])
     result["simulator_start_s"] = rounded(fleet.start_s, 2)
 
+    # The same round trips by a bare asyncio Protocol: same loop, fleet and concurrency.
+    if fleet.rows[0]["transport"] == "wrapper":
+        io_floor = await poll_io_floor(
+            recording, fleet.rows, concurrency=concurrency, request_timeout=request_timeout
+        )
+        io_ms = io_floor["cpu_s"] / max(io_floor["sessions"], 1) * 1000
+        result["io_floor_cpu_ms_per_session"] = rounded(io_ms, 3)
+        result["ratio_cpu_to_io_floor"] = ratio(result["cpu_ms_per_session"], io_ms)
+        result["io_floor_meters_per_s"] = rounded(io_floor["sessions"] / io_floor["wall_s"], 1)
+        result["io_floor_failures"] = io_floor["failures"]
+        result["io_floor_errors"] = io_floor["errors"]
+
     if baseline_meters > 0:
         groups = _baseline_requests(recording)
         ic_base = await ic_store.reserve(1) + 1_000
@@ -288,6 +302,8 @@ def headline(security: str, figures: dict[str, Any], meters: int) -> dict[str, A
         "client_cpu_ms_per_session": figures["cpu_ms_per_session"],
         "floor_cpu_ms_per_session": figures["floor_cpu_ms_per_session"],
         "ratio_cpu_to_floor": figures["ratio_cpu_to_floor"],
+        "io_floor_cpu_ms_per_session": figures.get("io_floor_cpu_ms_per_session"),
+        "ratio_cpu_to_io_floor": figures.get("ratio_cpu_to_io_floor"),
         "p50_session_s": figures["p50_session_s"],
         "p99_session_s": figures["p99_session_s"],
         "peak_rss_mb": figures["peak_rss_mb"],
@@ -314,6 +330,12 @@ def goals(security: str, top: dict[str, Any]) -> list[dict[str, Any]]:
             GOAL_FLOOR_RATIO,
             at_least=False,
             text=f"CPU per session within {GOAL_FLOOR_RATIO:.0f}x of the floor ({security})",
+        ),
+        goal(
+            top["ratio_cpu_to_io_floor"],
+            GOAL_IO_FLOOR_RATIO,
+            at_least=False,
+            text=f"CPU per session within {GOAL_IO_FLOOR_RATIO}x of the I/O floor ({security})",
         ),
         goal(top["failures"], 0, at_least=False, text=f"zero failures ({security})"),
     ]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 import sqlite3
 import tempfile
 import uuid
@@ -35,7 +36,8 @@ from benchmarks._common import (
 DEFAULT_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 GOALS = {"sqlite": 20_000.0, "postgresql": 50_000.0}
 BASE_TS = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-_INSERT_COLUMNS = ("meter_id", "obis", "ts", "value_num", "value_text", "unit")
+_INSERT_COLUMNS = ("meter_key", "register_id", "ts", "value_num", "value_text")
+Keys = tuple[dict[str, int], dict[tuple[str, str], int]]
 
 
 def meter_ids(count: int) -> list[str]:
@@ -90,11 +92,29 @@ async def _add_meters(db: Any, count: int) -> None:
             await session.execute(insert(Meter), values[start : start + 1000])
 
 
-def _raw_values(rows: Sequence[Any], sqlite_text: bool) -> list[tuple[Any, ...]]:
+async def _add_keys(db: Any, rows: Sequence[Any]) -> Keys:
+    """For the raw baselines: the meter keys, registers and partitions the rows need (setup,
+    not measured; the repository makes its own while it is measured)."""
+    from headend.storage.partitions import ReadingPartitions
+    from headend.storage.reading_keys import NO_UNIT, reading_keys
+
+    await ReadingPartitions(db).ensure(row.ts for row in rows)
+    async with db.transaction() as session:
+        return await reading_keys(
+            session, {row.meter_id for row in rows}, {(r.obis, r.unit or NO_UNIT) for r in rows}
+        )
+
+
+def _raw_values(rows: Sequence[Any], sqlite: bool, keys: Keys) -> list[tuple[Any, ...]]:
+    from headend.storage.reading_keys import NO_UNIT
+    from headend.storage.types import to_micros
+
+    meters, registers = keys
     out = []
     for row in rows:
-        ts = row.ts.replace(tzinfo=None).isoformat(" ") if sqlite_text else row.ts
-        out.append((row.meter_id, row.obis, ts, float(row.value), None, row.unit))
+        ts = to_micros(row.ts) if sqlite else row.ts
+        register = registers[(row.obis, row.unit or NO_UNIT)]
+        out.append((meters[row.meter_id], register, ts, float(row.value), None))
     return out
 
 
@@ -107,19 +127,79 @@ async def _repository_ingest(db: Any, rows: Sequence[Any], batch: int) -> dict[s
 
     repository = Repository(db)
     stored = 0
+    backend = await _backend_pid(db)
+    server0 = _server_cpu_s(backend)
     with measure() as span:
         for chunk in _batches(rows, batch):
             stored += await repository.store_readings(chunk)
-    return {"rows": stored, "wall_s": span.wall_s, "cpu_s": span.cpu_s}
+    server = _server_cpu_s(backend) - server0
+    if await _backend_pid(db) != backend:  # not the one connection throughout: no figure
+        server = float("nan")
+    size = await _readings_bytes(db)
+    return {
+        "rows": stored,
+        "wall_s": span.wall_s,
+        "cpu_s": span.cpu_s,
+        "server_cpu_s": server,
+        "bytes": size,
+    }
 
 
-def _sqlite_raw(path: Path, rows: Sequence[Any], batch: int) -> dict[str, Any]:
+# The PostgreSQL server's CPU for the work (its backend process, read from /proc: the server
+# runs on this machine): with the client's CPU, a cost per row that, unlike rows/s, does not
+# move with what else the machine is running.
+async def _backend_pid(db: Any) -> int | None:
+    from sqlalchemy import text
+
+    if db.dialect != "postgresql":
+        return None
+    async with db.session() as session:
+        return int(await session.scalar(text("SELECT pg_backend_pid()")) or 0)
+
+
+def _server_cpu_s(pid: int | None) -> float:
+    if pid is None:
+        return float("nan")
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# What the readings cost on disk: their table(s) with every index, and the small lookup
+# tables they refer to (registers, meter keys) where those exist.
+_READING_TABLES = ("readings", "registers", "meter_keys")
+
+
+async def _readings_bytes(db: Any) -> int:
+    from sqlalchemy import text
+
+    tables = ", ".join(f"'{name}'" for name in _READING_TABLES)
+    if db.dialect == "sqlite":
+        sql = (
+            "SELECT coalesce(sum(pgsize), 0) FROM dbstat WHERE name IN "
+            f"(SELECT name FROM sqlite_master WHERE tbl_name IN ({tables}))"
+        )
+    else:
+        # A partitioned table's own size is 0: its partitions (pg_inherits) hold the rows.
+        here = f"relnamespace = current_schema()::regnamespace AND relname IN ({tables})"
+        sql = (
+            "SELECT coalesce(sum(pg_total_relation_size(oid)), 0) FROM pg_class "
+            f"WHERE ({here}) OR oid IN (SELECT inhrelid FROM pg_inherits "
+            f"WHERE inhparent IN (SELECT oid FROM pg_class WHERE {here}))"
+        )
+    async with db.session() as session:
+        return int(await session.scalar(text(sql)) or 0)
+
+
+def _sqlite_raw(path: Path, rows: Sequence[Any], batch: int, keys: Keys) -> dict[str, Any]:
     """The same inserts with stdlib sqlite3, same PRAGMAs, one transaction per batch."""
     sql = (
-        f"INSERT INTO readings ({', '.join(_INSERT_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?) "
-        "ON CONFLICT (meter_id, obis, ts) DO NOTHING"
+        f"INSERT INTO readings ({', '.join(_INSERT_COLUMNS)}) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (meter_key, register_id, ts) DO NOTHING"
     )
-    chunks = [_raw_values(chunk, True) for chunk in _batches(rows, batch)]
+    chunks = [_raw_values(chunk, True, keys) for chunk in _batches(rows, batch)]
     connection = sqlite3.connect(path, isolation_level=None)
     try:
         connection.execute("PRAGMA journal_mode = WAL")
@@ -138,16 +218,18 @@ def _sqlite_raw(path: Path, rows: Sequence[Any], batch: int) -> dict[str, Any]:
 
 
 async def _postgres_raw(
-    dsn: str, schema: str, rows: Sequence[Any], batch: int, copy: bool
+    dsn: str, schema: str, rows: Sequence[Any], batch: int, copy: bool, keys: Keys
 ) -> dict[str, Any]:
     import asyncpg
 
-    chunks = [_raw_values(chunk, False) for chunk in _batches(rows, batch)]
+    chunks = [_raw_values(chunk, False, keys) for chunk in _batches(rows, batch)]
     connection = await asyncpg.connect(dsn, server_settings={"search_path": schema})
     sql = (
-        f"INSERT INTO readings ({', '.join(_INSERT_COLUMNS)}) VALUES ($1, $2, $3, $4, $5, $6) "
-        "ON CONFLICT (meter_id, obis, ts) DO NOTHING"
+        f"INSERT INTO readings ({', '.join(_INSERT_COLUMNS)}) VALUES ($1, $2, $3, $4, $5) "
+        "ON CONFLICT (meter_key, register_id, ts) DO NOTHING"
     )
+    backend = await connection.fetchval("SELECT pg_backend_pid()")
+    server0 = _server_cpu_s(backend)
     try:
         with measure() as span:
             for values in chunks:
@@ -158,18 +240,30 @@ async def _postgres_raw(
                         )
                     else:
                         await connection.executemany(sql, values)
+        server = _server_cpu_s(backend) - server0
         stored = await connection.fetchval("SELECT count(*) FROM readings")
     finally:
         await connection.close()
-    return {"rows": int(stored), "wall_s": span.wall_s, "cpu_s": span.cpu_s}
+    return {"rows": int(stored), "wall_s": span.wall_s, "cpu_s": span.cpu_s, "server_cpu_s": server}
 
 
 def _figures(name: str, result: dict[str, Any], total: int) -> dict[str, Any]:
-    return {
+    figures = {
         f"{name}_rows_per_s": rounded(total / result["wall_s"], 0),
         f"{name}_cpu_us_per_row": rounded(result["cpu_s"] / total * 1e6, 2),
         f"{name}_rows_stored": result["rows"],
     }
+    server = result.get("server_cpu_s", float("nan"))
+    if server == server:  # PostgreSQL, measured (not NaN)
+        figures[f"{name}_server_cpu_us_per_row"] = rounded(server / total * 1e6, 2)
+        # What one client and one server process would sustain on an idle machine with
+        # their CPU alone (round trips run one after the other, so the two add up).
+        figures[f"{name}_cpu_bound_rows_per_s"] = rounded(total / (result["cpu_s"] + server), 0)
+    return figures
+
+
+def _bytes_per_row(result: dict[str, Any]) -> float | None:
+    return rounded(result["bytes"] / result["rows"], 1) if result["rows"] else None
 
 
 async def run_sqlite(
@@ -179,10 +273,12 @@ async def run_sqlite(
 
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as directory:
         paths = {kind: Path(directory) / f"{kind}.db" for kind in ("repo", "raw", "poll")}
-        for path in paths.values():
+        for kind, path in paths.items():
             db = await Database.open(f"sqlite+aiosqlite:///{path}")
             try:
                 await _add_meters(db, meters)
+                if kind == "raw":
+                    keys = await _add_keys(db, rows)
             finally:
                 await db.dispose()
         db = Database(f"sqlite+aiosqlite:///{paths['repo']}")
@@ -190,7 +286,7 @@ async def run_sqlite(
             repository = await _repository_ingest(db, rows, batch)
         finally:
             await db.dispose()
-        raw = await asyncio.to_thread(_sqlite_raw, paths["raw"], rows, batch)
+        raw = await asyncio.to_thread(_sqlite_raw, paths["raw"], rows, batch, keys)
         db = Database(f"sqlite+aiosqlite:///{paths['poll']}")
         try:
             polls = await _repository_ingest(db, per_poll, len(OBIS_REGISTERS))
@@ -216,10 +312,13 @@ async def run_postgres(
         async with admin.begin() as conn:
             for schema in schemas.values():
                 await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        for schema in schemas.values():
+        keys: dict[str, Keys] = {}
+        for kind, schema in schemas.items():
             db = await Database.open(url, schema=schema)
             try:
                 await _add_meters(db, meters)
+                if kind in ("raw", "copy"):
+                    keys[kind] = await _add_keys(db, rows)
             finally:
                 await db.dispose()
         db = Database(url, schema=schemas["repo"])
@@ -227,8 +326,8 @@ async def run_postgres(
             repository = await _repository_ingest(db, rows, batch)
         finally:
             await db.dispose()
-        raw = await _postgres_raw(dsn, schemas["raw"], rows, batch, copy=False)
-        copied = await _postgres_raw(dsn, schemas["copy"], rows, batch, copy=True)
+        raw = await _postgres_raw(dsn, schemas["raw"], rows, batch, False, keys["raw"])
+        copied = await _postgres_raw(dsn, schemas["copy"], rows, batch, True, keys["copy"])
         db = Database(url, schema=schemas["poll"])
         try:
             polls = await _repository_ingest(db, per_poll, len(OBIS_REGISTERS))
@@ -259,6 +358,7 @@ def _summarise(
         out.update(_figures("ceiling_copy", copied, total))
     # The daemon today stores each poll's 4 readings in a transaction of their own.
     out.update(_figures("repository_per_poll_tx", polls, len(per_poll)))
+    out["bytes_per_reading"] = _bytes_per_row(repository)
     out["ratio_to_baseline"] = ratio(
         out["repository_rows_per_s"], out["baseline_raw_insert_rows_per_s"]
     )

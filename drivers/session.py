@@ -18,7 +18,7 @@ import datetime as dt
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -476,7 +476,13 @@ class DlmsSession:
 
 
 def _obis(value: Obis | str) -> Obis:
-    return value if isinstance(value, Obis) else Obis.parse(value)
+    return value if isinstance(value, Obis) else _parse_obis(value)
+
+
+@lru_cache(maxsize=1024)
+def _parse_obis(text: str) -> Obis:
+    """Every poll names the same few codes as text: parsed once (an Obis is immutable)."""
+    return Obis.parse(text)
 
 
 def _class_mismatch(result: AttributeResult) -> bool:

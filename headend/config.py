@@ -50,6 +50,7 @@ __all__ = [
     "QuietWindow",
     "RelayConfig",
     "SecurityConfig",
+    "StorageConfig",
     "TlsConfig",
     "env_var_name",
     "load_config",
@@ -185,6 +186,14 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class StorageConfig:
+    """How long readings are kept: 0 = forever. On PostgreSQL a month's partition is dropped
+    once all of it is older (storage/partitions.py); on SQLite older rows are deleted."""
+
+    retention_days: int = 0
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = "INFO"
     format: str = "json"
@@ -203,6 +212,7 @@ class Config:
     listener: ListenerConfig = field(default_factory=ListenerConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     prepaid: PrepaidConfig = field(default_factory=PrepaidConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
     # The file it came from (not a setting).
     source: Path | None = field(default=None, compare=False, metadata={"setting": False})
 
@@ -338,6 +348,7 @@ _CHECKS: dict[str, Check] = {
     "listener.udp_port": _between(0, 65535),
     "metrics.host": _non_empty,
     "metrics.port": _between(0, 65535),
+    "storage.retention_days": _ge(0),
     **PREPAID_CHECKS,
 }
 

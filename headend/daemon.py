@@ -44,6 +44,7 @@ from headend.relay.controller import ControllerSettings, RelayController
 from headend.relay.intake import BalanceIntake
 from headend.storage import Database, Repository, installation
 from headend.storage.batching import ReadingBatcher
+from headend.storage.retention import ReadingRetention
 
 __all__ = ["Daemon", "DaemonTuning", "configure_daemon_logging", "run_daemon"]
 
@@ -318,6 +319,10 @@ class Daemon:
                     clock=clock,
                 )
                 workers.append(tg.create_task(limiter.run(), name="limiter"))
+            retention = ReadingRetention(
+                repository.reading_partitions, config.storage.retention_days
+            )
+            workers.append(tg.create_task(retention.run(), name="readings-retention"))
             if tuning.collection:
                 workers.append(
                     tg.create_task(guarded("collection", collection.run()), name="collection")

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from drivers.event_loop import run as run_loop
 from simulators.config import DEFAULT_PUSH_INTERVAL_S, PUSH_TRANSPORTS, PushSpec
 from simulators.control import ControlServer
 from simulators.fleet import Fleet, FleetError
@@ -250,7 +251,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         spec = spec_from_args(args)
-        return asyncio.run(serve(spec, control_host=args.control_host, parent_pid=args.parent_pid))
+        return run_loop(  # uvloop if installed
+            serve(spec, control_host=args.control_host, parent_pid=args.parent_pid)
+        )
     except (FleetFileError, FleetError, ServerStartError) as exc:
         print(f"dlms-sim: {exc}", file=sys.stderr, flush=True)
         return 2

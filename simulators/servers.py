@@ -11,6 +11,7 @@ import asyncio
 import errno
 import socket
 from collections.abc import Callable, Sequence
+from typing import cast
 
 from cosem_objects.errors import ProtocolError
 from drivers.hdlc import HdlcServerConnection
@@ -41,7 +42,9 @@ class _MeterProtocol(asyncio.Protocol):
         self._last_activity = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # A cast, not an isinstance check: uvloop's transports are not asyncio.Transport
+        # subclasses (the simulator runs on uvloop where it is installed).
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
         self.runtime.live.add(transport)
         if self.runtime.offline():

@@ -85,11 +85,13 @@ def test_fleet_prints_the_promised_keys() -> None:
         "ratio",
         "client_cpu_ms_per_session",
         "floor_cpu_ms_per_session",
+        "io_floor_cpu_ms_per_session",
         "p99_session_s",
         "failures",
     ):
         assert key in result, key
     assert result["meters"] == 5
+    assert _is_number(result["io_floor_cpu_ms_per_session"])
     assert result["failures"] == 0
     for key in ("meters_per_s", "baseline_meters_per_s", "ratio", "floor_cpu_ms_per_session"):
         assert _is_number(result[key]) and result[key] > 0, key

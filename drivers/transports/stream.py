@@ -13,6 +13,16 @@ from drivers.errors import LinkClosed
 DEFAULT_HIGH_WATER = 64 * 1024
 
 
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
+
+
+def _settle(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class ByteStream(asyncio.Protocol):
     def __init__(self, high_water: int = DEFAULT_HIGH_WATER) -> None:
         self.high_water = high_water
@@ -46,24 +56,33 @@ class ByteStream(asyncio.Protocol):
             self._lost.set_result(None)
 
     def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        if self._waiter is not None:
+            _settle(self._waiter)
 
     # -- use -------------------------------------------------------------------------------
     @property
     def closed(self) -> bool:
         return self._eof or self.transport is None or self.transport.is_closing()
 
-    async def read(self) -> bytes:
-        """Whatever has arrived, at least one byte; LinkClosed at end of stream."""
+    async def read(self, deadline: float | None = None) -> bytes:
+        """Whatever has arrived, at least one byte; LinkClosed at end of stream, TimeoutError
+        when nothing came by `deadline` (the loop's clock).
+
+        The deadline is one timer on the wait itself: cheaper than an asyncio.timeout()
+        around the call (a Timeout object, the task's cancel and uncancel), which a session
+        would otherwise pay for every reply."""
         while not self._buf:
             if self._eof:
                 raise LinkClosed("the peer closed the connection")
-            self._waiter = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = None if deadline is None else loop.call_at(deadline, _expire, waiter)
             try:
-                await self._waiter
+                await waiter
             finally:
                 self._waiter = None
+                if timer is not None:
+                    timer.cancel()
         data = bytes(self._buf)
         self._buf.clear()
         self._resume()
@@ -97,8 +116,17 @@ class ByteStream(asyncio.Protocol):
                 transport.close()
             else:
                 transport.abort()
+        if self._lost.done():
+            return
+        # The same bounded wait as asyncio.timeout around a shield, for one timer and one
+        # future (a session pays this on every close).
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        timer = loop.call_later(grace, _expire, waiter)
+        self._lost.add_done_callback(lambda _lost: _settle(waiter))
         try:
-            async with asyncio.timeout(grace):
-                await asyncio.shield(self._lost)
+            await waiter
         except TimeoutError:
             transport.abort()
+        finally:
+            timer.cancel()

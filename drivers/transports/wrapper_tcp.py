@@ -66,25 +66,21 @@ class TcpWrapperTransport:
 
     async def receive(self, timeout: float) -> bytes:  # noqa: ASYNC109 - the contract
         stream = self._require()
+        deadline = asyncio.get_running_loop().time() + timeout
         try:
-            async with asyncio.timeout(timeout):
-                while not self._apdus:
-                    data = await stream.read()
-                    try:
-                        frames = self._reader.feed(data)
-                    except DecodeError as exc:
-                        raise LinkProtocolError(f"bad wrapper stream: {exc}") from exc
-                    for frame in frames:
-                        if (
-                            frame.dst_wport == self.client_wport
-                            and frame.src_wport == self.server_wport
-                        ):
-                            self._apdus.append(frame.apdu)
-                        else:
-                            self.ignored_frames += 1
-                            log.debug(
-                                "skipped wrapper frame %d->%d", frame.src_wport, frame.dst_wport
-                            )
+            while not self._apdus:
+                data = await stream.read(deadline)
+                try:
+                    frames = self._reader.feed(data)
+                except DecodeError as exc:
+                    raise LinkProtocolError(f"bad wrapper stream: {exc}") from exc
+                for frame in frames:
+                    ours = (frame.dst_wport, frame.src_wport)
+                    if ours == (self.client_wport, self.server_wport):
+                        self._apdus.append(frame.apdu)
+                    else:
+                        self.ignored_frames += 1
+                        log.debug("skipped wrapper frame %d->%d", frame.src_wport, frame.dst_wport)
         except TimeoutError:
             raise LinkTimeout(
                 f"no answer from {self.host}:{self.port} within {timeout:g} s"

@@ -23,12 +23,13 @@ __all__ = ["demo", "run", "status"]
 
 def run(ctx: typer.Context, config: ConfigOpt = None) -> None:
     """Run the collection daemon until SIGTERM / Ctrl-C."""
+    from drivers.event_loop import run as run_loop
     from headend.daemon import configure_daemon_logging, run_daemon
 
     cfg = load_cli_config(config, ctx)
     configure_daemon_logging(cfg.logging)
     try:
-        asyncio.run(run_daemon(cfg))
+        run_loop(run_daemon(cfg))  # on uvloop where it is installed
     except SecretsError as exc:
         fail(str(exc), EXIT_CONFIG)
     except ConfigError as exc:

@@ -101,6 +101,8 @@ _Batch = tuple[list[ReadingRow], Then | None, asyncio.Future[None]]
 
 async def _store(repository: Repository, polls: list[tuple[list[ReadingRow], Then | None]]) -> int:
     """Polls' rows and what they publish about them, in one transaction."""
+    # Month partitions are made before the transaction, never inside it (storage/partitions.py).
+    await repository.prepare_readings(row for rows, _ in polls for row in rows)
     async with repository.db.transaction():
         stored = await repository.store_readings(row for rows, _ in polls for row in rows)
         for _rows, then in polls:

@@ -22,10 +22,12 @@ from headend.storage.models import (
     InvocationCounter,
     Meter,
     MeterEvent,
+    MeterKey,
     OperatorAction,
     ProfileEntry,
     PushCounter,
     Reading,
+    Register,
     RelayState,
 )
 from headend.storage.types import to_utc
@@ -38,10 +40,12 @@ __all__ = [
     "EVENTS",
     "METERS",
     "METER_EVENTS",
+    "METER_KEYS",
     "OPERATOR_ACTIONS",
     "PROFILES",
     "PUSH_COUNTERS",
     "READINGS",
+    "REGISTERS",
     "RELAY_STATES",
     "Clock",
     "Store",
@@ -66,6 +70,8 @@ ALARMS = _table(Alarm)
 RELAY_STATES = _table(RelayState)
 EVENTS = _table(BalanceEvent)
 READINGS = _table(Reading)
+REGISTERS = _table(Register)
+METER_KEYS = _table(MeterKey)
 PROFILES = _table(ProfileEntry)
 COUNTERS = _table(InvocationCounter)
 OPERATOR_ACTIONS = _table(OperatorAction)

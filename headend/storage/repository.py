@@ -89,6 +89,8 @@ class Repository:
         self.update_meter_host = meters.update_meter_host
 
         self.store_readings = readings.store_readings
+        self.prepare_readings = readings.prepare
+        self.reading_partitions = readings.partitions
         self.latest_readings = readings.latest_readings
         self.readings = readings.readings
         self.store_profile_entries = readings.store_profile_entries

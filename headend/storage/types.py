@@ -6,15 +6,15 @@ offset there, and Numeric round-trips through float. Timestamps are therefore st
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import DateTime, String
+from sqlalchemy import BigInteger, DateTime, String
 from sqlalchemy.engine import Dialect
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
-__all__ = ["DecimalText", "UtcDateTime", "to_utc"]
+__all__ = ["DecimalText", "EpochMicros", "UtcDateTime", "to_utc"]
 
 
 def to_utc(value: datetime) -> datetime:
@@ -66,3 +66,46 @@ class DecimalText(TypeDecorator[Decimal]):
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
         return None if value is None else Decimal(value)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class EpochMicros(TypeDecorator[datetime]):
+    """A UTC timestamp kept compact where it is stored per reading: timestamptz (8 bytes) on
+    PostgreSQL, and on SQLite an integer of microseconds since 1970 (8 bytes rather than the
+    26 characters of UtcDateTime's text), which orders and compares the same way."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(BigInteger())
+        return dialect.type_descriptor(DateTime(timezone=True))
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, datetime):
+            raise TypeError(f"expected a datetime, got {type(value).__name__}")
+        value = to_utc(value)
+        if dialect.name == "sqlite":
+            return to_micros(value)
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, int):
+            return from_micros(value)
+        return to_utc(value)
+
+
+def to_micros(value: datetime) -> int:
+    """Microseconds since 1970 (exact: timedelta arithmetic, no float)."""
+    return (to_utc(value) - _EPOCH) // timedelta(microseconds=1)
+
+
+def from_micros(value: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=value)

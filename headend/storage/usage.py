@@ -13,7 +13,8 @@ from sqlalchemy import select, update
 
 from cosem_objects.classes import Obises
 from headend.prepaid.consumption import Sample, UsageSummary
-from headend.storage.core import METERS, PROFILES, READINGS, Store
+from headend.storage.core import METERS, PROFILES, Store
+from headend.storage.readings import Readings
 
 __all__ = ["ENERGY_IMPORT", "PrepaidMeter", "Usage"]
 
@@ -22,6 +23,7 @@ _PROFILE_KEY = f"{ENERGY_IMPORT}:2"  # the register's value attribute as a captu
 _LOAD_PROFILE = str(Obises.LOAD_PROFILE)
 _BILLING_PROFILE = str(Obises.BILLING_PROFILE)
 _TO_KWH = {"Wh": 0.001, "kWh": 1.0, "MWh": 1000.0}
+_MAX_SAMPLES = 200_000  # 35 days polled every 15 s: more than any real interval gives
 
 
 @dataclass(frozen=True)
@@ -47,20 +49,19 @@ class PrepaidMeter:
 class Usage(Store):
     async def energy_samples(self, meter_id: str, since: datetime) -> list[Sample]:
         """The cumulative import energy in kWh, from readings and the load profile."""
-        r, p = READINGS.c, PROFILES.c
+        readings = await Readings(self.db, self._clock).readings(
+            meter_id, obis=ENERGY_IMPORT, since=since, limit=_MAX_SAMPLES
+        )
+        samples: list[Sample] = []
+        unit = "Wh"
+        for reading in readings:
+            value = reading.value
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                continue
+            unit = reading.unit or unit
+            samples.append((reading.ts, float(value) * _TO_KWH.get(unit, 0.001)))
+        p = PROFILES.c
         async with self.db.session() as session:
-            readings = await session.execute(
-                select(r.ts, r.value_num, r.unit).where(
-                    r.meter_id == meter_id, r.obis == ENERGY_IMPORT, r.ts >= since
-                )
-            )
-            samples: list[Sample] = []
-            unit = "Wh"
-            for ts, value, reading_unit in readings:
-                if value is None:
-                    continue
-                unit = reading_unit or unit
-                samples.append((ts, float(value) * _TO_KWH.get(unit, 0.001)))
             profile = await session.execute(
                 select(p.ts, p["values"]).where(
                     p.meter_id == meter_id, p.profile == _LOAD_PROFILE, p.ts >= since
