@@ -112,9 +112,12 @@ async def test_a_removed_meter_takes_its_readings_along(db: Database) -> None:
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)
-async def test_migration_moves_readings_stored_under_0002(dialect: str, tmp_path: Path) -> None:
+async def test_migration_moves_readings_stored_in_the_old_table(
+    dialect: str, tmp_path: Path
+) -> None:
     async with temp_database(dialect, tmp_path, migrate=False) as db:
-        await migrate(db.engine, revision="0002")
+        # The revision before 0005_readings_compact: readings as 0001 made them.
+        await migrate(db.engine, revision="0004_prepaid")
         await add_meters(db, "M1", "M2")
         old = [
             ("M1", ENERGY, JAN, 10.5, None, "Wh"),
