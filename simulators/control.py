@@ -7,7 +7,7 @@ Errors come back as {"ok": false, "error": "..."} and leave the connection open.
 0-based index or a serial number; fault operations without `meter` apply to the whole fleet.
 It listens on 127.0.0.1 by default: there is no authentication, so never expose it.
 
-Operations: status, meter, relay, press_button, manual_disconnect, local_disconnect,
+Operations: status, stats (per meter: sessions, max_concurrent_sessions), meter, relay, press_button, manual_disconnect, local_disconnect,
 local_reconnect, set_control_mode {mode}, get_value {obis}, set_value {obis, value},
 clear_value {obis?}, faults, set_faults {faults: {...}}, clear_faults, offline {for_s?},
 online. `python -m simulators.control --port P '{"op": "status"}'` sends one request."""
@@ -62,6 +62,7 @@ Handler = Callable[[Fleet, dict[str, Any]], Any]
 
 _HANDLERS: dict[str, Handler] = {
     "status": lambda fleet, r: fleet.status(),
+    "stats": lambda fleet, r: fleet.stats(),
     "meter": lambda fleet, r: fleet.meter_status(_meter(r)),
     "relay": lambda fleet, r: fleet.relay(_meter(r)),
     "press_button": lambda fleet, r: fleet.press_button(_meter(r)),

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from cosem_objects.errors import ProtocolError
 from drivers.dlms_errors import DlmsError
+from headend.cluster.ownership import LeaseLost
 from headend.collection.poller import Poller, PollReport
 from headend.collection.scheduler import PollJob, Scheduler
 from headend.meters.access import MeterAccess
@@ -58,6 +59,7 @@ class CollectionService:
         self._running = 0
         self._wake = asyncio.Event()
         self._stopping = False
+        self._refresh_soon = False
         self.polls_ok = 0
         self.polls_failed = 0
         self.last_reports: dict[str, PollReport] = {}
@@ -73,11 +75,17 @@ class CollectionService:
         self._stopping = True
         self._wake.set()
 
+    def ownership_changed(self) -> None:
+        """A cluster member took or lost leases: re-read which meters are ours at once."""
+        self._refresh_soon = True
+        self._wake.set()
+
     async def refresh(self) -> None:
-        """Bring the schedule in line with the inventory."""
+        """Bring the schedule in line with the inventory (in a cluster: this member's part)."""
         records = await self.access.refresh()
         now = self._clock()
-        wanted = {r.meter_id for r in records}
+        owns = self.access.ownership.owns
+        wanted = {r.meter_id for r in records if owns(r.meter_id) is not None}
         for meter_id in wanted:
             self.scheduler.add(meter_id, now)
         for meter_id in [m for m in self.scheduler.meter_ids() if m not in wanted]:
@@ -90,7 +98,8 @@ class CollectionService:
             try:
                 while not self._stopping:
                     now = self._clock()
-                    if now >= next_refresh:
+                    if now >= next_refresh or self._refresh_soon:
+                        self._refresh_soon = False
                         with contextlib.suppress(Exception):
                             await self.refresh()
                         next_refresh = now + self.refresh_s
@@ -117,6 +126,7 @@ class CollectionService:
     async def _poll(self, job: PollJob) -> None:
         ok = False
         error = ""
+        lost = False
         try:
             record = await self.access.record(job.meter_id)
             if record is None:
@@ -127,6 +137,10 @@ class CollectionService:
                     report = await self.poller.poll(session, job.meter_id, job)
             self.last_reports[job.meter_id] = report
             ok = True
+        except LeaseLost as exc:  # another member has the meter now: not a failure
+            log.info("poll of %s abandoned: %s", job.meter_id, exc)
+            self.scheduler.remove(job.meter_id)
+            lost = True
         except (OSError, TimeoutError, ProtocolError, DlmsError) as exc:
             error = f"{type(exc).__name__}: {exc}"
             log.info("poll of %s failed: %s", job.meter_id, error)
@@ -136,7 +150,8 @@ class CollectionService:
         finally:
             self._running -= 1
             self._wake.set()
-        await self._finished(job, ok, error)
+        if not lost:
+            await self._finished(job, ok, error)
 
     async def _finished(self, job: PollJob, ok: bool, error: str) -> None:
         entry = self.scheduler.get(job.meter_id)

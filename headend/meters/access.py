@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from drivers.connect import associated_session
 from drivers.session import DlmsSession
+from headend.cluster.ownership import SOLE, MeterOwnership
 from headend.meters.counters import invocation_counter_store
 from headend.meters.inventory import MeterRecord, decrypt_meter, load_meter
 from headend.meters.line_locks import COMMAND, POLL, LineLocks
@@ -41,6 +42,7 @@ class MeterAccess:
         locks: LineLocks | None = None,
         timeout_s: float = 10.0,
         system_title: bytes | None = None,
+        ownership: MeterOwnership = SOLE,
     ) -> None:
         self.db = db
         self.repository = repository
@@ -53,6 +55,9 @@ class MeterAccess:
         self._system_title = system_title  # the installation's, read on first use
         self._records: dict[str, MeterRecord] = {}
         self._keys: dict[str, tuple[Any, ...]] = {}
+        # In a cluster, only the meters of this member's leases, each session bounded by its
+        # lease (headend/cluster/ownership.py).
+        self.ownership = ownership
 
     def __repr__(self) -> str:
         return f"MeterAccess(meters={len(self._records)}, timeout_s={self.timeout_s})"
@@ -77,6 +82,7 @@ class MeterAccess:
                 records[meter_id] = decrypt_meter(cast(Any, row), self.master_key)
             keys[meter_id] = key
         self._records, self._keys = records, keys
+        self.ownership.track(records.values())
         return list(records.values())
 
     @property
@@ -101,8 +107,10 @@ class MeterAccess:
     async def session(
         self, record: MeterRecord, priority: int = POLL
     ) -> AsyncIterator[DlmsSession]:
-        """An associated session; the line stays locked until the association is released."""
-        async with self.locks.hold(record.line, priority):
+        """An associated session; the line stays locked until the association is released.
+        In a cluster it runs under the meter's lease: LeaseLost if not held, cancelled when
+        the lease runs out."""
+        async with self.ownership.guard(record.meter_id), self.locks.hold(record.line, priority):
             async with associated_session(
                 record.connection(client_system_title=await self.system_title()),
                 timeout=self.timeout_s,
