@@ -7,7 +7,8 @@ Errors come back as {"ok": false, "error": "..."} and leave the connection open.
 0-based index or a serial number; fault operations without `meter` apply to the whole fleet.
 It listens on 127.0.0.1 by default: there is no authentication, so never expose it.
 
-Operations: status, stats (per meter: sessions, max_concurrent_sessions), meter, relay, press_button, manual_disconnect, local_disconnect,
+Operations: status, stats (per meter: sessions, max_concurrent_sessions), meter, relay,
+press_button, manual_disconnect, local_disconnect,
 local_reconnect, set_control_mode {mode}, get_value {obis}, set_value {obis, value},
 clear_value {obis?}, faults, set_faults {faults: {...}}, clear_faults, offline {for_s?},
 online. `python -m simulators.control --port P '{"op": "status"}'` sends one request."""

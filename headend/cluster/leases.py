@@ -15,7 +15,9 @@ dropped at once. The local deadline of a lease is taken from the loop clock *bef
 renewal was sent, minus a margin, so it always falls before the database's `expires_at`: a
 session is cancelled at that deadline (ownership.guard), and no other member can claim the
 lease before `expires_at`. So no meter has two sessions at once, and a member paused past its
-lease finds its sessions cancelled and its results refused by the fence when it wakes.
+lease finds its sessions cancelled and its results refused by the fence when it wakes (a
+transaction it was frozen in is ended by PostgreSQL after lease_s / 2 idle, releasing the
+fence's lock, so its leases are claimable by then).
 
 Fair share is ceil(shards / live members); a member above it releases its surplus shards once
 their sessions have ended (a joining member gets work at once), one below it claims free or
@@ -59,7 +61,8 @@ _CLAIM = text(
     f"""
     WITH picked AS (
         SELECT name FROM cluster_leases
-        WHERE name LIKE :pattern AND (holder IS NULL OR expires_at < now() - {_SECS} * :grace)
+        WHERE name LIKE :pattern AND (holder IS NULL OR expires_at < now())
+          AND (expires_at IS NULL OR expires_at < now() - {_SECS} * :grace)
           AND (CAST(:names AS text[]) IS NULL OR name = ANY(CAST(:names AS text[])))
         ORDER BY random() LIMIT :k FOR UPDATE SKIP LOCKED
     )
@@ -120,6 +123,9 @@ class ClusterOwnership:
         # The local deadline stops this much before the lease: room for a slow renewal
         # round trip and for clocks that tick a little apart.
         self.margin_s = min(1.0, lease_s * 0.1)
+        self._idle_limit = text(
+            f"SET LOCAL idle_in_transaction_session_timeout = {max(100, int(lease_s * 500))}"
+        )
         self._load = load or dict
         self._device_exists = device_exists
         self._held: dict[str, _Held] = {}
@@ -174,6 +180,10 @@ class ClusterOwnership:
         if held is None or held.token != token or self._now() >= held.deadline:
             raise LeaseLost(f"lease {token.name} epoch {token.epoch} is no longer held")
         async with self.db.transaction() as session:  # joins the task's unit of work
+            # The FOR SHARE lock keeps the lease from being claimed until this transaction
+            # ends; a member frozen inside it (SIGSTOP, a stalled VM) must not keep it for
+            # ever: PostgreSQL ends a transaction left idle for half a lease.
+            await session.execute(self._idle_limit)
             row = await session.execute(
                 _FENCE, {"name": token.name, "me": self.me, "epoch": token.epoch}
             )
