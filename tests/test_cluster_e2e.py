@@ -149,10 +149,17 @@ async def test_a_paused_member_operates_no_meter_it_lost(sim_fleet, tmp_path) ->
         before = {m: len(c.remote_ops(m)) for m in c.ids}
         resumed = time.time()
         paused.signal(signal.SIGCONT)
+
+        def relay_abandoned() -> bool:
+            # The relay session it was in when paused is cut by its lease (the DB re-check of
+            # the command alone would let it run on to that check without a word).
+            return any(
+                "relay disconnect for" in line and "abandoned" in line
+                for line in paused.log.read_text().splitlines()
+            )
+
         await eventually(
-            lambda: "abandoned" in paused.log.read_text(),
-            within=20,
-            what="the paused member to abandon what it was doing",
+            relay_abandoned, within=20, what="the paused member to abandon its relay session"
         )
         await asyncio.sleep(LEASE_S * 2)  # time to act, had it not been fenced
         late = {
