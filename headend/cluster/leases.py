@@ -217,8 +217,6 @@ class ClusterOwnership:
             while not self._stopping:
                 try:
                     await self.tick()
-                except LeaseLost:
-                    raise
                 except Exception:
                     log.exception("cluster lease renewal failed; retrying")
                 self.ready.set()

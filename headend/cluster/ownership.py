@@ -19,7 +19,6 @@ daemon uses `SOLE`: every meter is owned, nothing is checked."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextvars import ContextVar
@@ -105,9 +104,3 @@ SOLE = SoleOwnership()
 def set_current(token: LeaseToken | None) -> None:
     """For implementations: make `token` this task's (tasks copy the context they start in)."""
     _current.set(token)
-
-
-def cancel_at(timeout: asyncio.Timeout, when: float | None) -> None:
-    """Move a session's deadline (loop time); None: no deadline."""
-    if not timeout.expired():
-        timeout.reschedule(when)
