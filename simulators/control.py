@@ -26,6 +26,7 @@ from typing import Any
 from simulators.fleet import Fleet
 
 MAX_LINE = 1 << 16
+MAX_ANSWER = 1 << 26  # an answer about every meter (stats of 100,000 meters) is one line
 IDLE_TIMEOUT_S = 600.0
 REQUEST_TIMEOUT_S = 10.0
 
@@ -202,7 +203,7 @@ class ControlClient:
 
     async def connect(self) -> None:
         self._reader, self._writer = await asyncio.wait_for(
-            asyncio.open_connection(self.host, self.port, limit=MAX_LINE), self.timeout
+            asyncio.open_connection(self.host, self.port, limit=MAX_ANSWER), self.timeout
         )
 
     async def close(self) -> None:
