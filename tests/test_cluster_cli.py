@@ -95,3 +95,15 @@ async def test_workers_start_members_that_status_lists_and_stop_with_the_parent(
         assert rows == []  # both stopped cleanly and left
         held = await c.sql("SELECT name FROM cluster_leases WHERE holder IS NOT NULL")
         assert held == []  # and gave their leases back
+
+
+def test_a_cluster_needs_a_shared_broker() -> None:
+    from headend.config import ConfigError, load_config
+
+    environ = {
+        "HEADEND_DATABASE_URL": "postgresql+asyncpg://postgres@127.0.0.1:5432/test",
+        "HEADEND_CLUSTER_ENABLED": "true",
+    }
+    with pytest.raises(ConfigError, match=r"mqtt\.host"):
+        load_config(None, environ)
+    assert load_config(None, {**environ, "HEADEND_MQTT_HOST": "broker"}).cluster.enabled
