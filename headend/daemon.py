@@ -228,7 +228,7 @@ class Daemon:
                 billing_profile=polling.billing_profile,
                 clock_max_drift_s=polling.clock_max_drift_s,
             ),
-            readings_sink=readings,
+            readings_sink=readings if self.cluster is None else _fenced(readings, self.cluster),
         )
         collection = CollectionService(
             access,
@@ -308,6 +308,13 @@ class Daemon:
         if failures:
             raise RuntimeError(f"head-end stopped on an error: {failures[0]}") from failures[0]
         log.info("head-end stopped")
+
+
+def _fenced(readings: ReadingBatcher, cluster: Any) -> Any:
+    """A member's polls record their read-backs only under a held lease (cluster/fenced.py)."""
+    from headend.cluster.fenced import FencedReadings
+
+    return FencedReadings(readings, cluster)
 
 
 def _load(daemon: Daemon) -> dict[str, Any]:

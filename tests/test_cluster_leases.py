@@ -106,3 +106,44 @@ async def test_a_session_is_cancelled_when_its_lease_runs_out(tmp_path) -> None:
         with pytest.raises(LeaseLost):
             async with a.guard(RECORDS[0].meter_id):
                 await asyncio.sleep(5)  # nobody renews: cancelled at the local deadline
+
+
+async def test_a_poll_under_a_lost_lease_stores_its_readings_but_records_nothing(
+    sim_fleet, tmp_path
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from e2e_support import fleet_database
+
+    from headend.cluster.fenced import FencedReadings
+    from headend.storage import ReadingRow, Repository
+    from headend.storage.batching import ImmediateReadings
+
+    async with sim_fleet(1) as fleet, fleet_database("postgresql", tmp_path, fleet) as (db, _):
+        meter = fleet.config(0).meter_id
+        records = [Rec(meter, "wrapper", "tcp:10.9.9.9:4059")]
+        a, b = ClusterOwnership(db, "a", 1.5), ClusterOwnership(db, "b", 1.5)
+        a.track(records)
+        b.track(records)
+        await a.tick()
+        sink = FencedReadings(ImmediateReadings(Repository(db)), a)
+        recorded: list[int] = []
+
+        async def record() -> None:
+            recorded.append(1)
+
+        t0 = datetime(2026, 1, 1, tzinfo=UTC)
+        # The poll's token, as its session set it. The batch that commits its results runs
+        # in the writer's task, which the session's lease timeout does not cancel.
+        assert a.enter(meter) is not None
+        await sink.store_readings([ReadingRow(meter, "1.0.1.8.0.255", t0, 1.0)], record)
+        assert recorded == [1]
+        await asyncio.sleep(1.6)  # the batch is late (a paused): b takes the meter meanwhile
+        await b.tick()
+        await b.tick()
+        assert b.owns(meter) is not None
+        later = t0 + timedelta(minutes=15)
+        await sink.store_readings([ReadingRow(meter, "1.0.1.8.0.255", later, 2.0)], record)
+        assert recorded == [1] and sink.skipped == 1  # nothing recorded under the lost lease
+        stored = await Repository(db).readings(meter)
+        assert len(stored) == 2  # the readings themselves are facts: kept

@@ -160,6 +160,7 @@ class ClusterOwnership:
         if token is None or (entered is not None and entered != token):
             raise LeaseLost(f"{meter_id}: not held by {self.me}")
         held = self._held[token.name]
+        set_current(token)  # what the session's results are fenced with (this task's)
         timeout = asyncio.timeout_at(held.deadline)
         held.sessions.add(timeout)
         try:
@@ -179,16 +180,25 @@ class ClusterOwnership:
         held = self._held.get(token.name)
         if held is None or held.token != token or self._now() >= held.deadline:
             raise LeaseLost(f"lease {token.name} epoch {token.epoch} is no longer held")
-        async with self.db.transaction() as session:  # joins the task's unit of work
-            # The FOR SHARE lock keeps the lease from being claimed until this transaction
-            # ends; a member frozen inside it (SIGSTOP, a stalled VM) must not keep it for
-            # ever: PostgreSQL ends a transaction left idle for half a lease.
+        # Joins the task's unit of work. The FOR SHARE lock keeps the lease from being
+        # claimed until that transaction ends; a member frozen inside it (SIGSTOP, a stalled
+        # VM) must not keep it for ever: PostgreSQL ends a transaction left idle for half a
+        # lease.
+        if not await self.holds(token):
+            raise LeaseLost(f"lease {token.name} epoch {token.epoch} was taken over")
+
+    async def holds(self, token: LeaseToken) -> bool:
+        """`fence()` for a given token, as a yes/no (for work that commits in another task's
+        unit of work: a poll's read-back in the readings batch, cluster/fenced.py)."""
+        held = self._held.get(token.name)
+        if held is None or held.token != token or self._now() >= held.deadline:
+            return False
+        async with self.db.transaction() as session:
             await session.execute(self._idle_limit)
             row = await session.execute(
                 _FENCE, {"name": token.name, "me": self.me, "epoch": token.epoch}
             )
-            if row.first() is None:
-                raise LeaseLost(f"lease {token.name} epoch {token.epoch} was taken over")
+            return row.first() is not None
 
     def track(self, records: Iterable[Any]) -> None:
         lease_of: dict[str, str] = {}
