@@ -40,6 +40,11 @@ SUITE = (
         ("--meters", "30", "--events", "10", "--latency-ms", "5", "--poll-rate", "5"),
     ),
     Entry("sim-startup", ("--meters", "10000"), ("--meters", "20", "--idle-s", "0.5"), False),
+    Entry(
+        "cluster",
+        ("--meters", "10000", "--members", "1,2"),
+        ("--meters", "40", "--demand", "20", "--window", "3", "--lease-s", "2", "--warmup", "10"),
+    ),
 )
 
 

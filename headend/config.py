@@ -385,6 +385,12 @@ def _validate(config: Config) -> None:
             "cluster.enabled",
             "a cluster needs PostgreSQL (database.url is SQLite); set cluster.enabled = false",
         )
+    if config.cluster.enabled and config.mqtt.embedded:
+        raise ConfigError(
+            "mqtt.host",
+            "a cluster shares one broker (balance events on a shared subscription): set "
+            "mqtt.host; the embedded broker is one per process",
+        )
     validate_prepaid(config.prepaid)
     tls = config.mqtt.tls
     if (tls.cert_file is None) != (tls.key_file is None):

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -101,6 +101,7 @@ class Daemon:
         self.broker: EmbeddedBroker | None = None
         self.broker_address: tuple[str, int] | None = None
         self.ops: OpsServer | None = None  # /metrics, /healthz, /readyz ([metrics] port)
+        self.cluster: Any = None  # headend.cluster.leases.ClusterOwnership with [cluster]
 
     def __repr__(self) -> str:
         return f"Daemon(database={self.config.database.dialect}, ready={self.ready.is_set()})"
@@ -197,6 +198,17 @@ class Daemon:
             timeout_s=config.polling.timeout_s,
             system_title=await installation.system_title(db),
         )
+        mqtt_settings = config.mqtt
+        if config.cluster.enabled:  # a member of a cluster: headend/cluster/
+            from headend.cluster.leases import ClusterOwnership
+            from headend.cluster.members import default_instance_id
+
+            member = config.cluster.instance_id or default_instance_id()
+            mqtt_settings = replace(config.mqtt, client_id=f"{config.mqtt.client_id}-{member}")
+            self.cluster = ClusterOwnership(
+                relay_db, member, config.cluster.lease_s, load=lambda: _load(self)
+            )
+            access.ownership = self.cluster
         await access.refresh()  # every meter's secrets open, or we stop here naming it
         pressure = RelayPressure()
         controller = RelayController(
@@ -224,7 +236,7 @@ class Daemon:
             prepaid=config.prepaid,
         )
         bridge = MqttBridge(
-            config.mqtt,
+            mqtt_settings,
             topics,
             outbox,
             intake.handle,
@@ -232,6 +244,7 @@ class Daemon:
             port=port,
             timeout_s=tuning.mqtt_timeout_s,
             backoff_max_s=tuning.mqtt_backoff_max_s,
+            share_group=config.mqtt.share_group if config.cluster.enabled else None,
         )
         self.bridge = bridge
         polling = config.polling
@@ -253,7 +266,7 @@ class Daemon:
                 billing_profile=polling.billing_profile,
                 clock_max_drift_s=polling.clock_max_drift_s,
             ),
-            readings_sink=readings,
+            readings_sink=readings if self.cluster is None else _fenced(readings, self.cluster),
         )
         collection = CollectionService(
             access,
@@ -302,6 +315,17 @@ class Daemon:
 
             writer = tg.create_task(guarded("readings", readings.run()), name="readings")
             outbox_writer = tg.create_task(guarded("outbox", outbox.run()), name="outbox")
+            cluster_tasks = []
+            if self.cluster is not None:
+                from headend.cluster.notify import CommandListener
+
+                self.cluster.listeners.add(collection.ownership_changed)
+                wakeups = CommandListener(config.database.url, controller.wake)
+                cluster_tasks = [
+                    tg.create_task(guarded("cluster", self.cluster.run()), name="leases"),
+                    tg.create_task(wakeups.run(), name="listen"),
+                ]
+                await self.cluster.ready.wait()  # the first claim, before any poll
             workers = [
                 tg.create_task(guarded("relay", controller.run()), name="relay"),
                 tg.create_task(backlog.run(), name="outbox-backlog"),
@@ -348,6 +372,10 @@ class Daemon:
             for task in workers:
                 task.cancel()
             await asyncio.wait(workers)
+            for task in cluster_tasks:  # after the sessions: the leases are given back
+                task.cancel()
+            if cluster_tasks:
+                await asyncio.wait(cluster_tasks)
             writer.cancel()  # after the polls: its last flush stores what they read
             await asyncio.wait([writer])
             await bridge.stop()
@@ -357,6 +385,24 @@ class Daemon:
         if failures:
             raise RuntimeError(f"head-end stopped on an error: {failures[0]}") from failures[0]
         log.info("head-end stopped")
+
+
+def _fenced(readings: ReadingBatcher, cluster: Any) -> Any:
+    """A member's polls record their read-backs only under a held lease (cluster/fenced.py)."""
+    from headend.cluster.fenced import FencedReadings
+
+    return FencedReadings(readings, cluster)
+
+
+def _load(daemon: Daemon) -> dict[str, Any]:
+    """A member's load, for `headend status` (cluster/members.py)."""
+    collection, controller = daemon.collection, daemon.controller
+    return {
+        "polls_running": collection.running if collection else 0,
+        "polls_ok": collection.polls_ok if collection else 0,
+        "polls_failed": collection.polls_failed if collection else 0,
+        "relay_workers": len(controller._workers) if controller else 0,
+    }
 
 
 async def run_daemon(

@@ -79,6 +79,12 @@ class ServerSession:
         return self.state is State.ASSOCIATED
 
     @property
+    def in_association(self) -> bool:
+        """Accepted (or, for HLS, between AARE and pass 4): what the fleet counts as a
+        session of the meter (simulators/control.py `stats`)."""
+        return self.state in (State.PENDING, State.ASSOCIATED)
+
+    @property
     def ciphered(self) -> bool:
         return self.kind is Kind.MANAGEMENT and self.state in (State.PENDING, State.ASSOCIATED)
 

@@ -7,9 +7,9 @@ Errors come back as {"ok": false, "error": "..."} and leave the connection open.
 0-based index or a serial number; fault operations without `meter` apply to the whole fleet.
 It listens on 127.0.0.1 by default: there is no authentication, so never expose it.
 
-Operations: status, meter, relay, press_button, manual_disconnect, local_disconnect,
-local_reconnect, power_fail {duration_s?}, open_cover, close_cover, pushes,
-set_control_mode {mode}, get_value {obis}, set_value {obis, value},
+Operations: status, stats (per meter: sessions, max_concurrent_sessions), meter, relay,
+press_button, manual_disconnect, local_disconnect, local_reconnect, power_fail {duration_s?},
+open_cover, close_cover, pushes, set_control_mode {mode}, get_value {obis}, set_value {obis, value},
 clear_value {obis?}, faults, set_faults {faults: {...}}, clear_faults, offline {for_s?},
 online. `python -m simulators.control --port P '{"op": "status"}'` sends one request."""
 
@@ -26,6 +26,7 @@ from typing import Any
 from simulators.fleet import Fleet
 
 MAX_LINE = 1 << 16
+MAX_ANSWER = 1 << 26  # an answer about every meter (stats of 100,000 meters) is one line
 IDLE_TIMEOUT_S = 600.0
 REQUEST_TIMEOUT_S = 10.0
 
@@ -63,6 +64,7 @@ Handler = Callable[[Fleet, dict[str, Any]], Any]
 
 _HANDLERS: dict[str, Handler] = {
     "status": lambda fleet, r: fleet.status(),
+    "stats": lambda fleet, r: fleet.stats(),
     "meter": lambda fleet, r: fleet.meter_status(_meter(r)),
     "relay": lambda fleet, r: fleet.relay(_meter(r)),
     "press_button": lambda fleet, r: fleet.press_button(_meter(r)),
@@ -214,7 +216,7 @@ class ControlClient:
 
     async def connect(self) -> None:
         self._reader, self._writer = await asyncio.wait_for(
-            asyncio.open_connection(self.host, self.port, limit=MAX_LINE), self.timeout
+            asyncio.open_connection(self.host, self.port, limit=MAX_ANSWER), self.timeout
         )
 
     async def close(self) -> None:

@@ -352,6 +352,19 @@ class Fleet:
             "serial_lines": self.serial_paths,
         }
 
+    def stats(self) -> dict[str, Any]:
+        """Per meter: associations ever opened and the most open at the same time (more than
+        one means two clients were in the meter together)."""
+        return {
+            "meters": {
+                runtime.meter.meter_id: {
+                    "sessions": runtime.sessions,
+                    "max_concurrent_sessions": runtime.max_open_sessions,
+                }
+                for runtime in self.runtimes
+            }
+        }
+
     def meter_status(self, key: MeterKey) -> dict[str, Any]:
         runtime = self.runtime(key)
         row = self.row(key)

@@ -35,7 +35,17 @@ HDLC_WINDOW = 1
 
 
 class MeterRuntime:
-    __slots__ = ("clock", "config", "connections", "live", "meter", "open_connections")
+    __slots__ = (
+        "clock",
+        "config",
+        "connections",
+        "live",
+        "max_open_sessions",
+        "meter",
+        "open_connections",
+        "open_sessions",
+        "sessions",
+    )
 
     def __init__(
         self,
@@ -51,6 +61,19 @@ class MeterRuntime:
         self.clock = clock
         self.connections = 0  # ever accepted
         self.open_connections = 0
+        # Associations (sessions): ever opened, open now, most open at the same time. A meter
+        # that saw two at once had two clients in it together (the cluster tests look).
+        self.sessions = 0
+        self.open_sessions = 0
+        self.max_open_sessions = 0
+
+    def session_opened(self) -> None:
+        self.sessions += 1
+        self.open_sessions += 1
+        self.max_open_sessions = max(self.max_open_sessions, self.open_sessions)
+
+    def session_closed(self) -> None:
+        self.open_sessions -= 1
 
     @property
     def faults(self) -> Faults:
@@ -77,7 +100,16 @@ class MeterRuntime:
 class Exchange:
     """Fault decisions and the session for one client connection (or one HDLC link)."""
 
-    __slots__ = ("_dice", "answered", "client_sap", "closed", "number", "runtime", "session")
+    __slots__ = (
+        "_dice",
+        "answered",
+        "client_sap",
+        "closed",
+        "counted",
+        "number",
+        "runtime",
+        "session",
+    )
 
     def __init__(self, runtime: MeterRuntime, number: int) -> None:
         self.runtime = runtime
@@ -86,12 +118,22 @@ class Exchange:
         self.client_sap = -1
         self.answered = 0
         self.closed = False
+        self.counted = False  # this exchange's association is counted as open
         self._dice: FaultDice | None = None
 
     def close(self) -> None:
         if not self.closed:
             self.closed = True
             self.runtime.open_connections -= 1
+        self._count(False)
+
+    def _count(self, associated: bool) -> None:
+        if associated != self.counted:
+            self.counted = associated
+            if associated:
+                self.runtime.session_opened()
+            else:
+                self.runtime.session_closed()
 
     @property
     def dice(self) -> FaultDice:
@@ -116,6 +158,7 @@ class Exchange:
             session = self.session = self.runtime.new_session(client_sap)
             self.client_sap = client_sap
         reply = session.handle_apdu(apdu)
+        self._count(session.in_association)
         faults = self.runtime.config.faults
         close = faults.close_mid_session_rate > 0 and self.dice.close_now(
             faults, mid_session=self.answered > 0
@@ -125,6 +168,7 @@ class Exchange:
         return reply, close
 
     def reset_session(self) -> None:
+        self._count(False)
         self.session = None
         self.client_sap = -1
 

@@ -13,7 +13,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from headend.cli.common import EXIT_CONFIG, ConfigOpt, JsonOpt, fail, load_cli_config
+from headend.cli.common import (
+    EXIT_CONFIG,
+    ConfigOpt,
+    JsonOpt,
+    config_path,
+    fail,
+    load_cli_config,
+)
 from headend.config import ConfigError
 from headend.meters.secrets import SecretsError
 from headend.status import status_report
@@ -21,13 +28,29 @@ from headend.status import status_report
 __all__ = ["demo", "run", "status"]
 
 
-def run(ctx: typer.Context, config: ConfigOpt = None) -> None:
+def run(
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=0,
+            help="Start N cluster members on this host, one process each (needs [cluster] "
+            "enabled). Default: this process is the head-end.",
+        ),
+    ] = 0,
+) -> None:
     """Run the collection daemon until SIGTERM / Ctrl-C."""
     from drivers.event_loop import run as run_loop
     from headend.daemon import configure_daemon_logging, run_daemon
 
     cfg = load_cli_config(config, ctx)
     configure_daemon_logging(cfg.logging)
+    if workers:
+        from headend.cli.cluster import run_members
+
+        raise typer.Exit(run_members(cfg, workers, config_path(config, ctx)))
     try:
         run_loop(run_daemon(cfg))  # on uvloop where it is installed
     except SecretsError as exc:
@@ -46,6 +69,10 @@ def status(ctx: typer.Context, config: ConfigOpt = None, as_json: JsonOpt = Fals
     cfg = load_cli_config(config, ctx)
     try:
         report = asyncio.run(status_report(cfg.database.url))
+        if cfg.cluster.enabled:
+            from headend.cli.cluster import cluster_status
+
+            report["cluster"] = cluster_status(cfg)
     except OSError as exc:
         fail(f"database {cfg.database.display_url}: {exc}", 1)
     if as_json:
@@ -65,6 +92,10 @@ def status(ctx: typer.Context, config: ConfigOpt = None, as_json: JsonOpt = Fals
         f"[bold]outbox[/bold] {report['outbox']['depth']} waiting"
         + (f" since {report['outbox']['oldest']}" if report["outbox"]["oldest"] else "")
     )
+    if "cluster" in report:
+        from headend.cli.cluster import print_cluster
+
+        print_cluster(console, report["cluster"])
     if report["pending_commands"]:
         table = Table("meter", "action", "status", "attempt", "source", "created", "last error")
         for c in report["pending_commands"]:

@@ -14,6 +14,7 @@ import structlog
 
 from cosem_objects.errors import ProtocolError
 from drivers.dlms_errors import DlmsError
+from headend.cluster.ownership import LeaseLost
 from headend.collection.poller import Poller, PollReport
 from headend.collection.scheduler import PollJob, Scheduler
 from headend.meters.access import MeterAccess
@@ -62,6 +63,7 @@ class CollectionService:
         self._running = 0
         self._wake = asyncio.Event()
         self._stopping = False
+        self._refresh_soon = False
         self.polls_ok = 0
         self.polls_failed = 0
         self.last_reports: dict[str, PollReport] = {}
@@ -81,11 +83,17 @@ class CollectionService:
         self._stopping = True
         self._wake.set()
 
+    def ownership_changed(self) -> None:
+        """A cluster member took or lost leases: re-read which meters are ours at once."""
+        self._refresh_soon = True
+        self._wake.set()
+
     async def refresh(self) -> None:
-        """Bring the schedule in line with the inventory."""
+        """Bring the schedule in line with the inventory (in a cluster: this member's part)."""
         records = await self.access.refresh()
         now = self._clock()
-        wanted = {r.meter_id for r in records}
+        owns = self.access.ownership.owns
+        wanted = {r.meter_id for r in records if owns(r.meter_id) is not None}
         for meter_id in wanted:
             self.scheduler.add(meter_id, now)
         for meter_id in [m for m in self.scheduler.meter_ids() if m not in wanted]:
@@ -99,7 +107,8 @@ class CollectionService:
             try:
                 while not self._stopping:
                     now = self._clock()
-                    if now >= next_refresh:
+                    if now >= next_refresh or self._refresh_soon:
+                        self._refresh_soon = False
                         with contextlib.suppress(Exception):
                             await self.refresh()
                         next_refresh = now + self.refresh_s
@@ -141,6 +150,7 @@ class CollectionService:
         structlog.contextvars.bind_contextvars(meter_id=job.meter_id)  # this task's lines
         ok = False
         error = ""
+        lost = False
         try:
             record = await self.access.record(job.meter_id)
             if record is None:
@@ -160,6 +170,10 @@ class CollectionService:
             self.waiting_inbound.add(job.meter_id)  # it went away meanwhile: next time
             self.scheduler.finished(job, self._clock(), True)
             return
+        except LeaseLost as exc:  # another member has the meter now: not a failure
+            log.info("poll of %s abandoned: %s", job.meter_id, exc)
+            self.scheduler.remove(job.meter_id)
+            lost = True
         except (OSError, TimeoutError, ProtocolError, DlmsError) as exc:
             error = f"{type(exc).__name__}: {exc}"
             metrics.POLL_FAILURES.labels(reason=metrics.failure_reason(exc)).inc()
@@ -171,7 +185,8 @@ class CollectionService:
         finally:
             self._running -= 1
             self._wake.set()
-        await self._finished(job, ok, error)
+        if not lost:
+            await self._finished(job, ok, error)
 
     async def _finished(self, job: PollJob, ok: bool, error: str) -> None:
         entry = self.scheduler.get(job.meter_id)

@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from drivers.connect import associated_session
 from drivers.session import DlmsSession
+from headend.cluster.ownership import SOLE, MeterOwnership
 from headend.meters.counters import invocation_counter_store
 from headend.meters.inbound_links import InboundLinks, MeterNotConnected
 from headend.meters.inventory import MeterRecord, decrypt_meter, load_meter
@@ -44,6 +45,7 @@ class MeterAccess:
         timeout_s: float = 10.0,
         system_title: bytes | None = None,
         inbound: InboundLinks | None = None,
+        ownership: MeterOwnership = SOLE,
     ) -> None:
         self.db = db
         self.inbound = inbound or InboundLinks()  # inbound meters connected to the listener
@@ -57,6 +59,9 @@ class MeterAccess:
         self._system_title = system_title  # the installation's, read on first use
         self._records: dict[str, MeterRecord] = {}
         self._keys: dict[str, tuple[Any, ...]] = {}
+        # In a cluster, only the meters of this member's leases, each session bounded by its
+        # lease (headend/cluster/ownership.py).
+        self.ownership = ownership
 
     def __repr__(self) -> str:
         return f"MeterAccess(meters={len(self._records)}, timeout_s={self.timeout_s})"
@@ -81,6 +86,7 @@ class MeterAccess:
                 records[meter_id] = decrypt_meter(cast(Any, row), self.master_key)
             keys[meter_id] = key
         self._records, self._keys = records, keys
+        self.ownership.track(records.values())
         return list(records.values())
 
     @property
@@ -106,16 +112,20 @@ class MeterAccess:
         self, record: MeterRecord, priority: int = POLL
     ) -> AsyncIterator[DlmsSession]:
         """An associated session; the line stays locked until the association is released.
-        An inbound meter is talked to over its own connection, if it is connected now."""
+        An inbound meter is talked to over its own connection, if it is connected now. In a
+        cluster it runs under the meter's lease: LeaseLost if not held, cancelled when the
+        lease runs out."""
         purpose = "command" if priority == COMMAND else "poll"
         if record.transport == "inbound":
             async with (
+                self.ownership.guard(record.meter_id),
                 metrics.session_timer(record.transport, record.security, purpose),
                 self._inbound_session(record, priority) as session,
             ):
                 yield session
             return
         async with (
+            self.ownership.guard(record.meter_id),
             self.locks.hold(record.line, priority),
             metrics.session_timer(record.transport, record.security, purpose),
         ):

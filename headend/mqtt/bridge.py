@@ -113,8 +113,11 @@ class MqttBridge:
         stop_grace_s: float = 5.0,
         max_tries: int = MAX_TRIES,
         rng: random.Random | None = None,
+        share_group: str | None = None,
     ) -> None:
-        """``host``/``port`` override the settings (e.g. the embedded broker's address)."""
+        """``host``/``port`` override the settings (e.g. the embedded broker's address).
+        ``share_group`` (a cluster): balance events come on the shared subscription
+        ``$share/{share_group}/...``, each to one member of the group."""
         chosen_host = host if host is not None else settings.host
         if chosen_host is None:
             raise ValueError("no MQTT host: start the embedded broker and pass its address")
@@ -146,6 +149,11 @@ class MqttBridge:
         self._finished = asyncio.Event()
         self._running = False
         self._generation = 0
+        self._balance_filter = (
+            topics.balance_filter
+            if share_group is None
+            else f"$share/{share_group}/{topics.balance_filter}"
+        )
 
     def __repr__(self) -> str:
         return (
@@ -277,7 +285,7 @@ class MqttBridge:
                 retain=True,
                 timeout=self._timeout,
             )
-            await client.subscribe(self.topics.balance_filter, qos=1, timeout=self._timeout)
+            await client.subscribe(self._balance_filter, qos=1, timeout=self._timeout)
             self._connected.set()
             metrics.MQTT_CONNECTS.inc()
             outcome = _Outcome.LOST

@@ -33,6 +33,7 @@ from cosem_objects.errors import ProtocolError
 from drivers.dlms_errors import ActionFailed, DlmsError, ServiceRejected
 from drivers.session import DlmsSession, RelayStatus
 from headend import domain
+from headend.cluster.ownership import LeaseLost
 from headend.meters.access import MeterAccess
 from headend.meters.backoff import backoff_delay
 from headend.meters.line_locks import COMMAND, RelayPressure
@@ -183,6 +184,10 @@ class RelayController:
             return  # put off (grace, quiet hours): the scan starts it when it is due
         self._dispatch(command.meter_id, command)
 
+    def wake(self, meter_id: str) -> None:
+        """Another member created a command for this meter (cluster/notify.py)."""
+        self._dispatch(meter_id)
+
     def _dispatch(self, meter_id: str, command: CommandInfo | None = None) -> None:
         """Start the meter's worker, handing it `command` (just created, so it need not be
         looked up); a running worker is told to look again once its attempt is over."""
@@ -190,6 +195,8 @@ class RelayController:
             self._recheck.add(meter_id)
             self._wake.set()
             return
+        if self.access.ownership.owns(meter_id) is None:
+            return  # in a cluster, another member holds the meter (woken by its NOTIFY)
         if self._tg is None or self._stopping:
             self._wake.set()
             return
@@ -248,6 +255,8 @@ class RelayController:
             await self._try(command, attempt)
         except asyncio.CancelledError:
             raise
+        except LeaseLost as exc:  # the meter's new holder takes the command from here
+            log.info("relay %s for %s abandoned: %s", command.action, command.meter_id, exc)
         except Exception as exc:
             if not isinstance(exc, _EXPECTED):
                 log.warning(
@@ -257,9 +266,12 @@ class RelayController:
                     attempt,
                     exc_info=exc,
                 )
-            await self._failed(command, attempt, _describe(exc))
+            with contextlib.suppress(LeaseLost):
+                await self._failed(command, attempt, _describe(exc))
 
     async def _try(self, command: CommandInfo, attempt: int) -> None:
+        if self.access.ownership.enter(command.meter_id) is None:
+            return  # not (or no longer) this member's meter: its holder runs it
         record = await self.access.record(command.meter_id)
         if record is None:
             log.warning(
@@ -295,6 +307,7 @@ class RelayController:
 
     @transactional
     async def _sent(self, command: CommandInfo, attempt: int) -> bool:
+        await self.access.ownership.fence()
         sent = await self.repository.update_command(
             command.command_id,
             lifecycle.SEND,
@@ -338,6 +351,7 @@ class RelayController:
         # Last check, right before touching the relay.
         if not await self._still_wanted(command):
             raise _Superseded
+        await self.access.ownership.fence()  # and still this member's meter
         try:
             if command.action == domain.DISCONNECT:
                 after = await session.disconnect()
@@ -364,6 +378,7 @@ class RelayController:
         verdict: rules.Verdict,
         operated: bool,
     ) -> None:
+        await self.access.ownership.fence()
         now = self._clock()
         reason = command.reason or command.source
         # One transaction: confirm, record the read-back, clear the meter's relay alarms.
@@ -420,6 +435,7 @@ class RelayController:
 
     @transactional
     async def _refused(self, command: CommandInfo, attempt: int, refused: _Refused) -> None:
+        await self.access.ownership.fence()
         now = self._clock()
         if refused.status is not None:
             held = await self.repository.record_relay_state(
@@ -445,6 +461,7 @@ class RelayController:
 
     @transactional
     async def _failed(self, command: CommandInfo, attempt: int, error: str) -> None:
+        await self.access.ownership.fence()
         delay = self._backoff(attempt)
         updated = await self.repository.update_command(
             command.command_id,

@@ -37,6 +37,8 @@ __all__ = [
     "Alarm",
     "BalanceEvent",
     "Base",
+    "ClusterLease",
+    "ClusterMember",
     "Command",
     "InstallationSetting",
     "InvocationCounter",
@@ -385,3 +387,31 @@ class InstallationSetting(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class ClusterLease(Base):
+    """Who may talk to a group of meters (headend/cluster/leases.py): a shard of the TCP
+    lines, or one serial line. `epoch` grows with every new holder: a result is committed
+    only under the epoch its session ran under (the fencing token)."""
+
+    __tablename__ = "cluster_leases"
+
+    name: Mapped[str] = mapped_column(String(320), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(200))
+    epoch: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    acquired_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class ClusterMember(Base):
+    """One running member of a cluster: its heartbeat (a member is alive while it is younger
+    than lease_s) and its load, for the fair share of leases and `headend status`."""
+
+    __tablename__ = "cluster_members"
+
+    instance_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    heartbeat_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    load: Mapped[dict[str, Any] | None] = mapped_column(JSON)

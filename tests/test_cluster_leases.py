@@ -1,0 +1,149 @@
+"""Leases in a real PostgreSQL, two members in one process (headend/cluster/leases.py): a fair
+split, no lease held twice, takeover after expiry with a new epoch, and the fence refusing a
+result committed under a lease that was taken over."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import pytest
+from db_support import temp_database
+from sqlalchemy import text
+
+from headend.cluster.leases import SHARDS, ClusterOwnership, lease_name
+from headend.cluster.members import cluster_report
+from headend.cluster.ownership import LeaseLost
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@dataclass(frozen=True)
+class Rec:
+    meter_id: str
+    transport: str
+    line: str
+
+
+RECORDS = [Rec(f"M{i:03d}", "wrapper", f"tcp:10.0.0.{i}:4059") for i in range(40)]
+
+
+async def _held(db: object) -> dict[str, str]:
+    async with db.session() as session:  # type: ignore[attr-defined]
+        rows = await session.execute(
+            text("SELECT name, holder FROM cluster_leases WHERE expires_at > now()")
+        )
+        return {r.name: r.holder for r in rows}
+
+
+async def test_two_members_split_fairly_and_take_over_with_a_new_epoch(tmp_path) -> None:
+    async with temp_database("postgresql", tmp_path) as db:
+        a = ClusterOwnership(db, "a", 1.5)
+        b = ClusterOwnership(db, "b", 1.5)
+        for member in (a, b):
+            member.track(RECORDS)
+        await a.tick()
+        assert len(a.leases) == SHARDS  # alone: everything
+        await b.tick()  # b is live now: a's fair share halves
+        for _ in range(3):
+            await a.tick()
+            await b.tick()
+        assert len(a.leases) == len(b.leases) == SHARDS // 2
+        assert not set(a.leases) & set(b.leases)
+        held = await _held(db)
+        assert sorted(held) == sorted(a.leases + b.leases)
+        # Every meter has exactly one owner.
+        for rec in RECORDS:
+            assert (a.owns(rec.meter_id) is None) != (b.owns(rec.meter_id) is None)
+
+        mine = next(r.meter_id for r in RECORDS if a.owns(r.meter_id) is not None)
+        token = a.enter(mine)
+        assert token is not None
+        await a.fence()  # held: passes
+
+        await asyncio.sleep(1.6)  # a stops renewing (paused): its leases expire
+        await b.tick()
+        await b.tick()
+        new = b.owns(mine)
+        assert new is not None and new.name == token.name and new.epoch == token.epoch + 1
+        with pytest.raises(LeaseLost):
+            await a.fence()  # a's result would be refused
+        async with db.session() as session:
+            lease = lease_name("wrapper", next(r.line for r in RECORDS if r.meter_id == mine))
+            holder = (
+                await session.execute(
+                    text("SELECT holder FROM cluster_leases WHERE name = :n"), {"n": lease}
+                )
+            ).scalar_one()
+        assert holder == "b"
+        await a.tick()  # a wakes: renewal finds nothing of its own
+        assert a.owns(mine) is None
+        report = await cluster_report(db, 1.5)
+        assert {m["instance_id"] for m in report["members"]} == {"a", "b"}
+        await b.leave()
+        assert {m["instance_id"] for m in (await cluster_report(db, 1.5))["members"]} == {"a"}
+
+
+async def test_a_serial_line_goes_to_the_member_whose_host_has_the_port(tmp_path) -> None:
+    line = Rec("S1", "serial", "serial:/dev/ttyFAKE0")
+    async with temp_database("postgresql", tmp_path) as db:
+        without = ClusterOwnership(db, "far", 2.0, device_exists=lambda path: False)
+        with_port = ClusterOwnership(db, "near", 2.0, device_exists=lambda path: True)
+        for member in (without, with_port):
+            member.track([line])
+        await without.tick()
+        assert without.owns("S1") is None  # every shard, but not the line
+        await with_port.tick()
+        assert with_port.owns("S1") is not None
+        assert "line:serial:/dev/ttyFAKE0" in with_port.leases
+
+
+async def test_a_session_is_cancelled_when_its_lease_runs_out(tmp_path) -> None:
+    async with temp_database("postgresql", tmp_path) as db:
+        a = ClusterOwnership(db, "a", 1.0)
+        a.track(RECORDS[:1])
+        await a.tick()
+        with pytest.raises(LeaseLost):
+            async with a.guard(RECORDS[0].meter_id):
+                await asyncio.sleep(5)  # nobody renews: cancelled at the local deadline
+
+
+async def test_a_poll_under_a_lost_lease_stores_its_readings_but_records_nothing(
+    sim_fleet, tmp_path
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from e2e_support import fleet_database
+
+    from headend.cluster.fenced import FencedReadings
+    from headend.storage import ReadingRow, Repository
+    from headend.storage.batching import ImmediateReadings
+
+    async with sim_fleet(1) as fleet, fleet_database("postgresql", tmp_path, fleet) as (db, _):
+        meter = fleet.config(0).meter_id
+        records = [Rec(meter, "wrapper", "tcp:10.9.9.9:4059")]
+        a, b = ClusterOwnership(db, "a", 1.5), ClusterOwnership(db, "b", 1.5)
+        a.track(records)
+        b.track(records)
+        await a.tick()
+        sink = FencedReadings(ImmediateReadings(Repository(db)), a)
+        recorded: list[int] = []
+
+        async def record() -> None:
+            recorded.append(1)
+
+        t0 = datetime(2026, 1, 1, tzinfo=UTC)
+        # The poll's token, as its session set it. The batch that commits its results runs
+        # in the writer's task, which the session's lease timeout does not cancel.
+        assert a.enter(meter) is not None
+        await sink.store_readings([ReadingRow(meter, "1.0.1.8.0.255", t0, 1.0)], record)
+        assert recorded == [1]
+        await asyncio.sleep(1.6)  # the batch is late (a paused): b takes the meter meanwhile
+        await b.tick()
+        await b.tick()
+        assert b.owns(meter) is not None
+        later = t0 + timedelta(minutes=15)
+        await sink.store_readings([ReadingRow(meter, "1.0.1.8.0.255", later, 2.0)], record)
+        assert recorded == [1] and sink.skipped == 1  # nothing recorded under the lost lease
+        stored = await Repository(db).readings(meter)
+        assert len(stored) == 2  # the readings themselves are facts: kept
