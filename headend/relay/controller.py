@@ -195,11 +195,11 @@ class RelayController:
             self._recheck.add(meter_id)
             self._wake.set()
             return
-        if self.access.ownership.owns(meter_id) is None:
-            return  # in a cluster, another member holds the meter (woken by its NOTIFY)
         if self._tg is None or self._stopping:
             self._wake.set()
             return
+        if self.access.ownership.owns(meter_id) is None:
+            return  # in a cluster, another member holds the meter (woken by its NOTIFY)
         task = self._tg.create_task(self._worker(meter_id, command), name=f"relay:{meter_id}")
         self._workers[meter_id] = task
         task.add_done_callback(lambda t: self._forget(meter_id, t))
