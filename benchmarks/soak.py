@@ -77,7 +77,9 @@ class Probe:
     """The database side, read from this process with the stdlib sqlite3 module."""
 
     def __init__(self, path: Path) -> None:
-        self.connection = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        self.connection = sqlite3.connect(
+            path, timeout=30, isolation_level=None, check_same_thread=False
+        )
         self.connection.execute("PRAGMA busy_timeout = 30000")
         self._next_ts = 0
 
@@ -239,9 +241,7 @@ async def run(args: Any) -> dict[str, Any]:
                             "outbox_depth": depth,
                             "readings": readings1,
                             "raw_insert_cpu_ms": rounded(raw_ms, 2),
-                            "machine_busy_cores": rounded(
-                                (busy1 - busy0) / args.sample_s, 2
-                            ),
+                            "machine_busy_cores": rounded((busy1 - busy0) / args.sample_s, 2),
                         }
                     )
                     if not args.json:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiomqtt
+from schema_support import ContractError, check_message
 
 from headend.mqtt.broker import EmbeddedBroker, free_port
 
@@ -220,7 +221,10 @@ async def open_broker(kind: str, workdir: Path) -> AsyncIterator[Broker]:
 
 
 class Collector:
-    """A plain aiomqtt subscriber that records everything it sees (persistent if named)."""
+    """A plain aiomqtt subscriber that records everything it sees (persistent if named).
+
+    Every message is checked against the MQTT contract's schemas (schema_support.py); a
+    message that breaks it fails the test when the collector closes."""
 
     def __init__(self, broker: Broker, *filters: str, identifier: str | None = None) -> None:
         self.broker = broker
@@ -230,6 +234,7 @@ class Collector:
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        self.contract_errors: list[str] = []
 
     async def __aenter__(self) -> Collector:
         self._task = asyncio.create_task(self._run())
@@ -242,6 +247,8 @@ class Collector:
             self._task.cancel()
             with contextlib.suppress(BaseException):
                 await self._task
+        if self.contract_errors and exc[0] is None:
+            raise ContractError("\n".join(self.contract_errors[:5]))
 
     async def _run(self) -> None:
         async with aiomqtt.Client(
@@ -256,7 +263,15 @@ class Collector:
             self._ready.set()
             async for message in client.messages:
                 self.messages.append(message)
+                self._check(message)
                 self._changed.set()
+
+    def _check(self, message: aiomqtt.Message) -> None:
+        payload = message.payload if isinstance(message.payload, bytes) else b""
+        try:
+            check_message(message.topic.value, payload)
+        except ContractError as exc:
+            self.contract_errors.append(str(exc))
 
     def payloads(self, topic: str) -> list[bytes]:
         return [bytes(m.payload) for m in self.messages if m.topic.value == topic]  # type: ignore[arg-type]
@@ -274,6 +289,8 @@ class Collector:
 async def publish_once(
     broker: Broker, topic: str, payload: bytes | str, *, qos: int = 1, retain: bool = False
 ) -> None:
+    """Publish one message (checked against the contract's schemas first)."""
+    check_message(topic, payload.encode() if isinstance(payload, str) else payload)
     async with aiomqtt.Client(broker.host, broker.port, timeout=5) as client:
         await client.publish(topic, payload, qos=qos, retain=retain, timeout=5)
 

@@ -19,7 +19,7 @@ from drivers.connect import associated_session
 from drivers.session import DlmsSession
 from headend.meters.counters import invocation_counter_store
 from headend.meters.inventory import MeterRecord, decrypt_meter, load_meter
-from headend.meters.line_locks import COMMAND, POLL, LineLocks
+from headend.meters.line_locks import POLL, LineLocks
 from headend.meters.secrets import MasterKey
 from headend.storage import Database, Repository, installation
 from headend.storage.models import Meter, meter_column
@@ -107,7 +107,7 @@ class MeterAccess:
                 record.connection(client_system_title=await self.system_title()),
                 timeout=self.timeout_s,
                 ic_store=invocation_counter_store(
-                    self.command_repository if priority == COMMAND else self.repository,
+                    self.command_repository if priority < POLL else self.repository,
                     record.meter_id,
                 ),
             ) as session:
