@@ -38,6 +38,7 @@ from headend.mqtt.notifier import Notifier
 from headend.mqtt.topics import Topics
 from headend.relay.controller import ControllerSettings, RelayController
 from headend.relay.intake import BalanceIntake
+from headend.requests.service import RequestService, RequestSettings
 from headend.storage import Database, Repository, installation
 from headend.storage.batching import ReadingBatcher
 
@@ -185,6 +186,12 @@ class Daemon:
         )
         self.controller = controller
         intake = BalanceIntake(relay_repository, notifier, controller, pressure=pressure)
+        requests = RequestService(
+            access,
+            notifier,
+            RequestSettings(timeout_s=config.polling.timeout_s),
+            pressure=pressure,
+        )
         bridge = MqttBridge(
             config.mqtt,
             topics,
@@ -194,6 +201,8 @@ class Daemon:
             port=port,
             timeout_s=tuning.mqtt_timeout_s,
             backoff_max_s=tuning.mqtt_backoff_max_s,
+            on_request=requests.submit,
+            mqtt5=not config.mqtt.embedded,  # amqtt speaks MQTT 3.1.1 only
         )
         self.bridge = bridge
         polling = config.polling
@@ -249,6 +258,7 @@ class Daemon:
             workers = [
                 tg.create_task(guarded("relay", controller.run()), name="relay"),
                 tg.create_task(backlog.run(), name="outbox-backlog"),
+                tg.create_task(guarded("requests", requests.run()), name="requests"),
             ]
             if tuning.collection:
                 workers.append(

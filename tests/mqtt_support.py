@@ -226,8 +226,11 @@ class Collector:
     Every message is checked against the MQTT contract's schemas (schema_support.py); a
     message that breaks it fails the test when the collector closes."""
 
-    def __init__(self, broker: Broker, *filters: str, identifier: str | None = None) -> None:
+    def __init__(
+        self, broker: Broker, *filters: str, identifier: str | None = None, mqtt5: bool = False
+    ) -> None:
         self.broker = broker
+        self.mqtt5 = mqtt5
         self.filters = filters
         self.identifier = identifier
         self.messages: list[aiomqtt.Message] = []
@@ -251,12 +254,17 @@ class Collector:
             raise ContractError("\n".join(self.contract_errors[:5]))
 
     async def _run(self) -> None:
+        session: dict[str, object] = {
+            "clean_session": self.identifier is None  # a named collector keeps its session
+        }
+        if self.mqtt5:  # MQTT 5 properties (correlation data) reach the messages
+            session = {"protocol": aiomqtt.ProtocolVersion.V5}
         async with aiomqtt.Client(
             self.broker.host,
             self.broker.port,
             identifier=self.identifier,
-            clean_session=self.identifier is None,  # a named collector keeps its session
             timeout=5,
+            **session,  # type: ignore[arg-type]
         ) as client:
             for topic_filter in self.filters:
                 await client.subscribe(topic_filter, qos=1)

@@ -103,10 +103,16 @@ class RequestService:
         return f"RequestService(pending={self._pending}, lanes={len(self._lanes)})"
 
     # -- in, from the bridge ------------------------------------------------------------------
-    def submit(self, kind: str, payload: bytes, reply_to: ReplyTo | None = None) -> None:
+    def submit(
+        self,
+        kind: str,
+        payload: bytes,
+        response_topic: str | None = None,
+        correlation_data: bytes | None = None,
+    ) -> None:
         """Take one request (never blocks, never raises): answered later, or at once when it
-        is malformed or there is no room."""
-        reply_to = reply_to or ReplyTo()
+        is malformed or there is no room. The bridge's ``on_request``."""
+        reply_to = ReplyTo(response_topic, correlation_data)
         try:
             deadline = asyncio.get_running_loop().time() + self.settings.timeout_s
             try:
