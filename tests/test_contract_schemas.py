@@ -68,7 +68,7 @@ def _sent_by_notifier() -> list[tuple[str, bytes]]:
     notifier.response(response_relay_payload("r3", TS, relay))
     notifier.response(response_error_payload("r4", TS, "unknown_meter", "no meter X", "X"))
     notifier.response(
-        response_error_payload(None, TS, "malformed", "not JSON"), response_topic="a/b"
+        response_error_payload(None, TS, "malformed", "not JSON"), response_topic="app/responses/x"
     )
     sent = []
     while (message := outbox.peek()) is not None:
