@@ -132,3 +132,40 @@ async def test_requests_are_answered_values_relay_and_errors(sim_fleet, tmp_path
                     what="bad_request alarm",
                 )
                 assert "request_id" in alarm[0]["detail"]["reason"]
+
+
+async def test_requests_go_after_relay_commands_and_before_polls() -> None:
+    """The line lock's lanes: whoever waits for a busy line, commands go first, then
+    requests, then polls (in arrival order within a lane)."""
+    import asyncio
+
+    from headend.meters.line_locks import COMMAND, POLL, REQUEST, LineLocks
+
+    locks = LineLocks()
+    order: list[str] = []
+    held = asyncio.Event()
+    release = asyncio.Event()
+
+    async def first() -> None:
+        async with locks.hold("line"):
+            held.set()
+            await release.wait()
+
+    async def waiter(name: str, priority: int) -> None:
+        async with locks.hold("line", priority):
+            order.append(name)
+
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(first())
+        await held.wait()
+        for name, priority in (
+            ("poll-1", POLL),
+            ("request-1", REQUEST),
+            ("poll-2", POLL),
+            ("command", COMMAND),
+            ("request-2", REQUEST),
+        ):
+            tg.create_task(waiter(name, priority))
+            await asyncio.sleep(0)
+        release.set()
+    assert order == ["command", "request-1", "request-2", "poll-1", "poll-2"]
