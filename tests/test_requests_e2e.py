@@ -4,6 +4,7 @@ checked against docs/schemas by the collector (schema_support.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from typing import Any
@@ -169,3 +170,56 @@ async def test_requests_go_after_relay_commands_and_before_polls() -> None:
             await asyncio.sleep(0)
         release.set()
     assert order == ["command", "request-1", "request-2", "poll-1", "poll-2"]
+
+
+async def test_each_requester_has_a_bounded_number_of_requests_in_flight(
+    sim_fleet, tmp_path
+) -> None:
+    """Eight meters that answer slowly, four reads from each of two requesters, one in flight
+    per requester: the simulator never sees more than two connections open at once, and
+    every request is answered."""
+    import asyncio
+
+    from e2e_support import KeepingOutbox, fleet_database
+
+    from headend.meters.access import MeterAccess
+    from headend.mqtt.notifier import Notifier
+    from headend.mqtt.topics import Topics
+    from headend.requests.service import RequestService, RequestSettings
+    from headend.storage import Repository
+
+    async with (
+        sim_fleet(8, latency_ms=150) as fleet,
+        fleet_database("sqlite", tmp_path, fleet) as (db, key),
+    ):
+        repository = Repository(db)
+        access = MeterAccess(db, repository, key, timeout_s=10)
+        outbox = KeepingOutbox()
+        service = RequestService(
+            access,
+            Notifier(outbox, Topics()),  # type: ignore[arg-type]
+            RequestSettings(timeout_s=60, per_requester=1, total=8),
+        )
+        ids = [fleet.config(i).meter_id for i in range(8)]
+        worker = asyncio.create_task(service.run())
+        peak = 0
+        try:
+            for i, meter_id in enumerate(ids):
+                body = {"request_id": f"q{i}", "meter_id": meter_id, "obis": REGISTERS}
+                service.submit("read", json.dumps(body).encode(), f"app/{i % 2}/responses/x")
+
+            def answered() -> int:
+                return sum(len(outbox.on(f"headend/responses/q{i}")) for i in range(8))
+
+            async with asyncio.timeout(90):
+                while answered() < 8:
+                    peak = max(peak, fleet.status()["open_connections"])
+                    await asyncio.sleep(0.005)
+        finally:
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+        assert 1 <= peak <= 2
+        replies = [outbox.on(f"headend/responses/q{i}")[0] for i in range(8)]
+        assert all(r["ok"] for r in replies), replies
+        assert service.answered == 8
