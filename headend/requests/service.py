@@ -203,7 +203,7 @@ class RequestService:
         except OSError as exc:
             raise _Failure("unreachable", f"meter unreachable: {exc}") from None
         now = self._clock()
-        _news, hold = await self.access.repository.readback_news(
+        _news, hold = await self.access.command_repository.readback_news(
             request.meter_id, status.state, status.output_state
         )
         relay = relay_payload(
