@@ -1,21 +1,27 @@
-"""`headend run` with tracemalloc on, for the soak benchmark's `--tracemalloc` runs.
+"""`headend run` watched from inside, for the soak benchmark's `--census` and `--tracemalloc`
+runs.
 
-Kept out of the product: the benchmark starts the daemon through this module, which starts
-tracing, runs the ordinary CLI, and from a thread writes every `SOAK_TRACE_EVERY_S` seconds
-what grew since the previous snapshot and since the first one after warm-up (by source line
-and by the allocating call chain) as one JSON line to `SOAK_TRACE_FILE`. Tracing costs CPU
-and memory of its own, so a traced run's RSS and CPU figures are not the untraced ones.
+Kept out of the product: the benchmark starts the daemon through this module, which runs the
+ordinary CLI and from a thread writes every `SOAK_TRACE_EVERY_S` seconds, as one JSON line to
+`SOAK_TRACE_FILE`, what grew since the first sample after warm-up:
+- census (SOAK_TRACE_MODE=census): live objects the garbage collector tracks, counted by type
+  (one pass over gc.get_objects(); cheap enough for a loaded machine, and no tracing cost);
+- tracemalloc: allocations by source line and call chain. Tracing costs CPU and memory of its
+  own (a snapshot of a large heap holds the GIL for seconds), so a traced run's RSS and CPU
+  figures are not the untraced ones.
 
     python -m benchmarks._traced_daemon run --config FILE"""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
 import threading
 import time
 import tracemalloc
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -93,23 +99,66 @@ def _watch(path: Path, every_s: float, warmup_s: float, frames: int) -> None:
         previous = now
 
 
+def _census() -> dict[str, int]:
+    counts: Counter[str] = Counter()
+    for obj in gc.get_objects():
+        kind = type(obj)
+        counts[f"{kind.__module__}.{kind.__qualname__}"] += 1
+    return dict(counts)
+
+
+def _watch_census(path: Path, every_s: float, warmup_s: float) -> None:
+    time.sleep(warmup_s)
+    first = _census()
+    began = time.monotonic()
+    while True:
+        time.sleep(every_s)
+        now = _census()
+        growth = sorted(
+            ((count - first.get(name, 0), name, count) for name, count in now.items()),
+            reverse=True,
+        )
+        entry = {
+            "t_s": round(time.monotonic() - began, 1),
+            "objects": sum(now.values()),
+            "since_warmup_by_type": [
+                {"type": name, "count_diff": diff, "count": count}
+                for diff, name, count in growth[:_TOP]
+                if diff > 0
+            ],
+        }
+        with path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(entry) + "\n")
+
+
 def main() -> None:
+    target = os.environ.get("SOAK_TRACE_FILE")
+    every_s = float(os.environ.get("SOAK_TRACE_EVERY_S", "60"))
+    warmup_s = float(os.environ.get("SOAK_TRACE_WARMUP_S", "120"))
+    if os.environ.get("SOAK_TRACE_MODE") == "census":
+        if target:
+            threading.Thread(
+                target=_watch_census,
+                args=(Path(target), every_s, warmup_s),
+                daemon=True,
+                name="census-watch",
+            ).start()
+        _run_headend()
+        return
     frames = int(os.environ.get("SOAK_TRACE_FRAMES", "4"))
     tracemalloc.start(frames)
-    target = os.environ.get("SOAK_TRACE_FILE")
     if target:
         watcher = threading.Thread(
             target=_watch,
-            args=(
-                Path(target),
-                float(os.environ.get("SOAK_TRACE_EVERY_S", "60")),
-                float(os.environ.get("SOAK_TRACE_WARMUP_S", "120")),
-                frames,
-            ),
+            args=(Path(target), every_s, warmup_s, frames),
             daemon=True,
             name="tracemalloc-watch",
         )
         watcher.start()
+    _run_headend()
+
+
+def _run_headend() -> None:
     from headend.cli.app import main as headend_main
 
     sys.argv = ["headend", *sys.argv[1:]]

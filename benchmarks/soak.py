@@ -12,8 +12,10 @@ of the raw insert.
 Balance events: every `--event-every-s` one event for the next meter in turn, its balance
 alternating below and above zero per meter, so relays go off and on through the run.
 
-`--tracemalloc`: the daemon runs under tracemalloc (benchmarks/_traced_daemon.py) and the
-report lists what grew most since warm-up, by source line; its RSS figures include tracing.
+`--census`: every sample also counts the daemon's live objects by type (gc.get_objects(), from
+a thread; cheap) and the report lists the types that grew since warm-up. `--tracemalloc`: the
+daemon runs under tracemalloc (benchmarks/_traced_daemon.py) and the report lists what grew
+by source line; tracing is heavy (its RSS and CPU figures are not the daemon's own).
 
     python -m benchmarks soak --meters 2000 --interval-s 10 --minutes 60 --json"""
 
@@ -184,6 +186,7 @@ async def run(args: Any) -> dict[str, Any]:
         "minutes": args.minutes,
         "polls_per_s_demanded": rounded(args.meters / args.interval_s, 1),
         "tracemalloc": args.tracemalloc,
+        "census": args.census,
         "fd_limit": fds,
     }
     samples: list[dict[str, Any]] = []
@@ -198,9 +201,10 @@ async def run(args: Any) -> dict[str, Any]:
             write_config(config, db_url, prefix, args)
             env = {"HEADEND_MASTER_KEY": master_hex}
             argv = daemon_argv(config)
-            if args.tracemalloc:
+            if args.tracemalloc or args.census:
                 argv = [sys.executable, "-m", "benchmarks._traced_daemon", *argv[1:]]
                 env.update(
+                    SOAK_TRACE_MODE="census" if args.census else "tracemalloc",
                     SOAK_TRACE_FILE=str(trace_file),
                     SOAK_TRACE_EVERY_S=str(args.sample_s),
                     SOAK_TRACE_WARMUP_S=str(args.warmup_min * 60),
@@ -252,13 +256,15 @@ async def run(args: Any) -> dict[str, Any]:
                     fed = await feed
                 result["balance_events_sent"] = fed["events"] if isinstance(fed, dict) else None
             probe.close()
-        if args.tracemalloc and trace_file.exists():
-            lines = trace_file.read_text().splitlines()
-            if lines:
-                last = json.loads(lines[-1])
-                result["tracemalloc_traced_mb"] = [json.loads(x)["traced_mb"] for x in lines]
-                result["tracemalloc_top_since_warmup"] = last["since_warmup_by_line"][:10]
-                result["tracemalloc_top_chains"] = last["since_warmup_by_chain"][:5]
+        lines = trace_file.read_text().splitlines() if trace_file.exists() else []
+        if args.census and lines:
+            result["census_objects"] = [json.loads(x)["objects"] for x in lines]
+            result["census_top_growth"] = json.loads(lines[-1])["since_warmup_by_type"][:10]
+        elif lines:
+            last = json.loads(lines[-1])
+            result["tracemalloc_traced_mb"] = [json.loads(x)["traced_mb"] for x in lines]
+            result["tracemalloc_top_since_warmup"] = last["since_warmup_by_line"][:10]
+            result["tracemalloc_top_chains"] = last["since_warmup_by_chain"][:5]
     result["samples"] = samples
     result.update(summarize(samples, args.warmup_min))
     result["goal"] = {
@@ -281,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     cli.add_argument("--concurrency", type=int, default=1000)
     cli.add_argument("--registers", type=int, default=4, help="readings stored per poll")
     cli.add_argument("--tracemalloc", action="store_true", help="trace the daemon's memory")
+    cli.add_argument("--census", action="store_true", help="count the daemon's live objects")
     cli.add_argument("--start-timeout", type=float, default=600.0)
     args = cli.parse_args(argv)
     result = asyncio.run(run(args))
