@@ -4,6 +4,7 @@ checked against docs/schemas by the collector (schema_support.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import uuid
@@ -134,11 +135,20 @@ async def test_requests_are_answered_values_relay_and_errors(sim_fleet, tmp_path
                 )
                 assert "request_id" in alarm[0]["detail"]["reason"]
 
+                # A meter that does not answer: an error within polling.timeout_s (5 s here).
+                fleet.go_offline(1)
+                await _request(
+                    requester,
+                    f"{requests}/relay_status",
+                    {"request_id": "r-away", "meter_id": h.ids[1]},
+                )
+                away = await eventually(lambda: answer("r-away"), what="offline answered")
+                assert away["ok"] is False and away["code"] in ("timeout", "unreachable")
+
 
 async def test_requests_go_after_relay_commands_and_before_polls() -> None:
     """The line lock's lanes: whoever waits for a busy line, commands go first, then
     requests, then polls (in arrival order within a lane)."""
-    import asyncio
 
     from headend.meters.line_locks import COMMAND, POLL, REQUEST, LineLocks
 
@@ -178,7 +188,6 @@ async def test_each_requester_has_a_bounded_number_of_requests_in_flight(
     """Eight meters that answer slowly, four reads from each of two requesters, one in flight
     per requester: the simulator never sees more than two connections open at once, and
     every request is answered."""
-    import asyncio
 
     from e2e_support import KeepingOutbox, fleet_database
 
