@@ -50,6 +50,22 @@ def open_files(pid: int) -> int:
         return -1
 
 
+def proc_status(pid: int) -> dict[str, float]:
+    """Threads (one per open aiosqlite connection, beside the loop's own) and anonymous
+    memory (MB) of a process, from /proc (Linux)."""
+    out = {"threads": -1.0, "anon_mb": -1.0}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            if key == "Threads":
+                out["threads"] = float(rest.split()[0])
+            elif key == "RssAnon":
+                out["anon_mb"] = round(int(rest.split()[0]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return out
+
+
 def slope(points: Sequence[tuple[float, float]]) -> float | None:
     """Least-squares slope of (minute, value) points."""
     if len(points) < 3:
@@ -153,6 +169,7 @@ def summarize(samples: list[dict[str, Any]], warmup_min: float) -> dict[str, Any
         "steady_samples": len(steady),
         "rss_slope_mb_per_min": fit(steady, "rss_mb"),
         "rss_slope_last30_mb_per_min": fit(last30, "rss_mb"),
+        "anon_slope_mb_per_min": fit(steady, "anon_mb"),
         "open_files_slope_per_min": fit(steady, "open_files"),
         "outbox_depth_slope_per_min": fit(steady, "outbox_depth"),
         "cpu_ms_per_poll_slope_per_min": fit(steady, "cpu_ms_per_poll"),
@@ -238,6 +255,7 @@ async def run(args: Any) -> dict[str, Any]:
                             "minute": round((time.monotonic() - began) / 60, 2),
                             "rss_mb": daemon.rss_mb()[0],
                             "open_files": open_files(daemon.pid),
+                            **proc_status(daemon.pid),
                             "polls": round(polls),
                             "cpu_ms_per_poll": rounded((cpu1 - cpu0) * 1000 / polls, 3)
                             if polls > 0
