@@ -170,6 +170,7 @@ def summarize(samples: list[dict[str, Any]], warmup_min: float) -> dict[str, Any
         "rss_slope_mb_per_min": fit(steady, "rss_mb"),
         "rss_slope_last30_mb_per_min": fit(last30, "rss_mb"),
         "anon_slope_mb_per_min": fit(steady, "anon_mb"),
+        "rss_slope_second_half_mb_per_min": fit(steady[len(steady) // 2 :], "rss_mb"),
         "open_files_slope_per_min": fit(steady, "open_files"),
         "outbox_depth_slope_per_min": fit(steady, "outbox_depth"),
         "cpu_ms_per_poll_slope_per_min": fit(steady, "cpu_ms_per_poll"),
