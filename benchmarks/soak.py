@@ -163,7 +163,7 @@ def summarize(samples: list[dict[str, Any]], warmup_min: float) -> dict[str, Any
     last30 = [s for s in steady if s["minute"] >= samples[-1]["minute"] - 30] if samples else []
 
     def fit(rows: list[dict[str, Any]], key: str) -> float | None:
-        return rounded(slope([(s["minute"], s[key]) for s in rows if s[key] is not None]), 4)
+        return rounded(slope([(s["minute"], s[key]) for s in rows if s.get(key) is not None]), 4)
 
     out: dict[str, Any] = {
         "steady_samples": len(steady),
