@@ -42,6 +42,7 @@ from headend.prepaid.quiet_hours import QuietHours
 from headend.prepaid.watch import PrepaidWatch
 from headend.relay.controller import ControllerSettings, RelayController
 from headend.relay.intake import BalanceIntake
+from headend.requests.service import RequestService, RequestSettings
 from headend.storage import Database, Repository, installation
 from headend.storage.batching import ReadingBatcher
 from headend.storage.retention import ReadingRetention
@@ -235,6 +236,12 @@ class Daemon:
             clock=clock,
             prepaid=config.prepaid,
         )
+        requests = RequestService(
+            access,
+            notifier,
+            RequestSettings(timeout_s=config.polling.timeout_s),
+            pressure=pressure,
+        )
         bridge = MqttBridge(
             mqtt_settings,
             topics,
@@ -245,6 +252,8 @@ class Daemon:
             timeout_s=tuning.mqtt_timeout_s,
             backoff_max_s=tuning.mqtt_backoff_max_s,
             share_group=config.mqtt.share_group if config.cluster.enabled else None,
+            on_request=requests.submit,
+            mqtt5=not config.mqtt.embedded,  # amqtt speaks MQTT 3.1.1 only
         )
         self.bridge = bridge
         polling = config.polling
@@ -330,6 +339,7 @@ class Daemon:
                 tg.create_task(guarded("relay", controller.run()), name="relay"),
                 tg.create_task(backlog.run(), name="outbox-backlog"),
                 tg.create_task(prepaid_watch.run(), name="prepaid"),
+                tg.create_task(guarded("requests", requests.run()), name="requests"),
             ]
             if config.prepaid.arrears_action == "limit":
                 limiter = LimitWorker(

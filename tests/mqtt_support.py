@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiomqtt
+from schema_support import ContractError, check_message
 
 from headend.mqtt.broker import EmbeddedBroker, free_port
 
@@ -220,16 +221,23 @@ async def open_broker(kind: str, workdir: Path) -> AsyncIterator[Broker]:
 
 
 class Collector:
-    """A plain aiomqtt subscriber that records everything it sees (persistent if named)."""
+    """A plain aiomqtt subscriber that records everything it sees (persistent if named).
 
-    def __init__(self, broker: Broker, *filters: str, identifier: str | None = None) -> None:
+    Every message is checked against the MQTT contract's schemas (schema_support.py); a
+    message that breaks it fails the test when the collector closes."""
+
+    def __init__(
+        self, broker: Broker, *filters: str, identifier: str | None = None, mqtt5: bool = False
+    ) -> None:
         self.broker = broker
+        self.mqtt5 = mqtt5
         self.filters = filters
         self.identifier = identifier
         self.messages: list[aiomqtt.Message] = []
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        self.contract_errors: list[str] = []
 
     async def __aenter__(self) -> Collector:
         self._task = asyncio.create_task(self._run())
@@ -242,21 +250,36 @@ class Collector:
             self._task.cancel()
             with contextlib.suppress(BaseException):
                 await self._task
+        if self.contract_errors and exc[0] is None:
+            raise ContractError("\n".join(self.contract_errors[:5]))
 
     async def _run(self) -> None:
+        session: dict[str, object] = {
+            "clean_session": self.identifier is None  # a named collector keeps its session
+        }
+        if self.mqtt5:  # MQTT 5 properties (correlation data) reach the messages
+            session = {"protocol": aiomqtt.ProtocolVersion.V5}
         async with aiomqtt.Client(
             self.broker.host,
             self.broker.port,
             identifier=self.identifier,
-            clean_session=self.identifier is None,  # a named collector keeps its session
             timeout=5,
+            **session,  # type: ignore[arg-type]
         ) as client:
             for topic_filter in self.filters:
                 await client.subscribe(topic_filter, qos=1)
             self._ready.set()
             async for message in client.messages:
                 self.messages.append(message)
+                self._check(message)
                 self._changed.set()
+
+    def _check(self, message: aiomqtt.Message) -> None:
+        payload = message.payload if isinstance(message.payload, bytes) else b""
+        try:
+            check_message(message.topic.value, payload)
+        except ContractError as exc:
+            self.contract_errors.append(str(exc))
 
     def payloads(self, topic: str) -> list[bytes]:
         return [bytes(m.payload) for m in self.messages if m.topic.value == topic]  # type: ignore[arg-type]
@@ -274,6 +297,8 @@ class Collector:
 async def publish_once(
     broker: Broker, topic: str, payload: bytes | str, *, qos: int = 1, retain: bool = False
 ) -> None:
+    """Publish one message (checked against the contract's schemas first)."""
+    check_message(topic, payload.encode() if isinstance(payload, str) else payload)
     async with aiomqtt.Client(broker.host, broker.port, timeout=5) as client:
         await client.publish(topic, payload, qos=qos, retain=retain, timeout=5)
 

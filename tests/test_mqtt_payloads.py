@@ -22,6 +22,7 @@ from headend.mqtt.incoming import MAX_EVENT_SIZE, BadEvent, BalanceEvent, parse_
 from headend.mqtt.notifier import Notifier
 from headend.mqtt.outbox import MemoryOutbox, OutboxMessage
 from headend.mqtt.payloads import (
+    SCHEMA_VERSION,
     alarm_payload,
     bad_event_alarm,
     command_payload,
@@ -624,6 +625,7 @@ def test_notifier_builds_each_kind_of_message_on_its_topic() -> None:
     ids = [body.pop("message_id") for body in payloads]
     assert ids == [m.message_id for m in sent] and len(set(ids)) == len(ids)
     assert all(uuid.UUID(i).version == 4 for i in ids)
+    assert {body.pop("schema_version") for body in payloads} == {SCHEMA_VERSION}
     assert payloads[0]["values"] == {"1.0.1.8.0.255": {"value": "1.5", "unit": "Wh"}}
     assert payloads[1]["state"] == "disconnected" and payloads[1]["reason"] == "arrears"
     assert list(payloads[2])[-2:] == ["source", "state"]  # extras after the contract's fields

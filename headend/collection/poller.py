@@ -18,8 +18,7 @@ import datetime as dt
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
-from typing import Any, Protocol
+from typing import Protocol
 
 from cosem_objects.classes import DisconnectControl, Obises
 from cosem_objects.errors import ProtocolError
@@ -30,6 +29,7 @@ from headend.collection.capabilities import Capabilities, CapabilityCache
 from headend.collection.event_logs import EventLogCatchUp, EventLogResult
 from headend.collection.scheduler import PollJob
 from headend.mqtt.notifier import Notifier
+from headend.mqtt.payloads import publishable
 from headend.observability.logs import get_logger
 from headend.relay import drift
 from headend.relay.messages import publish_alarm, publish_command, publish_relay
@@ -86,12 +86,6 @@ def _now() -> dt.datetime:
 def _has(caps: Capabilities | None, obis: str) -> bool:
     """Unknown capabilities (the meter hides its object list): try everything."""
     return caps is None or caps.has(obis)
-
-
-def _publishable(value: Any) -> Any:
-    if value is None or isinstance(value, bool | int | float | Decimal | str | bytes):
-        return value
-    return str(value)
 
 
 class ReadingsSink(Protocol):
@@ -208,7 +202,7 @@ class Poller:
 
         async def record() -> None:  # in the (batched) transaction that stores the rows
             if notifier is not None:
-                values = {r.obis: (_publishable(r.value), r.unit) for r in readings.values()}
+                values = {r.obis: (publishable(r.value), r.unit) for r in readings.values()}
                 notifier.readings(meter_id, ts, values)
             if relay is None:
                 return

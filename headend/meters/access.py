@@ -115,7 +115,7 @@ class MeterAccess:
         An inbound meter is talked to over its own connection, if it is connected now. In a
         cluster it runs under the meter's lease: LeaseLost if not held, cancelled when the
         lease runs out."""
-        purpose = "command" if priority == COMMAND else "poll"
+        purpose = "poll" if priority >= POLL else "command" if priority == COMMAND else "request"
         if record.transport == "inbound":
             async with (
                 self.ownership.guard(record.meter_id),
@@ -133,7 +133,7 @@ class MeterAccess:
                 record.connection(client_system_title=await self.system_title()),
                 timeout=self.timeout_s,
                 ic_store=invocation_counter_store(
-                    self.command_repository if priority == COMMAND else self.repository,
+                    self.command_repository if priority < POLL else self.repository,
                     record.meter_id,
                 ),
             ) as session:
@@ -157,7 +157,8 @@ class MeterAccess:
                 connection.settings(),
                 timeout=self.timeout_s,
                 ic_store=invocation_counter_store(
-                    self.command_repository if priority == COMMAND else self.repository,
+                    # Commands and on-demand requests never queue behind the polls' writes.
+                    self.command_repository if priority < POLL else self.repository,
                     record.meter_id,
                 ),
             )

@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
 COMMAND = 0
+REQUEST = 5
+"""On-demand requests over MQTT: after relay commands, before polls."""
 POLL = 10
 
 

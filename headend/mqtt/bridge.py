@@ -27,6 +27,12 @@ Why it is shaped this way:
   ``offline``, and the will does the same if the process dies or the network goes.
 - Every network await has a timeout; a broker that goes quiet ends the connection and the bridge
   reconnects with capped exponential backoff and jitter, then subscribes again.
+- On-demand requests (``headend/requests/+``, when an ``on_request`` handler is given) are
+  handed over as they come and acknowledged at once: the handler only queues them, so they
+  never hold up a balance event. With ``mqtt5`` the bridge speaks MQTT 5 (a persistent
+  session: clean start off, a session that never expires, as ``clean_session=False`` was),
+  so that a request's response topic and correlation data reach the handler and a reply
+  carries the correlation data back. The embedded broker (amqtt) speaks 3.1.1 only.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ from headend.mqtt.incoming import (
     DeadLetter,
     parse_balance_event,
 )
+from headend.mqtt.mqtt5 import publish_properties, reply_address, session_options
 from headend.mqtt.outbox import Outbox
 from headend.mqtt.paho_access import ack, drop_connection, enable_manual_ack, queue_publish
 from headend.mqtt.payloads import status_payload
@@ -59,13 +66,18 @@ from headend.mqtt.topics import Topics
 from headend.observability import metrics
 from headend.observability.logs import get_logger
 
-__all__ = ["BalanceHandler", "BridgeStats", "MqttBridge"]
+__all__ = ["BalanceHandler", "BridgeStats", "MqttBridge", "RequestHandler"]
 
 log = get_logger(__name__)
 
 BalanceHandler = Callable[[BalanceEvent | BadEvent | DeadLetter, bytes], Awaitable[None]]
 """Called once per balance message (again after a redelivery); must commit before returning.
 A DeadLetter comes right after the same message failed for the ``max_tries``-th time."""
+
+
+RequestHandler = Callable[[str, bytes, str | None, bytes | None], None]
+"""Takes one request (kind, payload, MQTT 5 response topic, correlation data) without
+blocking or raising; it is acknowledged as soon as this returns."""
 
 
 class _Outcome(enum.Enum):
@@ -91,6 +103,7 @@ class BridgeStats:
     dead_letters: int = 0
     ignored: int = 0
     """Messages on topics that are not balance topics (amqtt sends stray retained messages)."""
+    requests: int = 0
     published: int = 0
 
 
@@ -114,6 +127,8 @@ class MqttBridge:
         max_tries: int = MAX_TRIES,
         rng: random.Random | None = None,
         share_group: str | None = None,
+        on_request: RequestHandler | None = None,
+        mqtt5: bool = False,
     ) -> None:
         """``host``/``port`` override the settings (e.g. the embedded broker's address).
         ``share_group`` (a cluster): balance events come on the shared subscription
@@ -134,6 +149,8 @@ class MqttBridge:
         self.outbox = outbox
         self.stats = BridgeStats()
         self._on_balance = on_balance
+        self._on_request = on_request
+        self._mqtt5 = mqtt5
         self._max_event_size = max_event_size
         self._timeout = timeout_s
         self._handler_timeout = handler_timeout_s
@@ -149,11 +166,10 @@ class MqttBridge:
         self._finished = asyncio.Event()
         self._running = False
         self._generation = 0
-        self._balance_filter = (
-            topics.balance_filter
-            if share_group is None
-            else f"$share/{share_group}/{topics.balance_filter}"
-        )
+        # In a cluster each balance event and each request goes to one member.
+        share = "" if share_group is None else f"$share/{share_group}/"
+        self._balance_filter = share + topics.balance_filter
+        self._request_filter = share + topics.request_filter
 
     def __repr__(self) -> str:
         return (
@@ -223,7 +239,7 @@ class MqttBridge:
             self._host,
             self._port,
             identifier=self._client_id,
-            clean_session=False,
+            **session_options(self._mqtt5),
             username=self._username,
             password=None if self._password is None else self._password.reveal(),
             keepalive=self._keepalive,
@@ -286,6 +302,8 @@ class MqttBridge:
                 timeout=self._timeout,
             )
             await client.subscribe(self._balance_filter, qos=1, timeout=self._timeout)
+            if self._on_request is not None:
+                await client.subscribe(self._request_filter, qos=1, timeout=self._timeout)
             self._connected.set()
             metrics.MQTT_CONNECTS.inc()
             outcome = _Outcome.LOST
@@ -380,6 +398,11 @@ class MqttBridge:
             if self._stop_requested.is_set():
                 return  # left unacknowledged: the broker offers it again next time
             topic = message.topic.value
+            kind = self.topics.request_kind(topic)
+            if kind is not None and self._on_request is not None:
+                self._take_request(kind, message)
+                self._ack(client, generation, message)
+                continue
             meter_id = self.topics.balance_meter_id(topic)
             if meter_id is None:
                 self.stats.ignored += 1
@@ -399,6 +422,15 @@ class MqttBridge:
             finally:
                 self._idle.set()
             self._ack(client, generation, message)
+
+    def _take_request(self, kind: str, message: aiomqtt.Message) -> None:
+        assert self._on_request is not None
+        self.stats.requests += 1
+        raw = message.payload if isinstance(message.payload, bytes) else b""
+        try:
+            self._on_request(kind, raw, *reply_address(message))
+        except Exception:  # the handler should not raise; one request never stops the bridge
+            log.exception("request on %s not taken", message.topic.value[:200])
 
     async def _handle(self, topic: str, event: BalanceEvent | BadEvent, raw: bytes) -> None:
         """Hand the message over; raises _HandlerFailedError while it is to stay unacked."""
@@ -456,12 +488,14 @@ class MqttBridge:
     async def _send(self, client: aiomqtt.Client) -> None:
         while True:
             message = await self.outbox.next()
+            properties = publish_properties(message.correlation_data, self._mqtt5)
             try:
                 await client.publish(
                     message.topic,
                     message.payload,
                     qos=message.qos,
                     retain=message.retain,
+                    properties=properties,
                     timeout=self._timeout,
                 )
             except ValueError:  # paho refuses it outright: retrying would loop forever

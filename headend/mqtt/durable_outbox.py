@@ -77,6 +77,7 @@ class DurableOutbox:
             message.qos,
             message.retain,
             self._clock(),
+            message.correlation_data,
         )
         if not unit.stage(row):
             self._loose.append(row)
@@ -177,6 +178,7 @@ class DurableOutbox:
                 entry.qos,
                 entry.retain,
                 message_id=entry.message_id,
+                correlation_data=entry.correlation_data,
             )
             self._row_of[message] = entry.id
             self._window.append(message)

@@ -20,6 +20,7 @@ from typing import Any
 from headend.domain import Action, CommandStatus, NotificationType, RelayState
 from headend.mqtt.outbox import Outbox, OutboxMessage
 from headend.mqtt.payloads import (
+    SCHEMA_VERSION,
     ReadingValue,
     alarm_payload,
     bad_event_alarm,
@@ -30,7 +31,7 @@ from headend.mqtt.payloads import (
     readings_payload,
     relay_payload,
 )
-from headend.mqtt.topics import Topics
+from headend.mqtt.topics import Topics, is_valid_request_id
 from headend.observability import metrics
 
 __all__ = ["Notifier"]
@@ -158,6 +159,29 @@ class Notifier:
         payload = bad_event_alarm(ts, reason=reason, meter_id=meter_id, event_id=event_id)
         self._put(self.topics.alarms, payload)
 
+    def response(
+        self,
+        payload: Mapping[str, Any],
+        *,
+        response_topic: str | None = None,
+        correlation_data: bytes | None = None,
+    ) -> bool:
+        """The answer to an on-demand request, on ``responses/{request_id}`` and on the MQTT 5
+        response topic the requester set (with its correlation data). False when it could go
+        nowhere (no usable request id, no usable response topic): the caller alarms instead."""
+        sent = False
+        request_id = payload.get("request_id")
+        if isinstance(request_id, str) and is_valid_request_id(request_id):
+            self._put(self.topics.response(request_id), payload)
+            sent = True
+        if response_topic is not None:
+            try:
+                self._put(response_topic, payload, correlation_data=correlation_data)
+                sent = True
+            except ValueError:  # a wildcard or an empty topic: not one to publish to
+                pass
+        return sent
+
     def _put(
         self,
         topic: str,
@@ -165,10 +189,17 @@ class Notifier:
         *,
         retain: bool = False,
         droppable: bool = False,
+        correlation_data: bytes | None = None,
     ) -> None:
         message_id = str(uuid.uuid4())
-        body = {"message_id": message_id, **payload}
+        body = {"message_id": message_id, "schema_version": SCHEMA_VERSION, **payload}
         message = OutboxMessage(
-            topic, encode_payload(body), 1, retain, droppable, message_id=message_id
+            topic,
+            encode_payload(body),
+            1,
+            retain,
+            droppable,
+            message_id=message_id,
+            correlation_data=correlation_data,
         )
         self.outbox.put(message)

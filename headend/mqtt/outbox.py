@@ -56,6 +56,8 @@ class OutboxMessage:
     """May be shed first when an outbox is full (readings)."""
     message_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     """Carried in the payload too (the Notifier puts it there): a consumer drops a repeat."""
+    correlation_data: bytes | None = field(default=None, repr=False)
+    """MQTT 5 correlation data, for a reply on a requester's response topic."""
 
     def __post_init__(self) -> None:
         _check_publishable(self.topic, self.qos)

@@ -32,6 +32,8 @@ from headend.mqtt.incoming import MAX_EVENT_ID_LEN
 
 __all__ = [
     "MAX_TEXT_LEN",
+    "RESPONSE_ERROR_CODES",
+    "SCHEMA_VERSION",
     "Payload",
     "ReadingValue",
     "alarm_payload",
@@ -42,13 +44,31 @@ __all__ = [
     "format_decimal",
     "format_ts",
     "notification_payload",
+    "publishable",
     "readings_payload",
     "relay_payload",
+    "response_error_payload",
+    "response_relay_payload",
+    "response_values_payload",
     "scrub_text",
     "status_payload",
 ]
 
+RESPONSE_ERROR_CODES: Final = (
+    "malformed",
+    "unknown_meter",
+    "busy",
+    "timeout",
+    "unreachable",
+    "refused",
+    "meter_error",
+)
+
 MAX_TEXT_LEN: Final = 500
+SCHEMA_VERSION: Final = "1.0"
+"""The version of docs/schemas (and docs/asyncapi.yaml) the payloads follow: every outgoing
+JSON message carries it. MINOR grows when fields are added, MAJOR when one changes meaning or
+goes; keep it in step with ``info.version`` of docs/asyncapi.yaml (a test checks)."""
 
 _ALARM_TYPE_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
@@ -146,6 +166,14 @@ def _one_of(value: str, allowed: Collection[str], what: str) -> str:
     return value
 
 
+def publishable(value: object) -> ReadingValue:
+    """A value read from a meter as a reading payload takes it: anything beyond numbers,
+    text, booleans and octets (a date, a structure) as its text."""
+    if value is None or isinstance(value, bool | int | float | Decimal | str | bytes):
+        return value
+    return str(value)
+
+
 def _reading_value(value: ReadingValue) -> Any:
     if value is None or isinstance(value, bool | int):
         return value
@@ -171,10 +199,7 @@ def readings_payload(
     payload: Payload = {
         "meter_id": _meter(meter_id),
         "ts": format_ts(ts),
-        "values": {
-            str(obis): {"value": _reading_value(value), "unit": unit}
-            for obis, (value, unit) in values.items()
-        },
+        "values": _reading_values(values),
     }
     if source is not None:
         payload["source"] = _one_of(source, EVENT_SOURCES, "reading source")
@@ -320,6 +345,60 @@ def bad_event_alarm(
         detail["topic"] = scrub_text(topic, 200)
     valid_id = meter_id if meter_id is not None and is_valid_meter_id(meter_id) else None
     return alarm_payload("bad_event", ts, meter_id=valid_id, detail=detail)
+
+
+def _reading_values(values: Mapping[Any, tuple[ReadingValue, str | None]]) -> Payload:
+    return {
+        str(obis): {"value": _reading_value(value), "unit": unit}
+        for obis, (value, unit) in values.items()
+    }
+
+
+def response_values_payload(
+    request_id: str,
+    meter_id: str,
+    ts: datetime,
+    values: Mapping[Any, tuple[ReadingValue, str | None]],
+    missing: Collection[str] = (),
+) -> Payload:
+    """A read answered: ``{"request_id", "meter_id", "ok": true, "ts", "values"}``, and the
+    codes the meter does not have in ``missing`` (left out when none)."""
+    payload: Payload = {
+        "request_id": request_id,
+        "meter_id": _meter(meter_id),
+        "ok": True,
+        "ts": format_ts(ts),
+        "values": _reading_values(values),
+    }
+    if missing:
+        payload["missing"] = list(missing)
+    return payload
+
+
+def response_relay_payload(request_id: str, ts: datetime, relay: Payload) -> Payload:
+    """A relay status answered; ``relay`` is a ``relay_payload`` (as on the relay topic)."""
+    return {
+        "request_id": request_id,
+        "meter_id": relay["meter_id"],
+        "ok": True,
+        "ts": format_ts(ts),
+        "relay": relay,
+    }
+
+
+def response_error_payload(
+    request_id: str | None, ts: datetime, code: str, error: str, meter_id: str | None = None
+) -> Payload:
+    """A request not answered: ``{"request_id", "ok": false, "error", "code"}`` (and the
+    meter id when the request had a usable one)."""
+    return {
+        "request_id": request_id,
+        "meter_id": meter_id if meter_id is not None and is_valid_meter_id(meter_id) else None,
+        "ok": False,
+        "ts": format_ts(ts),
+        "code": _one_of(code, RESPONSE_ERROR_CODES, "response error code"),
+        "error": scrub_text(error),
+    }
 
 
 def status_payload(online: bool) -> str:

@@ -11,7 +11,18 @@ from dataclasses import dataclass
 
 from headend.domain import check_meter_id
 
-__all__ = ["Topics"]
+__all__ = ["REQUEST_KINDS", "Topics", "is_valid_request_id"]
+
+REQUEST_KINDS = ("read", "relay_status")
+"""On-demand requests: ``{headend_prefix}/requests/{kind}``."""
+
+_REQUEST_ID_RE = re.compile(r"[^\x00-\x20/+#\x7f-\x9f\ud800-\udfff]{1,128}")
+
+
+def is_valid_request_id(request_id: object) -> bool:
+    """1-128 printable characters without spaces, '/', '+' or '#': it becomes a topic level."""
+    return isinstance(request_id, str) and _REQUEST_ID_RE.fullmatch(request_id) is not None
+
 
 _PREFIX_RE = re.compile(r"[^\x00-\x1f+#\x7f\ud800-\udfff]+")
 
@@ -59,6 +70,28 @@ class Topics:
         if "/" in rest:
             return None
         return rest
+
+    # -- in, on-demand requests (answered on responses/{request_id}) -----------------------
+    @property
+    def request_filter(self) -> str:
+        return f"{self.headend_prefix}/requests/+"
+
+    def request(self, kind: str) -> str:
+        return f"{self.headend_prefix}/requests/{kind}"
+
+    def request_kind(self, topic: str) -> str | None:
+        """The last level of a request topic (``read``, ``relay_status``, or a kind that does
+        not exist, to be answered with an error), else None."""
+        head = f"{self.headend_prefix}/requests/"
+        if not topic.startswith(head):
+            return None
+        kind = topic[len(head) :]
+        return kind if "/" not in kind else None
+
+    def response(self, request_id: str) -> str:
+        if not is_valid_request_id(request_id):
+            raise ValueError(f"request id unusable in an MQTT topic: {request_id!r:.80}")
+        return f"{self.headend_prefix}/responses/{request_id}"
 
     # -- out, to integrators ---------------------------------------------------------------
     def _meter(self, meter_id: str, leaf: str) -> str:

@@ -88,7 +88,7 @@ SESSION_SECONDS = Histogram(
 )
 SESSIONS_IN_FLIGHT = Gauge(
     "headend_sessions_in_flight",
-    "Meter sessions open right now, by purpose (poll, command).",
+    "Meter sessions open right now, by purpose (poll, command, request).",
     ["purpose"],
     registry=REGISTRY,
 )

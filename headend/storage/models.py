@@ -363,6 +363,8 @@ class OutboxRow(Base):
     qos: Mapped[int] = mapped_column(Integer)
     retain: Mapped[bool] = mapped_column(Boolean)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    correlation_data: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    """MQTT 5 correlation data of a reply to a request's response topic (else null)."""
 
 
 class OperatorAction(Base):

@@ -28,10 +28,17 @@ class OutboxEntry:
     payload: bytes
     qos: int
     retain: bool
+    correlation_data: bytes | None = None
 
 
 def outbox_row(
-    message_id: str, topic: str, payload: bytes, qos: int, retain: bool, now: datetime
+    message_id: str,
+    topic: str,
+    payload: bytes,
+    qos: int,
+    retain: bool,
+    now: datetime,
+    correlation_data: bytes | None = None,
 ) -> dict[str, Any]:
     """The columns of one outbox row (what storage/unit.py stages and `add` inserts)."""
     return {
@@ -41,6 +48,7 @@ def outbox_row(
         "qos": qos,
         "retain": retain,
         "created_at": now,
+        "correlation_data": correlation_data,
     }
 
 
@@ -59,13 +67,19 @@ class OutboxStore:
         c = OUTBOX.c
         async with self.db.session() as session:
             result = await session.execute(
-                select(c.id, c.message_id, c.topic, c.payload, c.qos, c.retain)
+                select(c.id, c.message_id, c.topic, c.payload, c.qos, c.retain, c.correlation_data)
                 .order_by(c.id)
                 .limit(limit)
             )
             return [
                 OutboxEntry(
-                    int(r.id), r.message_id, r.topic, bytes(r.payload), int(r.qos), bool(r.retain)
+                    int(r.id),
+                    r.message_id,
+                    r.topic,
+                    bytes(r.payload),
+                    int(r.qos),
+                    bool(r.retain),
+                    None if r.correlation_data is None else bytes(r.correlation_data),
                 )
                 for r in result
             ]
