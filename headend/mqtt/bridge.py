@@ -6,7 +6,14 @@ Why it is shaped this way:
   returned, i.e. after the event is in the database. If the handler raises, the message stays
   unacknowledged and the bridge reconnects (with backoff), so that the broker offers it again:
   brokers redeliver unacknowledged QoS 1 messages only on a new connection. PUBACKs go out in the
-  order the messages came (MQTT-4.6.0-2) because events are handled one at a time, in order.
+  order the messages came (MQTT-4.6.0-2): events are handled in delivery order, and the
+  acknowledgements of a batch are sent in that order once it has committed.
+- Group commit (issue 10): what the broker has delivered while the previous batch committed
+  (up to ``batch_size``) goes to ``on_balance_batch`` at once, which commits it in one
+  transaction and says per message whether it failed. A message that failed is treated as a
+  lone failure was before (counted, redelivered, dead-lettered at ``max_tries``); the
+  acknowledgements stop at the first one that is to stay unacknowledged, so messages after it
+  that did commit are offered again and found to be duplicates.
   An acknowledgement is never sent on a later connection than the one the message came on:
   packet ids are per connection, and a stale PUBACK could confirm some other event.
 - One message never holds up the stream: the failures of each message (by topic and payload)
@@ -37,9 +44,9 @@ import enum
 import logging
 import random
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import aiomqtt
 
@@ -58,13 +65,34 @@ from headend.mqtt.payloads import status_payload
 from headend.mqtt.tls import tls_context_for
 from headend.mqtt.topics import Topics
 
-__all__ = ["BalanceHandler", "BridgeStats", "MqttBridge"]
+__all__ = ["NOT_TRIED", "BalanceBatchHandler", "BalanceHandler", "BridgeStats", "MqttBridge"]
 
 log = logging.getLogger(__name__)
 
 BalanceHandler = Callable[[BalanceEvent | BadEvent | DeadLetter, bytes], Awaitable[None]]
 """Called once per balance message (again after a redelivery); must commit before returning.
 A DeadLetter comes right after the same message failed for the ``max_tries``-th time."""
+
+BATCH_SIZE = 200
+"""Most balance messages committed in one transaction (the broker's in-flight window for this
+client bounds it too: Mosquitto's ``max_inflight_messages``, 20 by default)."""
+
+
+class _NotTried:
+    def __repr__(self) -> str:
+        return "NOT_TRIED"
+
+
+NOT_TRIED: Final = _NotTried()
+"""A batch handler's answer for a message it did not get to (it is handed over again)."""
+
+BatchResult = BaseException | _NotTried | None
+BalanceBatchHandler = Callable[
+    [Sequence[tuple[BalanceEvent | BadEvent | DeadLetter, bytes]]], Awaitable[list[BatchResult]]
+]
+"""Called with the messages of one batch, in delivery order; commits what it can and returns,
+per message, None (committed), the exception it failed with (nothing of it committed), or
+NOT_TRIED. Raising fails the whole batch (counted against its first message)."""
 
 
 class _Outcome(enum.Enum):
@@ -93,6 +121,15 @@ class BridgeStats:
     published: int = 0
 
 
+@dataclass(slots=True)
+class _Item:
+    message: aiomqtt.Message
+    topic: str
+    event: BalanceEvent | BadEvent | None
+    """None: not a balance topic (acknowledged, never handed over)."""
+    raw: bytes
+
+
 class MqttBridge:
     def __init__(
         self,
@@ -112,6 +149,8 @@ class MqttBridge:
         stop_grace_s: float = 5.0,
         max_tries: int = MAX_TRIES,
         rng: random.Random | None = None,
+        on_balance_batch: BalanceBatchHandler | None = None,
+        batch_size: int = BATCH_SIZE,
     ) -> None:
         """``host``/``port`` override the settings (e.g. the embedded broker's address)."""
         chosen_host = host if host is not None else settings.host
@@ -130,6 +169,8 @@ class MqttBridge:
         self.outbox = outbox
         self.stats = BridgeStats()
         self._on_balance = on_balance
+        self._on_batch = on_balance_batch or self._one_by_one
+        self._batch_size = max(1, batch_size)
         self._max_event_size = max_event_size
         self._timeout = timeout_s
         self._handler_timeout = handler_timeout_s
@@ -365,14 +406,29 @@ class MqttBridge:
         self, client: aiomqtt.Client, generation: int, inbox: asyncio.Queue[aiomqtt.Message]
     ) -> None:
         while True:
-            message = await inbox.get()
+            batch = [await inbox.get()]
+            while len(batch) < self._batch_size and not inbox.empty():
+                batch.append(inbox.get_nowait())
             if self._stop_requested.is_set():
-                return  # left unacknowledged: the broker offers it again next time
+                return  # left unacknowledged: the broker offers them again next time
+            self._idle.clear()
+            try:
+                await self._process(client, generation, batch)
+            finally:
+                self._idle.set()
+
+    async def _process(
+        self, client: aiomqtt.Client, generation: int, batch: list[aiomqtt.Message]
+    ) -> None:
+        """Hand the batch over, then acknowledge in delivery order; raises
+        _HandlerFailedError at the first message that is to stay unacknowledged."""
+        items: list[_Item] = []
+        for message in batch:
             topic = message.topic.value
             meter_id = self.topics.balance_meter_id(topic)
             if meter_id is None:
                 self.stats.ignored += 1
-                self._ack(client, generation, message)
+                items.append(_Item(message, topic, None, b""))
                 continue
             self.stats.received += 1
             raw = message.payload if isinstance(message.payload, bytes) else b""
@@ -382,48 +438,98 @@ class MqttBridge:
             except BadEvent as bad:
                 event = bad
                 self.stats.bad_events += 1
-            self._idle.clear()
-            try:
-                await self._handle(topic, event, raw)
-            finally:
-                self._idle.set()
-            self._ack(client, generation, message)
+            items.append(_Item(message, topic, event, raw))
+        start = 0
+        while start < len(items):
+            rest = items[start:]
+            results = await self._hand_over(rest)
+            for item, result in zip(rest, results, strict=True):
+                if isinstance(result, _NotTried):
+                    break  # handed over again, from here
+                if item.event is not None:
+                    await self._settle(item, result)
+                self._ack(client, generation, item.message)
+                start += 1
 
-    async def _handle(self, topic: str, event: BalanceEvent | BadEvent, raw: bytes) -> None:
-        """Hand the message over; raises _HandlerFailedError while it is to stay unacked."""
-        key = self._tries.key(topic, raw)
+    async def _hand_over(self, items: list[_Item]) -> list[BatchResult]:
+        """Results per item; an ignored message (no event) is None without being handed."""
+        wanted = [(item.event, item.raw) for item in items if item.event is not None]
+        if not wanted:
+            return [None] * len(items)
         try:
-            await self._call_handler(event, raw)
+            answers = list(await self._call_handler(self._on_batch, wanted))
+            if len(answers) != len(wanted):
+                raise RuntimeError(f"batch handler answered {len(answers)} of {len(wanted)}")
         except Exception as exc:
-            self.stats.handler_failures += 1
-            tries = self._tries.failed(key)
-            if not self._tries.exhausted(tries):
-                log.warning(
-                    "balance handler failed on %s (try %d of %d; left unacknowledged, will be "
-                    "redelivered)",
-                    topic[:200],
-                    tries,
-                    self._tries.max_tries,
-                    exc_info=exc,
-                )
-                raise _HandlerFailedError from exc
-            letter = DeadLetter(event, tries, describe_failure(exc))
-            log.error("balance message on %s failed %d times: dead-lettered", topic[:200], tries)
+            answers = [exc] + [NOT_TRIED] * (len(wanted) - 1)
+        handed = iter(answers)
+        return [None if item.event is None else next(handed) for item in items]
+
+    async def _one_by_one(
+        self, batch: Sequence[tuple[BalanceEvent | BadEvent | DeadLetter, bytes]]
+    ) -> list[BatchResult]:
+        """A batch through the one-message handler: stops at the first failure."""
+        results: list[BatchResult] = []
+        for event, raw in batch:
+            if results and results[-1] is not None:
+                results.append(NOT_TRIED)
+                continue
             try:
-                await self._call_handler(letter, raw)
-            except Exception as failure:  # counted: the original is tried first next time
-                log.warning("dead letter for %s not recorded", topic[:200], exc_info=failure)
-                raise _HandlerFailedError from failure
-            self.stats.dead_letters += 1
+                await self._on_balance(event, raw)
+            except Exception as exc:
+                results.append(exc)
+            else:
+                results.append(None)
+        return results
+
+    async def _settle(self, item: _Item, failure: BatchResult) -> None:
+        """Count a failure; raises _HandlerFailedError while the message is to stay unacked,
+        and hands it over as a DeadLetter at its last try."""
+        topic, raw = item.topic, item.raw
+        key = self._tries.key(topic, raw)
+        if failure is None:
+            self._tries.forget(key)
+            return
+        assert item.event is not None and not isinstance(failure, _NotTried)
+        self.stats.handler_failures += 1
+        tries = self._tries.failed(key)
+        if not self._tries.exhausted(tries):
+            log.warning(
+                "balance handler failed on %s (try %d of %d; left unacknowledged, will be "
+                "redelivered)",
+                topic[:200],
+                tries,
+                self._tries.max_tries,
+                exc_info=failure,
+            )
+            raise _HandlerFailedError from failure
+        assert not isinstance(item.event, DeadLetter)
+        letter = DeadLetter(item.event, tries, describe_failure(failure))
+        log.error("balance message on %s failed %d times: dead-lettered", topic[:200], tries)
+        try:
+            (recorded,) = await self._call_handler(self._on_batch, [(letter, raw)])
+            if recorded is not None:
+                raise (
+                    recorded
+                    if isinstance(recorded, BaseException)
+                    else RuntimeError("dead letter not handled")
+                )
+        except Exception as exc:  # counted: the original is tried first next time
+            log.warning("dead letter for %s not recorded", topic[:200], exc_info=exc)
+            raise _HandlerFailedError from exc
+        self.stats.dead_letters += 1
         self._tries.forget(key)
 
-    async def _call_handler(self, event: BalanceEvent | BadEvent | DeadLetter, raw: bytes) -> None:
+    async def _call_handler(
+        self,
+        handler: BalanceBatchHandler,
+        batch: Sequence[tuple[BalanceEvent | BadEvent | DeadLetter, bytes]],
+    ) -> list[BatchResult]:
         if self._handler_timeout is None:
-            await self._on_balance(event, raw)
-            return
+            return await handler(batch)
         try:
             async with asyncio.timeout(self._handler_timeout) as deadline:
-                await self._on_balance(event, raw)
+                return await handler(batch)
         except TimeoutError:
             if not deadline.expired():
                 raise

@@ -163,7 +163,15 @@ class RelayController:
         """A command just created (by a balance event, or a poll that found the relay on
         while it should be off): announce it and start on it at once, without waiting for
         the next scan."""
+        self.announce(command)
+        self.execute(command)
+
+    def announce(self, command: CommandInfo) -> None:
+        """Its 'queued' message (in the caller's unit of work: it commits with the command)."""
         self._publish_command(command, domain.QUEUED)
+
+    def execute(self, command: CommandInfo) -> None:
+        """Start on a command once it is committed, without waiting for the next scan."""
         self._dispatch(command.meter_id, command)
 
     def _dispatch(self, meter_id: str, command: CommandInfo | None = None) -> None:

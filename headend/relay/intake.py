@@ -1,8 +1,15 @@
 """Balance events in: what one billing message does, from the bridge's hands to the database
 and back out as messages.
 
-The bridge calls `BalanceIntake.handle` once per message and acknowledges it when this
-returns, so everything here happens before the PUBACK: the event and what it means are
+The bridge hands over what the broker delivered as a batch (`handle_batch`) and acknowledges
+each message once the batch has returned, so everything here happens before the PUBACK. A
+batch is one transaction (group commit, issue 10): its meters' row locks are taken first, in
+one statement in meter_id order (no deadlock with another batch or process), then the events
+are applied in delivery order, so two events of one meter in a batch are judged as if they
+had come one by one (the newest seq decides). An event that fails is taken out and the rest
+is applied again in a new transaction (the failed one is the bridge's: redelivery, dead
+letter); the commands the batch created go to the controller once it has committed. For each
+event, what it means is
 committed in one transaction (relay/decision.py decides, storage/balances.py applies)
 together with the messages that decision calls for (published from the same Decision: nothing
 is judged twice; written to the outbox in that transaction: storage/unit.py), and a command it
@@ -13,23 +20,29 @@ recorded with their bad_event alarm, so that they can be acknowledged too."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from headend import domain
 from headend.balance_event import BalanceEvent
 from headend.meters.line_locks import RelayPressure
+from headend.mqtt.bridge import NOT_TRIED, BatchResult
 from headend.mqtt.incoming import BadEvent, DeadLetter, storable_text
 from headend.mqtt.notifier import Notifier
 from headend.relay import decision
 from headend.relay.controller import RelayController
 from headend.relay.messages import publish_alarm
-from headend.storage import BalanceOutcome, Repository
-from headend.storage.unit import transactional
+from headend.storage import BalanceOutcome, CommandInfo, Repository
 
 __all__ = ["BalanceIntake"]
 
 log = logging.getLogger(__name__)
+
+MAX_FALLOUTS = 3
+"""Failed events taken out of one batch before the rest is left to redelivery (a database
+that is away fails every event; it is not worth a transaction per event)."""
+
+Message = BalanceEvent | BadEvent | DeadLetter
 
 
 def _now() -> datetime:
@@ -58,24 +71,73 @@ class BalanceIntake:
     def __repr__(self) -> str:
         return f"BalanceIntake(events_handled={self.events_handled})"
 
-    @transactional
-    async def handle(self, event: BalanceEvent | BadEvent | DeadLetter, raw: bytes) -> None:
-        """Commit what the event means; the bridge acknowledges it once this returns."""
-        with self.pressure.busy():
-            self.events_handled += 1
-            if isinstance(event, DeadLetter):
-                await self._dead_letter(event, raw)
-            elif isinstance(event, BadEvent):
-                await self._bad_event(
-                    raw, event.reason, meter_id=event.meter_id, event_id=event.event_id
-                )
-            else:
-                await self._balance(event, raw)
+    async def handle(self, event: Message, raw: bytes) -> None:
+        """Commit what one event means (a batch of one); raises what it failed with."""
+        (result,) = await self.handle_batch([(event, raw)])
+        if isinstance(result, BaseException):
+            raise result
 
-    async def _balance(self, event: BalanceEvent, raw: bytes) -> None:
-        # One transaction; a meter not in the inventory is stored as a bad event with its
-        # alarm in the same one (no separate lookup on the bridge's serial path).
-        outcome = await self.repository.apply_balance_event(event, raw=storable_text(raw))
+    async def handle_batch(self, batch: Sequence[tuple[Message, bytes]]) -> list[BatchResult]:
+        """Commit what the events mean, in one transaction; per event, None or the exception
+        it failed with (nothing of it stored), or NOT_TRIED when the batch was given up."""
+        results: list[BatchResult] = [None] * len(batch)
+        pending = list(range(len(batch)))
+        fallouts = 0
+        with self.pressure.busy():
+            while pending:
+                created: list[CommandInfo] = []
+                current: int | None = None
+                try:
+                    async with self.repository.db.transaction():
+                        known = await self.repository.lock_meters(
+                            e.meter_id
+                            for i in pending
+                            if isinstance(e := batch[i][0], BalanceEvent)
+                        )
+                        for index in pending:
+                            current = index
+                            command = await self._one(*batch[index], known)
+                            if command is not None:
+                                created.append(command)
+                        current = None
+                except Exception as exc:
+                    if current is None or fallouts >= MAX_FALLOUTS:
+                        # Not one event's fault (the lock, the commit), or too many: the
+                        # first is failed, the rest handed back.
+                        results[pending[0]] = exc
+                        for index in pending[1:]:
+                            results[index] = NOT_TRIED
+                        return results
+                    log.warning("balance event %d of a batch of %d failed", current, len(batch))
+                    results[current] = exc
+                    pending.remove(current)
+                    fallouts += 1
+                    continue
+                self.events_handled += len(pending)
+                for command in created:
+                    self.controller.execute(command)
+                return results
+        return results
+
+    async def _one(self, event: Message, raw: bytes, known: set[str]) -> CommandInfo | None:
+        if isinstance(event, DeadLetter):
+            await self._dead_letter(event, raw)
+        elif isinstance(event, BadEvent):
+            await self._bad_event(
+                raw, event.reason, meter_id=event.meter_id, event_id=event.event_id
+            )
+        else:
+            return await self._balance(event, raw, known)
+        return None
+
+    async def _balance(
+        self, event: BalanceEvent, raw: bytes, known: set[str]
+    ) -> CommandInfo | None:
+        # In the batch's transaction; a meter not in the inventory is stored as a bad event
+        # with its alarm in the same one (no separate lookup).
+        outcome = await self.repository.apply_balance_event(
+            event, raw=storable_text(raw), known=known
+        )
         judged = outcome.decision
         alarm = outcome.alarm
         if alarm is not None and alarm.type == domain.BAD_EVENT:
@@ -86,7 +148,7 @@ class BalanceIntake:
                 meter_id=event.meter_id,
                 event_id=event.event_id,
             )
-            return
+            return None
         if alarm is not None:  # stale_event, conflicting_event: stored, not applied
             log.warning("%s for %s: %s", alarm.type, event.meter_id, judged.detail)
             publish_alarm(self.notifier, alarm)
@@ -95,8 +157,8 @@ class BalanceIntake:
                 domain.BAD_EVENT, event.meter_id, judged.detail, dedupe=False
             )
             publish_alarm(self.notifier, alarm)
-            return
-        self._publish(event, outcome)
+            return None
+        return self._publish(event, outcome)
 
     async def _bad_event(
         self, raw: bytes, reason: str, *, meter_id: str | None, event_id: str | None
@@ -133,8 +195,9 @@ class BalanceIntake:
             event_id=letter.event_id,
         )
 
-    def _publish(self, event: BalanceEvent, outcome: BalanceOutcome) -> None:
-        """Publish what the stored decision says; nothing here judges the event again."""
+    def _publish(self, event: BalanceEvent, outcome: BalanceOutcome) -> CommandInfo | None:
+        """Publish what the stored decision says; nothing here judges the event again.
+        Returns the command to start once the batch has committed."""
         now = self._clock()
         judged = outcome.decision
         for old in judged.superseded:
@@ -159,8 +222,10 @@ class BalanceIntake:
                 warning_threshold=judged.threshold,
                 event_id=event.event_id,
             )
+        command = None
         if judged.command is not None and outcome.command is not None:
-            self.controller.submit(outcome.command)
+            command = outcome.command
+            self.controller.announce(command)
         log.info(
             "balance %s seq %s for %s: %s (%s)",
             event.balance,
@@ -169,3 +234,4 @@ class BalanceIntake:
             judged.outcome,
             judged.detail,
         )
+        return command

@@ -12,6 +12,7 @@ billing's redelivery applies it then."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -24,6 +25,7 @@ from headend import domain
 from headend.balance_event import BalanceEvent
 from headend.relay import decision
 from headend.relay.decision import ActiveCommand, Decision, MeterSnapshot, StoredEvent
+from headend.storage import unit
 from headend.storage.alarms import clear_standing, insert_alarm
 from headend.storage.commands import insert_command, supersede_command
 from headend.storage.core import COMMANDS, EVENTS, METERS, Clock, Store
@@ -84,18 +86,39 @@ class Balances(Store):
         super().__init__(db, clock)
         self.warning_threshold = warning_threshold
 
+    async def lock_meters(self, meter_ids: Iterable[str]) -> set[str]:
+        """Take the row locks of `meter_ids` in one statement, in meter_id order (two
+        transactions locking overlapping sets in a stable order cannot deadlock), inside the
+        caller's transaction (a batch of balance events: relay/intake.py); returns the ids
+        that are in the inventory. Pass the answer to `apply_balance_event` as `known`."""
+        wanted = sorted(set(meter_ids))
+        if not wanted:
+            return set()
+        m = METERS.c
+        async with self.db.transaction() as session:
+            rows = await session.scalars(
+                select(m.meter_id)
+                .where(m.meter_id.in_(wanted))
+                .order_by(m.meter_id)
+                .with_for_update()
+            )
+            return set(rows)
+
     async def apply_balance_event(
-        self, event: BalanceEvent, *, raw: str | None = None
+        self, event: BalanceEvent, *, raw: str | None = None, known: set[str] | None = None
     ) -> BalanceOutcome:
         """Store a billing event (`raw`: its payload as received) and act on it, in one
         transaction, as relay/decision.py decides. An event about a meter not in the
         inventory is stored as it arrived, rejected, with a bad_event alarm in the same
         transaction (no lookup first). A (meter_id, event_id) seen before is a duplicate
         (nothing stored again) or, with other content, a conflicting event (stored without
-        the pair, alarmed, not applied)."""
+        the pair, alarmed, not applied). `known`: the meters `lock_meters` locked in this
+        transaction (the meter's own lock is then not taken again)."""
         try:
-            return await self._apply(event, raw)
+            return await self._apply(event, raw, known)
         except IntegrityError:
+            if unit.current_unit() is not None:
+                raise  # the caller's transaction is spoilt: it must roll back (and retry)
             # A concurrent transaction stored the same (meter_id, event_id) first (only
             # possible for a meter not in the inventory: the others are locked).
             e = EVENTS.c
@@ -111,12 +134,17 @@ class Balances(Store):
                 raise
             return BalanceOutcome(decision.duplicate(existing.outcome), existing.id)
 
-    async def _apply(self, event: BalanceEvent, raw: str | None) -> BalanceOutcome:
+    async def _apply(
+        self, event: BalanceEvent, raw: str | None, known: set[str] | None
+    ) -> BalanceOutcome:
         now = self.now()
         params = {"meter_id": event.meter_id, "event_id": event.event_id}
         async with self.db.transaction() as session:
-            locked = await session.scalar(_LOCK_METER, {"meter_id": event.meter_id})
-            if locked is None:
+            if known is None:
+                locked = await session.scalar(_LOCK_METER, {"meter_id": event.meter_id}) is not None
+            else:
+                locked = event.meter_id in known
+            if not locked:
                 judged = decision.decide(None, event)
                 row_id, alarm = await _store_unapplied(
                     session,

@@ -82,6 +82,7 @@ class Repository:
         self.profile_entries = readings.profile_entries
 
         self.apply_balance_event = balances.apply_balance_event
+        self.lock_meters = balances.lock_meters
         self.record_balance_event = balances.record_balance_event
         self.balance_events = balances.balance_events
         self.reset_balance_seq = balances.reset_balance_seq
