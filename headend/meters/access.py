@@ -107,7 +107,7 @@ class MeterAccess:
                 record.connection(client_system_title=await self.system_title()),
                 timeout=self.timeout_s,
                 ic_store=invocation_counter_store(
-                    self.command_repository if priority == COMMAND else self.repository,
+                    self.command_repository if priority <= COMMAND else self.repository,
                     record.meter_id,
                 ),
             ) as session:

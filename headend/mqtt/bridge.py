@@ -46,7 +46,7 @@ import random
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol, runtime_checkable
 
 import aiomqtt
 
@@ -59,7 +59,7 @@ from headend.mqtt.incoming import (
     DeadLetter,
     parse_balance_event,
 )
-from headend.mqtt.outbox import Outbox
+from headend.mqtt.outbox import Outbox, OutboxMessage
 from headend.mqtt.paho_access import ack, drop_connection, enable_manual_ack, queue_publish
 from headend.mqtt.payloads import status_payload
 from headend.mqtt.tls import tls_context_for
@@ -76,6 +76,23 @@ A DeadLetter comes right after the same message failed for the ``max_tries``-th 
 BATCH_SIZE = 200
 """Most balance messages committed in one transaction (the broker's in-flight window for this
 client bounds it too: Mosquitto's ``max_inflight_messages``, 20 by default)."""
+
+
+MAX_IN_FLIGHT = 100
+"""Outgoing QoS 1 messages published and not yet acknowledged, at most, per connection."""
+
+
+@runtime_checkable
+class PipelinedOutbox(Protocol):
+    """An outbox that can have many messages in flight (mqtt/durable_outbox.py)."""
+
+    async def take(self) -> OutboxMessage: ...
+
+    def done(self, message: OutboxMessage) -> None: ...
+
+    def refuse(self, message: OutboxMessage) -> None: ...
+
+    def rewind(self) -> None: ...
 
 
 class _NotTried:
@@ -151,6 +168,7 @@ class MqttBridge:
         rng: random.Random | None = None,
         on_balance_batch: BalanceBatchHandler | None = None,
         batch_size: int = BATCH_SIZE,
+        max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
         """``host``/``port`` override the settings (e.g. the embedded broker's address)."""
         chosen_host = host if host is not None else settings.host
@@ -171,6 +189,7 @@ class MqttBridge:
         self._on_balance = on_balance
         self._on_batch = on_balance_batch or self._one_by_one
         self._batch_size = max(1, batch_size)
+        self._max_in_flight = max(1, max_in_flight)
         self._max_event_size = max_event_size
         self._timeout = timeout_s
         self._handler_timeout = handler_timeout_s
@@ -262,6 +281,7 @@ class MqttBridge:
             timeout=self._timeout,
             tls_context=self._tls_context,
             will=aiomqtt.Will(self.topics.status, status_payload(online=False), qos=1, retain=True),
+            max_inflight_messages=self._max_in_flight,
         )
         enable_manual_ack(client)
         return client
@@ -549,6 +569,9 @@ class MqttBridge:
             log.info("mqtt ack of message %d failed: %s", message.mid, failure)
 
     async def _send(self, client: aiomqtt.Client) -> None:
+        if isinstance(self.outbox, PipelinedOutbox):
+            await self._send_pipelined(client, self.outbox)
+            return
         while True:
             message = await self.outbox.next()
             try:
@@ -568,3 +591,58 @@ class MqttBridge:
                 raise
             self.outbox.done(message)
             self.stats.published += 1
+
+    async def _send_pipelined(self, client: aiomqtt.Client, outbox: PipelinedOutbox) -> None:
+        """Up to ``max_in_flight`` messages unacknowledged at once, published in outbox order
+        (paho sends them in the order of the calls, which is the order the tasks start); the
+        first failure ends the connection, and everything unacknowledged goes again on the
+        next one (``rewind``)."""
+        outbox.rewind()
+        room = asyncio.Semaphore(self._max_in_flight)
+        failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        flying: set[asyncio.Task[None]] = set()
+
+        async def publish(message: OutboxMessage) -> None:
+            try:
+                await client.publish(
+                    message.topic,
+                    message.payload,
+                    qos=message.qos,
+                    retain=message.retain,
+                    timeout=self._timeout,
+                )
+            except ValueError:
+                log.error("mqtt message for %s refused by the client; dropped", message.topic)
+                outbox.refuse(message)
+            except Exception as exc:
+                if not failed.done():
+                    failed.set_exception(exc)
+                return
+            else:
+                outbox.done(message)
+                self.stats.published += 1
+            finally:
+                room.release()
+
+        taking: asyncio.Future[OutboxMessage] | None = None
+        try:
+            while True:
+                await room.acquire()
+                if failed.done():
+                    failed.result()
+                taking = asyncio.ensure_future(outbox.take())
+                await asyncio.wait((taking, failed), return_when=asyncio.FIRST_COMPLETED)
+                if failed.done():
+                    taking.cancel()
+                    failed.result()  # raises: the connection is to end
+                task = asyncio.create_task(publish(taking.result()))
+                flying.add(task)
+                task.add_done_callback(flying.discard)
+        finally:
+            if taking is not None:
+                taking.cancel()
+            for task in list(flying):
+                task.cancel()
+            if failed.done():
+                failed.exception()  # retrieved (it ends the connection; logged there)
+            outbox.rewind()

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from cosem_objects.errors import ProtocolError
 from drivers.dlms_errors import ActionFailed, DlmsError, ServiceRejected
@@ -34,13 +35,14 @@ from drivers.session import DlmsSession, RelayStatus
 from headend import domain
 from headend.meters.access import MeterAccess
 from headend.meters.backoff import backoff_delay
-from headend.meters.line_locks import COMMAND, RelayPressure
+from headend.meters.line_locks import COMMAND, RECONNECT, RelayPressure
 from headend.mqtt.notifier import Notifier
 from headend.relay import lifecycle, rules
 from headend.relay.messages import publish_alarm, publish_command, publish_relay
 from headend.relay.overdue import OverdueWatch
+from headend.relay.turns import Turns, priority_of
 from headend.storage import CommandInfo, Repository
-from headend.storage.unit import transactional
+from headend.storage.group_commit import GroupCommit
 
 __all__ = ["ControllerSettings", "RelayController"]
 
@@ -89,6 +91,27 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _grouped(
+    method: Callable[Concatenate[RelayController, CommandInfo, P], Awaitable[R]],
+) -> Callable[Concatenate[RelayController, CommandInfo, P], Awaitable[R]]:
+    """One unit of work (its storage calls and messages commit together), committed with the
+    other commands' in one transaction (storage/group_commit.py)."""
+
+    @functools.wraps(method)
+    async def wrapper(
+        self: RelayController, command: CommandInfo, *args: P.args, **kwargs: P.kwargs
+    ) -> R:
+        return await self.group.run(
+            command.meter_id, functools.partial(method, self, command, *args, **kwargs)
+        )
+
+    return wrapper
+
+
 class RelayController:
     def __init__(
         self,
@@ -114,7 +137,9 @@ class RelayController:
         # event created one while it worked); everything else is found by the scan.
         self._recheck: set[str] = set()
         self._tg: asyncio.TaskGroup | None = None
-        self._slots = asyncio.Semaphore(self.settings.max_concurrent)
+        # Attempts in flight, reconnects first (relay/turns.py); their writes group-committed.
+        self.turns = Turns(self.settings.max_concurrent)
+        self.group = GroupCommit(repository)
         self._stopping = False
         self.overdue = OverdueWatch(repository, notifier, self.settings.overdue_after_s, clock)
 
@@ -132,6 +157,7 @@ class RelayController:
             log.info("start-up: %d meter(s) not in their desired relay state", len(created))
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
+            writer = tg.create_task(self.group.serve(), name="relay-group-commit")
             try:
                 while not self._stopping:
                     try:
@@ -146,6 +172,7 @@ class RelayController:
                 self._tg = None
                 for task in self._workers.values():
                     task.cancel()
+                writer.cancel()
 
     def stop(self) -> None:
         self._stopping = True
@@ -212,7 +239,8 @@ class RelayController:
                 tried.add((command.command_id, command.attempt))
                 self._recheck.discard(meter_id)
                 with self.pressure.busy():
-                    await self._attempt(command)
+                    async with self.turns.turn(priority_of(command.action)):
+                        await self._attempt(command)
                 if meter_id not in self._recheck:
                     return
                 command = None
@@ -266,8 +294,9 @@ class RelayController:
         if not await self._sent(command, attempt):
             return
         try:
-            async with self._slots, asyncio.timeout(self.settings.session_budget_s):
-                async with self.access.session(record, COMMAND) as session:
+            priority = RECONNECT if command.action == domain.RECONNECT else COMMAND
+            async with asyncio.timeout(self.settings.session_budget_s):
+                async with self.access.session(record, priority) as session:
                     status, verdict, operated = await self._operate(session, command)
         except _Superseded:
             return
@@ -276,7 +305,7 @@ class RelayController:
             return
         await self._confirmed(command, attempt, status, verdict, operated)
 
-    @transactional
+    @_grouped
     async def _sent(self, command: CommandInfo, attempt: int) -> bool:
         sent = await self.repository.update_command(
             command.command_id,
@@ -338,7 +367,7 @@ class RelayController:
             raise _Refused(domain.RELAY_STUCK, verdict.detail, after)
         return after, verdict, True
 
-    @transactional
+    @_grouped
     async def _confirmed(
         self,
         command: CommandInfo,
@@ -401,7 +430,7 @@ class RelayController:
             attempt,
         )
 
-    @transactional
+    @_grouped
     async def _refused(self, command: CommandInfo, attempt: int, refused: _Refused) -> None:
         now = self._clock()
         if refused.status is not None:
@@ -426,7 +455,7 @@ class RelayController:
             attempt, self.settings.retry_base_s, self.settings.retry_max_backoff_s, self._rng
         )
 
-    @transactional
+    @_grouped
     async def _failed(self, command: CommandInfo, attempt: int, error: str) -> None:
         delay = self._backoff(attempt)
         updated = await self.repository.update_command(
