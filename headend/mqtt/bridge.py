@@ -136,6 +136,8 @@ class BridgeStats:
     ignored: int = 0
     """Messages on topics that are not balance topics (amqtt sends stray retained messages)."""
     published: int = 0
+    batches: int = 0
+    largest_batch: int = 0
 
 
 @dataclass(slots=True)
@@ -431,6 +433,8 @@ class MqttBridge:
                 batch.append(inbox.get_nowait())
             if self._stop_requested.is_set():
                 return  # left unacknowledged: the broker offers them again next time
+            self.stats.batches += 1
+            self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
             self._idle.clear()
             try:
                 await self._process(client, generation, batch)
