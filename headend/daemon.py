@@ -194,6 +194,7 @@ class Daemon:
             port=port,
             timeout_s=tuning.mqtt_timeout_s,
             backoff_max_s=tuning.mqtt_backoff_max_s,
+            on_balance_batch=intake.handle_batch,  # group commit (issue 10)
         )
         self.bridge = bridge
         polling = config.polling
