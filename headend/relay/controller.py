@@ -289,9 +289,7 @@ class RelayController:
                 last_error="meter not in the inventory",
             )
             return
-        if not await self._still_wanted(command):
-            return
-        if not await self._sent(command, attempt):
+        if not await self._begin(command, attempt):
             return
         try:
             priority = RECONNECT if command.action == domain.RECONNECT else COMMAND
@@ -304,6 +302,11 @@ class RelayController:
             await self._refused(command, attempt, refused)
             return
         await self._confirmed(command, attempt, status, verdict, operated)
+
+    @_grouped
+    async def _begin(self, command: CommandInfo, attempt: int) -> bool:
+        """Still wanted, then sent: one step of the group commit."""
+        return await self._still_wanted(command) and await self._sent(command, attempt)
 
     @_grouped
     async def _sent(self, command: CommandInfo, attempt: int) -> bool:
@@ -320,9 +323,11 @@ class RelayController:
         self._publish_command(sent, domain.SENT)
         return True
 
+    @_grouped
     async def _still_wanted(self, command: CommandInfo) -> bool:
         """The command is active and its action is what the meter's desired state asks.
-        (A read; only a command given up takes a write transaction, with its message.)"""
+        (A read, in the group's transaction like the writes: the command path takes no
+        connection of its own; a command given up is written there too, with its message.)"""
         current, meter_found, wanted = await self.repository.command_and_desired(command.command_id)
         if current is None or not current.active or not meter_found:
             return False

@@ -83,10 +83,12 @@ class BalanceIntake:
         results: list[BatchResult] = [None] * len(batch)
         pending = list(range(len(batch)))
         fallouts = 0
+        together = True  # first try: the events of distinct known meters in a few statements
         with self.pressure.busy():
             while pending:
                 created: list[CommandInfo] = []
                 current: int | None = None
+                joint = False
                 try:
                     async with self.repository.db.transaction():
                         known = await self.repository.lock_meters(
@@ -94,13 +96,24 @@ class BalanceIntake:
                             for i in pending
                             if isinstance(e := batch[i][0], BalanceEvent)
                         )
-                        for index in pending:
+                        alone = pending
+                        if together:
+                            joint = True
+                            created, alone = await self._together(batch, pending, known)
+                            joint = False
+                        for index in alone:
                             current = index
                             command = await self._one(*batch[index], known)
                             if command is not None:
                                 created.append(command)
                         current = None
                 except Exception as exc:
+                    if joint:  # which event failed is not known: one at a time now
+                        log.info(
+                            "balance batch of %d: applied one at a time (%s)", len(pending), exc
+                        )
+                        together = False
+                        continue
                     if current is None or fallouts >= MAX_FALLOUTS:
                         # Not one event's fault (the lock, the commit), or too many: the
                         # first is failed, the rest handed back.
@@ -118,6 +131,41 @@ class BalanceIntake:
                     self.controller.execute(command)
                 return results
         return results
+
+    async def _together(
+        self, batch: Sequence[tuple[Message, bytes]], pending: list[int], known: set[str]
+    ) -> tuple[list[CommandInfo], list[int]]:
+        """The first event of each known meter, applied in a few statements; returns the
+        commands created and the events left to apply one at a time (after these: a meter's
+        later events, unknown meters, bad events and dead letters)."""
+        chosen: list[int] = []
+        alone: list[int] = []
+        seen: set[str] = set()
+        for index in pending:
+            event = batch[index][0]
+            if (
+                isinstance(event, BalanceEvent)
+                and event.meter_id in known
+                and event.meter_id not in seen
+            ):
+                seen.add(event.meter_id)
+                chosen.append(index)
+            else:
+                alone.append(index)
+        if not chosen:
+            return [], alone
+        events = [batch[i][0] for i in chosen]
+        outcomes = await self.repository.apply_balance_batch(
+            events,  # type: ignore[arg-type]
+            [storable_text(batch[i][1]) for i in chosen],
+        )
+        created = []
+        for event, outcome in zip(events, outcomes, strict=True):
+            assert isinstance(event, BalanceEvent)
+            command = await self._judged(event, outcome)
+            if command is not None:
+                created.append(command)
+        return created, alone
 
     async def _one(self, event: Message, raw: bytes, known: set[str]) -> CommandInfo | None:
         if isinstance(event, DeadLetter):
@@ -138,6 +186,10 @@ class BalanceIntake:
         outcome = await self.repository.apply_balance_event(
             event, raw=storable_text(raw), known=known
         )
+        return await self._judged(event, outcome)
+
+    async def _judged(self, event: BalanceEvent, outcome: BalanceOutcome) -> CommandInfo | None:
+        """Alarms and messages for an applied event; the command to start after the commit."""
         judged = outcome.decision
         alarm = outcome.alarm
         if alarm is not None and alarm.type == domain.BAD_EVENT:

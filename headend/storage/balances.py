@@ -12,7 +12,7 @@ billing's redelivery applies it then."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -27,6 +27,7 @@ from headend.relay import decision
 from headend.relay.decision import ActiveCommand, Decision, MeterSnapshot, StoredEvent
 from headend.storage import unit
 from headend.storage.alarms import clear_standing, insert_alarm
+from headend.storage.balance_batch import apply_batch
 from headend.storage.commands import insert_command, supersede_command
 from headend.storage.core import COMMANDS, EVENTS, METERS, Clock, Store
 from headend.storage.db import Database
@@ -103,6 +104,14 @@ class Balances(Store):
                 .with_for_update()
             )
             return set(rows)
+
+    async def apply_balance_batch(
+        self, events: Sequence[BalanceEvent], raws: Sequence[str | None]
+    ) -> list[BalanceOutcome]:
+        """Apply events of distinct meters that `lock_meters` found in this transaction, with
+        a few statements for all of them (storage/balance_batch.py); outcomes in order."""
+        async with self.db.transaction() as session:
+            return await apply_batch(session, events, raws, self.now(), self.warning_threshold)
 
     async def apply_balance_event(
         self, event: BalanceEvent, *, raw: str | None = None, known: set[str] | None = None

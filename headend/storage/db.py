@@ -152,6 +152,18 @@ class Database:
         return self.sessions()
 
     @asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncSession]:
+        """A session to read with: this task's unit of work on this database when it is in
+        one (the read then sees its writes and takes no second connection), else a fresh
+        read session."""
+        joined = unit.current_unit(self._file_key)
+        if joined is not None:
+            yield joined.session
+            return
+        async with self.session() as session:
+            yield session
+
+    @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """One write transaction, or the one this task's unit of work already holds on this
         database (storage/unit.py): then it commits with the unit, not here."""
