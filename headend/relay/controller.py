@@ -106,7 +106,9 @@ def _grouped(
         self: RelayController, command: CommandInfo, *args: P.args, **kwargs: P.kwargs
     ) -> R:
         return await self.group.run(
-            command.meter_id, functools.partial(method, self, command, *args, **kwargs)
+            command.meter_id,
+            functools.partial(method, self, command, *args, **kwargs),
+            priority_of(command.action),
         )
 
     return wrapper

@@ -39,6 +39,7 @@ every one of them: not worth a transaction each)."""
 
 @dataclass(eq=False)
 class _Work:
+    priority: int
     key: str
     run: Callable[[], Awaitable[Any]]
     done: asyncio.Future[Any] = field(
@@ -59,15 +60,16 @@ class GroupCommit:
     def __repr__(self) -> str:
         return f"GroupCommit(waiting={len(self._queue)}, groups={self.groups})"
 
-    async def run(self, key: str, work: Callable[[], Awaitable[T]]) -> T:
+    async def run(self, key: str, work: Callable[[], Awaitable[T]], priority: int = 0) -> T:
         """Run `work` (storage calls and messages, no network) in the next group's
-        transaction; returns its result once that is committed. `key`: the meter it locks.
+        transaction; returns its result once that is committed. `key`: the meter it locks;
+        a lower `priority` goes into an earlier group when more are waiting than fit.
         Without a running `serve` the work is a transaction of its own; inside a unit of work
         already (a work calling another) it joins that one."""
         if unit.current_unit() is not None or not self._serving:
             async with self.repository.db.transaction():
                 return await work()
-        item = _Work(key, work)
+        item = _Work(priority, key, work)
         self._queue.append(item)
         self._wake.set()
         return await asyncio.shield(item.done)  # type: ignore[no-any-return]
@@ -80,6 +82,8 @@ class GroupCommit:
                 await self._wake.wait()
                 self._wake.clear()
                 while self._queue:
+                    if len(self._queue) > self.max_works:
+                        self._queue.sort(key=lambda item: item.priority)  # stable: FIFO within
                     group, self._queue = (
                         self._queue[: self.max_works],
                         self._queue[self.max_works :],
