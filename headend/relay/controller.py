@@ -291,7 +291,9 @@ class RelayController:
                 last_error="meter not in the inventory",
             )
             return
-        if not await self._begin(command, attempt):
+        # Whether it is still wanted is checked right before the relay is operated (a command
+        # superseded meanwhile is not sent: the SEND update admits only active statuses).
+        if not await self._sent(command, attempt):
             return
         try:
             priority = RECONNECT if command.action == domain.RECONNECT else COMMAND
@@ -304,11 +306,6 @@ class RelayController:
             await self._refused(command, attempt, refused)
             return
         await self._confirmed(command, attempt, status, verdict, operated)
-
-    @_grouped
-    async def _begin(self, command: CommandInfo, attempt: int) -> bool:
-        """Still wanted, then sent: one step of the group commit."""
-        return await self._still_wanted(command) and await self._sent(command, attempt)
 
     @_grouped
     async def _sent(self, command: CommandInfo, attempt: int) -> bool:
@@ -325,11 +322,10 @@ class RelayController:
         self._publish_command(sent, domain.SENT)
         return True
 
-    @_grouped
     async def _still_wanted(self, command: CommandInfo) -> bool:
         """The command is active and its action is what the meter's desired state asks.
-        (A read, in the group's transaction like the writes: the command path takes no
-        connection of its own; a command given up is written there too, with its message.)"""
+        (A read of its own, never waiting for the group's writer while a meter session is
+        open; only a command given up takes a write transaction, with its message.)"""
         current, meter_found, wanted = await self.repository.command_and_desired(command.command_id)
         if current is None or not current.active or not meter_found:
             return False

@@ -90,7 +90,7 @@ class BalanceIntake:
                 current: int | None = None
                 joint = False
                 try:
-                    async with self.repository.db.transaction():
+                    async with self.repository.db.transaction(urgent=True):
                         known = await self.repository.lock_meters(
                             e.meter_id
                             for i in pending

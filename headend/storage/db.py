@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -39,9 +40,53 @@ _MIGRATION_LOCK_ID = 0x68656164  # "head"
 # busy handler (1 ms .. 100 ms steps), so many concurrent writers wait far longer than their
 # transactions take. Writers of one process queue here instead, first come first served;
 # the busy timeout still covers other processes (the CLI, a second head-end).
-# Keyed by event loop (an asyncio.Lock belongs to one loop), then by database file.
-_SQLITE_WRITE_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]]
+# Keyed by event loop (a future belongs to one loop), then by database file.
+# Balance batches (`transaction(urgent=True)`) go before the other waiting writers: a batch of
+# two hundred events is a few statements, and billing must not wait behind relay commands'
+# bookkeeping (issue 10).
+_SQLITE_WRITE_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _WriteLock]]
 _SQLITE_WRITE_LOCKS = weakref.WeakKeyDictionary()
+
+
+class _WriteLock:
+    """A lock whose urgent waiters go first, each kind first come, first served."""
+
+    def __init__(self) -> None:
+        self.held = False
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._order = 0
+
+    async def acquire(self, urgent: bool) -> None:
+        if not self.held and not self._waiters:
+            self.held = True
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._order += 1
+        heapq.heappush(self._waiters, (0 if urgent else 1, self._order, future))
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release()  # handed over just as it was cancelled: pass it on
+            else:
+                future.cancel()
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            _, _, future = heapq.heappop(self._waiters)
+            if not future.done():
+                future.set_result(None)  # the lock moves to that waiter; held stays True
+                return
+        self.held = False
+
+    @asynccontextmanager
+    async def hold(self, urgent: bool) -> AsyncIterator[None]:
+        await self.acquire(urgent)
+        try:
+            yield
+        finally:
+            self.release()
 
 
 def _sqlite_file_key(url: str) -> str:
@@ -49,11 +94,11 @@ def _sqlite_file_key(url: str) -> str:
     return str(Path(database).expanduser().resolve()) if database not in ("", ":memory:") else url
 
 
-def _sqlite_write_lock(key: str) -> asyncio.Lock:
+def _sqlite_write_lock(key: str) -> _WriteLock:
     locks = _SQLITE_WRITE_LOCKS.setdefault(asyncio.get_running_loop(), {})
     lock = locks.get(key)
     if lock is None:
-        lock = locks[key] = asyncio.Lock()
+        lock = locks[key] = _WriteLock()
     return lock
 
 
@@ -164,16 +209,17 @@ class Database:
             yield session
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncSession]:
+    async def transaction(self, *, urgent: bool = False) -> AsyncIterator[AsyncSession]:
         """One write transaction, or the one this task's unit of work already holds on this
-        database (storage/unit.py): then it commits with the unit, not here."""
+        database (storage/unit.py): then it commits with the unit, not here. `urgent` (a
+        batch of balance events): first in line for SQLite's writer."""
         joined = unit.current_unit(self._file_key)
         if joined is not None:
             yield joined.session
             return
         async with contextlib.AsyncExitStack() as stack:
             if self.dialect == "sqlite":
-                await stack.enter_async_context(_sqlite_write_lock(self._file_key))
+                await stack.enter_async_context(_sqlite_write_lock(self._file_key).hold(urgent))
             session = await stack.enter_async_context(self.write_sessions())
             work = unit.Unit(self._file_key, session, asyncio.current_task())
             token = unit.enter(work)

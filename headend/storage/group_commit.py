@@ -48,7 +48,7 @@ class _Work:
 
 
 class GroupCommit:
-    def __init__(self, repository: Repository, *, max_works: int = 500) -> None:
+    def __init__(self, repository: Repository, *, max_works: int = 100) -> None:
         self.repository = repository
         self.max_works = max_works
         self.groups = 0
