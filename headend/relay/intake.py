@@ -33,6 +33,7 @@ from headend.relay import decision
 from headend.relay.controller import RelayController
 from headend.relay.messages import publish_alarm
 from headend.storage import BalanceOutcome, CommandInfo, Repository
+from headend.storage.db import BALANCE_LANE
 
 __all__ = ["BalanceIntake"]
 
@@ -90,7 +91,7 @@ class BalanceIntake:
                 current: int | None = None
                 joint = False
                 try:
-                    async with self.repository.db.transaction(urgent=True):
+                    async with self.repository.db.transaction(lane=BALANCE_LANE):
                         known = await self.repository.lock_meters(
                             e.meter_id
                             for i in pending

@@ -28,7 +28,15 @@ from sqlalchemy.ext.asyncio import (
 from headend.storage import unit
 from headend.storage.models import OutboxRow
 
-__all__ = ["Database", "create_engine", "migrate", "migrate_sync"]
+__all__ = [
+    "BALANCE_LANE",
+    "DEFAULT_LANE",
+    "RELAY_LANE",
+    "Database",
+    "create_engine",
+    "migrate",
+    "migrate_sync",
+]
 
 OUTBOX: Table = OutboxRow.__table__  # type: ignore[assignment]
 
@@ -41,28 +49,33 @@ _MIGRATION_LOCK_ID = 0x68656164  # "head"
 # transactions take. Writers of one process queue here instead, first come first served;
 # the busy timeout still covers other processes (the CLI, a second head-end).
 # Keyed by event loop (a future belongs to one loop), then by database file.
-# Balance batches (`transaction(urgent=True)`) go before the other waiting writers: a batch of
-# two hundred events is a few statements, and billing must not wait behind relay commands'
-# bookkeeping (issue 10).
+# Waiting writers go by lane (issue 10): balance batches first (a batch of two hundred events
+# is a few statements, and billing must not wait behind the commands' bookkeeping), then the
+# relay commands' group commits, then everything else (readings batches, the outbox).
 _SQLITE_WRITE_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _WriteLock]]
 _SQLITE_WRITE_LOCKS = weakref.WeakKeyDictionary()
 
 
+BALANCE_LANE = 0
+RELAY_LANE = 1
+DEFAULT_LANE = 2
+
+
 class _WriteLock:
-    """A lock whose urgent waiters go first, each kind first come, first served."""
+    """A lock whose waiters go by lane, each lane first come, first served."""
 
     def __init__(self) -> None:
         self.held = False
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._order = 0
 
-    async def acquire(self, urgent: bool) -> None:
+    async def acquire(self, lane: int) -> None:
         if not self.held and not self._waiters:
             self.held = True
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._order += 1
-        heapq.heappush(self._waiters, (0 if urgent else 1, self._order, future))
+        heapq.heappush(self._waiters, (lane, self._order, future))
         try:
             await future
         except asyncio.CancelledError:
@@ -81,8 +94,8 @@ class _WriteLock:
         self.held = False
 
     @asynccontextmanager
-    async def hold(self, urgent: bool) -> AsyncIterator[None]:
-        await self.acquire(urgent)
+    async def hold(self, lane: int) -> AsyncIterator[None]:
+        await self.acquire(lane)
         try:
             yield
         finally:
@@ -209,17 +222,17 @@ class Database:
             yield session
 
     @asynccontextmanager
-    async def transaction(self, *, urgent: bool = False) -> AsyncIterator[AsyncSession]:
+    async def transaction(self, *, lane: int = DEFAULT_LANE) -> AsyncIterator[AsyncSession]:
         """One write transaction, or the one this task's unit of work already holds on this
-        database (storage/unit.py): then it commits with the unit, not here. `urgent` (a
-        batch of balance events): first in line for SQLite's writer."""
+        database (storage/unit.py): then it commits with the unit, not here. `lane`: its
+        place in the queue for SQLite's writer (BALANCE_LANE first)."""
         joined = unit.current_unit(self._file_key)
         if joined is not None:
             yield joined.session
             return
         async with contextlib.AsyncExitStack() as stack:
             if self.dialect == "sqlite":
-                await stack.enter_async_context(_sqlite_write_lock(self._file_key).hold(urgent))
+                await stack.enter_async_context(_sqlite_write_lock(self._file_key).hold(lane))
             session = await stack.enter_async_context(self.write_sessions())
             work = unit.Unit(self._file_key, session, asyncio.current_task())
             token = unit.enter(work)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from headend.storage import unit
+from headend.storage.db import RELAY_LANE
 from headend.storage.repository import Repository
 
 __all__ = ["GroupCommit"]
@@ -104,7 +105,7 @@ class GroupCommit:
             results: list[Any] = []
             current: _Work | None = None
             try:
-                async with self.repository.db.transaction():
+                async with self.repository.db.transaction(lane=RELAY_LANE):
                     if self.repository.db.dialect != "sqlite":  # SQLite: one writer anyway
                         await self.repository.lock_meters(item.key for item in pending)
                     for item in pending:
