@@ -87,9 +87,11 @@ async def test_a_poison_message_falls_out_of_its_batch_and_the_rest_commit(
             assert _ts(stored["received_at"]) < _ts(letter["received_at"])
         assert h.sim_state(3) == "connected" and h.remote_ops(3) == []
 
-        # Acknowledged in delivery order, each once the batch it was in had committed.
+        # Acknowledged in delivery order, each once the batch it was in had committed (a
+        # PUBACK still in paho's buffer when the poison ended the connection is lost with
+        # it: that message comes again, a duplicate, and is acknowledged again, in order).
         topics = [h.topic(meter_id) for meter_id in h.ids]
-        assert [t for t in acks if t in topics] == topics
+        assert list(dict.fromkeys(t for t in acks if t in topics)) == topics, acks
 
 
 def _ts(value: Any) -> datetime:

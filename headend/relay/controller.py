@@ -347,12 +347,13 @@ class RelayController:
     ) -> tuple[RelayStatus, rules.Verdict, bool]:
         """(state read back, what it means, whether the relay was operated)."""
         before = await session.relay_status()
+        # The one check that the command is still wanted (the only one since it was sent),
+        # right before it is confirmed as already there or the relay is touched.
+        if not await self._still_wanted(command):
+            raise _Superseded
         verdict = rules.judge_readback(command.action, before.output_state, before.state)
         if verdict.done:
             return before, verdict, False  # already there: nothing to operate
-        # Last check, right before touching the relay.
-        if not await self._still_wanted(command):
-            raise _Superseded
         try:
             if command.action == domain.DISCONNECT:
                 after = await session.disconnect()
