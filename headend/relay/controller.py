@@ -83,6 +83,9 @@ class _Superseded(Exception):
     pass
 
 
+CHECKS_AT_ONCE = 4
+"""Still-wanted reads in flight at once (the pool has 5 connections, 15 with overflow)."""
+
 # What a meter, its line or the protocol may do to an attempt: logged without a traceback.
 _EXPECTED = (OSError, TimeoutError, ProtocolError, DlmsError)
 
@@ -142,6 +145,9 @@ class RelayController:
         # Attempts in flight, reconnects first (relay/turns.py); their writes group-committed.
         self.turns = Turns(self.settings.max_concurrent)
         self.group = GroupCommit(repository)
+        # Checks read on their own, a few at a time: a thousand sessions asking at once would
+        # queue for the relay path's connection pool in front of the balance batches.
+        self._checks = Turns(CHECKS_AT_ONCE)
         self._stopping = False
         self.overdue = OverdueWatch(repository, notifier, self.settings.overdue_after_s, clock)
 
@@ -326,7 +332,10 @@ class RelayController:
         """The command is active and its action is what the meter's desired state asks.
         (A read of its own, never waiting for the group's writer while a meter session is
         open; only a command given up takes a write transaction, with its message.)"""
-        current, meter_found, wanted = await self.repository.command_and_desired(command.command_id)
+        async with self._checks.turn(priority_of(command.action)):
+            current, meter_found, wanted = await self.repository.command_and_desired(
+                command.command_id
+            )
         if current is None or not current.active or not meter_found:
             return False
         if wanted is not None and rules.action_for(wanted) != command.action:
