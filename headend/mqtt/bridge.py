@@ -60,7 +60,13 @@ from headend.mqtt.incoming import (
     parse_balance_event,
 )
 from headend.mqtt.outbox import Outbox, OutboxMessage
-from headend.mqtt.paho_access import ack, drop_connection, enable_manual_ack, queue_publish
+from headend.mqtt.paho_access import (
+    ack,
+    drop_connection,
+    enable_manual_ack,
+    queue_publish,
+    read_waiting,
+)
 from headend.mqtt.payloads import status_payload
 from headend.mqtt.tls import tls_context_for
 from headend.mqtt.topics import Topics
@@ -429,6 +435,8 @@ class MqttBridge:
     ) -> None:
         while True:
             batch = [await inbox.get()]
+            read_waiting(client, self._batch_size)  # what else the broker has sent...
+            await asyncio.sleep(0)  # ...moved to the inbox by the reader
             while len(batch) < self._batch_size and not inbox.empty():
                 batch.append(inbox.get_nowait())
             if self._stop_requested.is_set():
