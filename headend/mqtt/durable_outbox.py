@@ -197,8 +197,9 @@ class DurableOutbox:
             self._deleting.difference_update(ids)
 
     async def _refill(self) -> None:
+        # Acknowledged rows are deleted by `run`; reading past them here never waits for the
+        # database's writer.
         await self._write_loose()
-        await self._delete_acked()
         # Rows in flight are still at the head of the table (deleted once acknowledged).
         busy = set(self._flying.values()) | set(self._acked) | self._deleting
         for entry in await self.store.head(self.window_size + len(busy)):
