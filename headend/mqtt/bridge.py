@@ -44,22 +44,32 @@ import enum
 import logging
 import random
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Final, Protocol, runtime_checkable
+from typing import Any
 
 import aiomqtt
 
 from headend.config import MqttConfig
-from headend.mqtt.dead_letters import MAX_TRIES, TryCounter, describe_failure
+from headend.mqtt.batches import (
+    BATCH_SIZE,
+    NOT_TRIED,
+    BalanceBatchHandler,
+    BalanceHandler,
+    BridgeStats,
+    Delivered,
+    HandlerFailedError,
+    NotTried,
+    hand_over,
+    one_by_one,
+    settle,
+)
+from headend.mqtt.dead_letters import MAX_TRIES, TryCounter
 from headend.mqtt.incoming import (
     MAX_EVENT_SIZE,
     BadEvent,
     BalanceEvent,
-    DeadLetter,
     parse_balance_event,
 )
-from headend.mqtt.outbox import Outbox, OutboxMessage
+from headend.mqtt.outbox import Outbox
 from headend.mqtt.paho_access import (
     ack,
     drop_connection,
@@ -68,6 +78,7 @@ from headend.mqtt.paho_access import (
     read_waiting,
 )
 from headend.mqtt.payloads import status_payload
+from headend.mqtt.pipeline import MAX_IN_FLIGHT, PipelinedOutbox, send_pipelined
 from headend.mqtt.tls import tls_context_for
 from headend.mqtt.topics import Topics
 
@@ -75,84 +86,12 @@ __all__ = ["NOT_TRIED", "BalanceBatchHandler", "BalanceHandler", "BridgeStats", 
 
 log = logging.getLogger(__name__)
 
-BalanceHandler = Callable[[BalanceEvent | BadEvent | DeadLetter, bytes], Awaitable[None]]
-"""Called once per balance message (again after a redelivery); must commit before returning.
-A DeadLetter comes right after the same message failed for the ``max_tries``-th time."""
-
-BATCH_SIZE = 200
-"""Most balance messages committed in one transaction (the broker's in-flight window for this
-client bounds it too: Mosquitto's ``max_inflight_messages``, 20 by default)."""
-
-
-MAX_IN_FLIGHT = 100
-"""Outgoing QoS 1 messages published and not yet acknowledged, at most, per connection."""
-
-
-@runtime_checkable
-class PipelinedOutbox(Protocol):
-    """An outbox that can have many messages in flight (mqtt/durable_outbox.py)."""
-
-    async def take(self) -> OutboxMessage: ...
-
-    def done(self, message: OutboxMessage) -> None: ...
-
-    def refuse(self, message: OutboxMessage) -> None: ...
-
-    def rewind(self) -> None: ...
-
-
-class _NotTried:
-    def __repr__(self) -> str:
-        return "NOT_TRIED"
-
-
-NOT_TRIED: Final = _NotTried()
-"""A batch handler's answer for a message it did not get to (it is handed over again)."""
-
-BatchResult = BaseException | _NotTried | None
-BalanceBatchHandler = Callable[
-    [Sequence[tuple[BalanceEvent | BadEvent | DeadLetter, bytes]]], Awaitable[list[BatchResult]]
-]
-"""Called with the messages of one batch, in delivery order; commits what it can and returns,
-per message, None (committed), the exception it failed with (nothing of it committed), or
-NOT_TRIED. Raising fails the whole batch (counted against its first message)."""
-
 
 class _Outcome(enum.Enum):
     STOPPED = "stopped"
     LOST = "lost"
     CONNECT_FAILED = "connect_failed"
     HANDLER_FAILED = "handler_failed"
-
-
-class _HandlerFailedError(Exception):
-    pass
-
-
-@dataclass(slots=True)
-class BridgeStats:
-    connects: int = 0
-    connect_failures: int = 0
-    disconnects: int = 0
-    received: int = 0
-    acked: int = 0
-    bad_events: int = 0
-    handler_failures: int = 0
-    dead_letters: int = 0
-    ignored: int = 0
-    """Messages on topics that are not balance topics (amqtt sends stray retained messages)."""
-    published: int = 0
-    batches: int = 0
-    largest_batch: int = 0
-
-
-@dataclass(slots=True)
-class _Item:
-    message: aiomqtt.Message
-    topic: str
-    event: BalanceEvent | BadEvent | None
-    """None: not a balance topic (acknowledged, never handed over)."""
-    raw: bytes
 
 
 class MqttBridge:
@@ -195,7 +134,7 @@ class MqttBridge:
         self.outbox = outbox
         self.stats = BridgeStats()
         self._on_balance = on_balance
-        self._on_batch = on_balance_batch or self._one_by_one
+        self._on_batch = on_balance_batch or one_by_one(on_balance)
         self._batch_size = max(1, batch_size)
         self._max_in_flight = max(1, max_in_flight)
         self._max_event_size = max_event_size
@@ -357,12 +296,12 @@ class MqttBridge:
                 outcome = _Outcome.STOPPED
                 await self._drain_gracefully(receiver)
                 offline_sent = await self._say_offline(client)
-            elif receiver.done() and isinstance(receiver.exception(), _HandlerFailedError):
+            elif receiver.done() and isinstance(receiver.exception(), HandlerFailedError):
                 outcome = _Outcome.HANDLER_FAILED
             for task in (reader, receiver, sender):
                 failure = task.exception() if task.done() and not task.cancelled() else None
                 if failure is not None and not isinstance(
-                    failure, aiomqtt.MqttError | _HandlerFailedError
+                    failure, aiomqtt.MqttError | HandlerFailedError
                 ):
                     log.error("mqtt bridge task failed", exc_info=failure)
         except aiomqtt.MqttError as exc:
@@ -453,14 +392,14 @@ class MqttBridge:
         self, client: aiomqtt.Client, generation: int, batch: list[aiomqtt.Message]
     ) -> None:
         """Hand the batch over, then acknowledge in delivery order; raises
-        _HandlerFailedError at the first message that is to stay unacknowledged."""
-        items: list[_Item] = []
+        HandlerFailedError at the first message that is to stay unacknowledged."""
+        items: list[Delivered] = []
         for message in batch:
             topic = message.topic.value
             meter_id = self.topics.balance_meter_id(topic)
             if meter_id is None:
                 self.stats.ignored += 1
-                items.append(_Item(message, topic, None, b""))
+                items.append(Delivered(message, topic, None, b""))
                 continue
             self.stats.received += 1
             raw = message.payload if isinstance(message.payload, bytes) else b""
@@ -470,104 +409,23 @@ class MqttBridge:
             except BadEvent as bad:
                 event = bad
                 self.stats.bad_events += 1
-            items.append(_Item(message, topic, event, raw))
+            items.append(Delivered(message, topic, event, raw))
         start = 0
         while start < len(items):
             rest = items[start:]
-            results = await self._hand_over(rest)
+            results = await hand_over(rest, self._on_batch, self._handler_timeout)
             for item, result in zip(rest, results, strict=True):
-                if isinstance(result, _NotTried):
+                if isinstance(result, NotTried):
                     break  # handed over again, from here
                 if item.event is not None:
-                    await self._settle(item, result)
+                    await settle(
+                        item, result, self._tries, self.stats, self._on_batch, self._handler_timeout
+                    )
                 self._ack(client, generation, item.message)
                 start += 1
 
-    async def _hand_over(self, items: list[_Item]) -> list[BatchResult]:
-        """Results per item; an ignored message (no event) is None without being handed."""
-        wanted = [(item.event, item.raw) for item in items if item.event is not None]
-        if not wanted:
-            return [None] * len(items)
-        try:
-            answers = list(await self._call_handler(self._on_batch, wanted))
-            if len(answers) != len(wanted):
-                raise RuntimeError(f"batch handler answered {len(answers)} of {len(wanted)}")
-        except Exception as exc:
-            answers = [exc] + [NOT_TRIED] * (len(wanted) - 1)
-        handed = iter(answers)
-        return [None if item.event is None else next(handed) for item in items]
-
-    async def _one_by_one(
-        self, batch: Sequence[tuple[BalanceEvent | BadEvent | DeadLetter, bytes]]
-    ) -> list[BatchResult]:
-        """A batch through the one-message handler: stops at the first failure."""
-        results: list[BatchResult] = []
-        for event, raw in batch:
-            if results and results[-1] is not None:
-                results.append(NOT_TRIED)
-                continue
-            try:
-                await self._on_balance(event, raw)
-            except Exception as exc:
-                results.append(exc)
-            else:
-                results.append(None)
-        return results
-
-    async def _settle(self, item: _Item, failure: BatchResult) -> None:
-        """Count a failure; raises _HandlerFailedError while the message is to stay unacked,
-        and hands it over as a DeadLetter at its last try."""
-        topic, raw = item.topic, item.raw
-        key = self._tries.key(topic, raw)
-        if failure is None:
-            self._tries.forget(key)
-            return
-        assert item.event is not None and not isinstance(failure, _NotTried)
-        self.stats.handler_failures += 1
-        tries = self._tries.failed(key)
-        if not self._tries.exhausted(tries):
-            log.warning(
-                "balance handler failed on %s (try %d of %d; left unacknowledged, will be "
-                "redelivered)",
-                topic[:200],
-                tries,
-                self._tries.max_tries,
-                exc_info=failure,
-            )
-            raise _HandlerFailedError from failure
-        assert not isinstance(item.event, DeadLetter)
-        letter = DeadLetter(item.event, tries, describe_failure(failure))
-        log.error("balance message on %s failed %d times: dead-lettered", topic[:200], tries)
-        try:
-            (recorded,) = await self._call_handler(self._on_batch, [(letter, raw)])
-            if recorded is not None:
-                raise (
-                    recorded
-                    if isinstance(recorded, BaseException)
-                    else RuntimeError("dead letter not handled")
-                )
-        except Exception as exc:  # counted: the original is tried first next time
-            log.warning("dead letter for %s not recorded", topic[:200], exc_info=exc)
-            raise _HandlerFailedError from exc
-        self.stats.dead_letters += 1
-        self._tries.forget(key)
-
-    async def _call_handler(
-        self,
-        handler: BalanceBatchHandler,
-        batch: Sequence[tuple[BalanceEvent | BadEvent | DeadLetter, bytes]],
-    ) -> list[BatchResult]:
-        if self._handler_timeout is None:
-            return await handler(batch)
-        try:
-            async with asyncio.timeout(self._handler_timeout) as deadline:
-                return await handler(batch)
-        except TimeoutError:
-            if not deadline.expired():
-                raise
-            raise TimeoutError(
-                f"balance handler took longer than {self._handler_timeout:g} s"
-            ) from None
+    def _published(self) -> None:
+        self.stats.published += 1
 
     def _ack(self, client: aiomqtt.Client, generation: int, message: aiomqtt.Message) -> None:
         if message.qos == 0:
@@ -582,7 +440,13 @@ class MqttBridge:
 
     async def _send(self, client: aiomqtt.Client) -> None:
         if isinstance(self.outbox, PipelinedOutbox):
-            await self._send_pipelined(client, self.outbox)
+            await send_pipelined(
+                client,
+                self.outbox,
+                max_in_flight=self._max_in_flight,
+                publish_timeout_s=self._timeout,
+                on_published=self._published,
+            )
             return
         while True:
             message = await self.outbox.next()
@@ -603,58 +467,3 @@ class MqttBridge:
                 raise
             self.outbox.done(message)
             self.stats.published += 1
-
-    async def _send_pipelined(self, client: aiomqtt.Client, outbox: PipelinedOutbox) -> None:
-        """Up to ``max_in_flight`` messages unacknowledged at once, published in outbox order
-        (paho sends them in the order of the calls, which is the order the tasks start); the
-        first failure ends the connection, and everything unacknowledged goes again on the
-        next one (``rewind``)."""
-        outbox.rewind()
-        room = asyncio.Semaphore(self._max_in_flight)
-        failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        flying: set[asyncio.Task[None]] = set()
-
-        async def publish(message: OutboxMessage) -> None:
-            try:
-                await client.publish(
-                    message.topic,
-                    message.payload,
-                    qos=message.qos,
-                    retain=message.retain,
-                    timeout=self._timeout,
-                )
-            except ValueError:
-                log.error("mqtt message for %s refused by the client; dropped", message.topic)
-                outbox.refuse(message)
-            except Exception as exc:
-                if not failed.done():
-                    failed.set_exception(exc)
-                return
-            else:
-                outbox.done(message)
-                self.stats.published += 1
-            finally:
-                room.release()
-
-        taking: asyncio.Future[OutboxMessage] | None = None
-        try:
-            while True:
-                await room.acquire()
-                if failed.done():
-                    failed.result()
-                taking = asyncio.ensure_future(outbox.take())
-                await asyncio.wait((taking, failed), return_when=asyncio.FIRST_COMPLETED)
-                if failed.done():
-                    taking.cancel()
-                    failed.result()  # raises: the connection is to end
-                task = asyncio.create_task(publish(taking.result()))
-                flying.add(task)
-                task.add_done_callback(flying.discard)
-        finally:
-            if taking is not None:
-                taking.cancel()
-            for task in list(flying):
-                task.cancel()
-            if failed.done():
-                failed.exception()  # retrieved (it ends the connection; logged there)
-            outbox.rewind()

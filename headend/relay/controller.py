@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any
 
 from cosem_objects.errors import ProtocolError
 from drivers.dlms_errors import ActionFailed, DlmsError, ServiceRejected
@@ -40,7 +39,7 @@ from headend.mqtt.notifier import Notifier
 from headend.relay import lifecycle, rules
 from headend.relay.messages import publish_alarm, publish_command, publish_relay
 from headend.relay.overdue import OverdueWatch
-from headend.relay.turns import Turns, priority_of
+from headend.relay.turns import Turns, grouped, priority_of
 from headend.storage import CommandInfo, Repository
 from headend.storage.group_commit import GroupCommit
 
@@ -92,29 +91,6 @@ _EXPECTED = (OSError, TimeoutError, ProtocolError, DlmsError)
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _grouped(
-    method: Callable[Concatenate[RelayController, CommandInfo, P], Awaitable[R]],
-) -> Callable[Concatenate[RelayController, CommandInfo, P], Awaitable[R]]:
-    """One unit of work (its storage calls and messages commit together), committed with the
-    other commands' in one transaction (storage/group_commit.py)."""
-
-    @functools.wraps(method)
-    async def wrapper(
-        self: RelayController, command: CommandInfo, *args: P.args, **kwargs: P.kwargs
-    ) -> R:
-        return await self.group.run(
-            command.meter_id,
-            functools.partial(method, self, command, *args, **kwargs),
-            priority_of(command.action),
-        )
-
-    return wrapper
 
 
 class RelayController:
@@ -313,7 +289,7 @@ class RelayController:
             return
         await self._confirmed(command, attempt, status, verdict, operated)
 
-    @_grouped
+    @grouped
     async def _sent(self, command: CommandInfo, attempt: int) -> bool:
         sent = await self.repository.update_command(
             command.command_id,
@@ -380,7 +356,7 @@ class RelayController:
             raise _Refused(domain.RELAY_STUCK, verdict.detail, after)
         return after, verdict, True
 
-    @_grouped
+    @grouped
     async def _confirmed(
         self,
         command: CommandInfo,
@@ -443,7 +419,7 @@ class RelayController:
             attempt,
         )
 
-    @_grouped
+    @grouped
     async def _refused(self, command: CommandInfo, attempt: int, refused: _Refused) -> None:
         now = self._clock()
         if refused.status is not None:
@@ -468,7 +444,7 @@ class RelayController:
             attempt, self.settings.retry_base_s, self.settings.retry_max_backoff_s, self._rng
         )
 
-    @_grouped
+    @grouped
     async def _failed(self, command: CommandInfo, attempt: int, error: str) -> None:
         delay = self._backoff(attempt)
         updated = await self.repository.update_command(

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from headend import domain
 from headend.balance_event import BalanceEvent
 from headend.meters.line_locks import RelayPressure
-from headend.mqtt.bridge import NOT_TRIED, BatchResult
+from headend.mqtt.batches import NOT_TRIED, BatchResult
 from headend.mqtt.incoming import BadEvent, DeadLetter, storable_text
 from headend.mqtt.notifier import Notifier
 from headend.relay import decision

@@ -11,15 +11,18 @@ behind both by the line locks (meters/line_locks.py) and the relay pressure."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Final
+from typing import Concatenate, Final, ParamSpec, Protocol, TypeVar
 
 from headend import domain
+from headend.storage import CommandInfo
+from headend.storage.group_commit import GroupCommit
 
-__all__ = ["RECONNECT_FIRST", "Turns", "priority_of"]
+__all__ = ["RECONNECT_FIRST", "Turns", "grouped", "priority_of"]
 
 RECONNECT_FIRST: Final = {domain.RECONNECT: 0, domain.DISCONNECT: 1}
 """Lower goes first."""
@@ -77,3 +80,30 @@ class Turns:
                 future.set_result(None)  # the turn moves to that waiter; taken stays
                 return
         self._taken -= 1
+
+
+class _Grouping(Protocol):
+    group: GroupCommit
+
+
+S = TypeVar("S", bound=_Grouping)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def grouped(
+    method: Callable[Concatenate[S, CommandInfo, P], Awaitable[R]],
+) -> Callable[Concatenate[S, CommandInfo, P], Awaitable[R]]:
+    """A command's step as one unit of work (its storage calls and messages commit
+    together), committed with other commands' steps in one transaction (`self.group`,
+    storage/group_commit.py); a reconnect's step goes into the earliest group."""
+
+    @functools.wraps(method)
+    async def wrapper(self: S, command: CommandInfo, *args: P.args, **kwargs: P.kwargs) -> R:
+        return await self.group.run(
+            command.meter_id,
+            functools.partial(method, self, command, *args, **kwargs),
+            priority_of(command.action),
+        )
+
+    return wrapper
