@@ -23,16 +23,21 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from headend import domain
 from headend.balance_event import BalanceEvent
 from headend.relay import decision
-from headend.relay.decision import ActiveCommand, MeterSnapshot, StoredEvent
+from headend.relay.decision import StoredEvent
 from headend.storage.alarms import insert_alarm
-from headend.storage.commands import new_command_values
+from headend.storage.balance_rows import (
+    METER_COLUMNS,
+    STORED_FIELDS,
+    command_values,
+    event_values,
+    judge,
+    meter_values,
+)
 from headend.storage.core import COMMANDS, EVENTS, METERS
 from headend.storage.records import BalanceOutcome, CommandInfo
 
 __all__ = ["apply_batch"]
 
-_COMMAND_FIELDS = tuple(col.name for col in COMMANDS.c)
-_STORED_FIELDS = ("outcome", "seq", "balance", "currency", "ts", "warning_threshold")
 _m, _c, _e = METERS.c, COMMANDS.c, EVENTS.c
 
 _SUPERSEDE = (
@@ -44,29 +49,15 @@ _SUPERSEDE = (
         last_error=bindparam("b_reason"),
     )
 )
-_METER_BASE: tuple[str, ...] = (
-    "balance_seq",
-    "last_balance",
-    "last_balance_currency",
-    "last_balance_at",
-    "warning_active",
-    "updated_at",
-)
-_METER_DESIRED: tuple[str, ...] = ("desired_relay_state", "desired_seq", "desired_at")
 
 
 def _meter_update(columns: tuple[str, ...]) -> Any:
+    """UPDATE of these columns for many meters (executemany, b_ parameters)."""
     return (
         update(METERS)
         .where(_m.meter_id == bindparam("b_meter_id"))
         .values({name: bindparam(f"b_{name}") for name in columns})
     )
-
-
-_METER_UPDATES = {
-    _METER_BASE: _meter_update(_METER_BASE),
-    _METER_BASE + _METER_DESIRED: _meter_update(_METER_BASE + _METER_DESIRED),
-}
 
 
 async def apply_batch(
@@ -83,16 +74,7 @@ async def apply_batch(
     meters = {
         row.meter_id: row
         for row in await session.execute(
-            select(
-                _m.meter_id,
-                _m.balance_seq,
-                _m.last_balance,
-                _m.last_balance_at,
-                _m.desired_relay_state,
-                _m.confirmed_relay_state,
-                _m.hold,
-                *[col.label(f"c_{col.name}") for col in COMMANDS.c],
-            )
+            select(_m.meter_id, *METER_COLUMNS)
             .select_from(METERS.outerjoin(COMMANDS, and_(_c.meter_id == _m.meter_id, active)))
             .where(_m.meter_id.in_(ids))
         )
@@ -101,7 +83,7 @@ async def apply_batch(
     stored = {
         (row.meter_id, row.event_id): row
         for row in await session.execute(
-            select(_e.id, _e.meter_id, _e.event_id, *[_e[name] for name in _STORED_FIELDS]).where(
+            select(_e.id, _e.meter_id, _e.event_id, *[_e[name] for name in STORED_FIELDS]).where(
                 tuple_(_e.meter_id, _e.event_id).in_(pairs)
             )
         )
@@ -117,35 +99,12 @@ async def apply_batch(
         same_id = None
         if earlier is not None:
             if earlier.outcome in decision.IDENTITY_OUTCOMES:
-                same_id = StoredEvent(*(getattr(earlier, name) for name in _STORED_FIELDS))
+                same_id = StoredEvent(*(getattr(earlier, name) for name in STORED_FIELDS))
             else:  # never judged: this copy is
                 await session.execute(
                     update(EVENTS).where(_e.id == earlier.id).values(event_id=None)
                 )
-        current = None
-        if row.c_command_id is not None:
-            current = CommandInfo(**{name: getattr(row, f"c_{name}") for name in _COMMAND_FIELDS})
-        judged = decision.decide(
-            MeterSnapshot(
-                balance_seq=row.balance_seq,
-                last_balance=row.last_balance,
-                desired_state=row.desired_relay_state,
-                confirmed_state=row.confirmed_relay_state,
-                active_command=None
-                if current is None
-                else ActiveCommand(
-                    current.command_id,
-                    current.action,
-                    current.status,
-                    current.episode_started_at or current.created_at,
-                ),
-                default_threshold=default_threshold,
-                hold=row.hold,
-                last_applied_ts=row.last_balance_at,
-                same_id=same_id,
-            ),
-            event,
-        )
+        judged, current = judge(row, same_id, event, default_threshold)
         if judged.outcome == decision.DUPLICATE:
             outcomes.append(BalanceOutcome(judged, earlier.id if earlier is not None else None))
             continue
@@ -162,54 +121,17 @@ async def apply_batch(
                 current = None
         created = None
         if judged.command is not None:
-            values = new_command_values(
-                event.meter_id,
-                judged.command.action,
-                source="balance",
-                now=now,
-                event_id=event.event_id,
-                seq=event.seq,
-                reason=judged.command.reason,
-                episode_started_at=judged.command.episode_started_at,
-            )
+            values = command_values(event, judged, now)
             commands.append(values)
             created = current = CommandInfo(**values)
         if judged.meter is not None:
-            values = {
-                "b_meter_id": event.meter_id,
-                "b_balance_seq": event.seq,
-                "b_last_balance": event.balance,
-                "b_last_balance_currency": event.currency,
-                "b_last_balance_at": event.ts,
-                "b_warning_active": judged.meter.warning_active,
-                "b_updated_at": now,
-            }
-            columns: tuple[str, ...] = _METER_BASE
-            if judged.meter.desired_state is not None:
-                columns = _METER_BASE + _METER_DESIRED
-                values.update(
-                    b_desired_relay_state=judged.meter.desired_state,
-                    b_desired_seq=event.seq,
-                    b_desired_at=now,
-                )
+            changes = meter_values(event, judged, now)
+            columns = tuple(changes)
+            values = {f"b_{name}": value for name, value in changes.items()}
+            values["b_meter_id"] = event.meter_id
             meter_rows.setdefault(columns, []).append(values)
-        event_rows.append(
-            {
-                "event_id": event.event_id if judged.holds_identity else None,
-                "meter_id": event.meter_id,
-                "seq": event.seq,
-                "balance": event.balance if event.balance.is_finite() else None,
-                "currency": event.currency,
-                "warning_threshold": event.warning_threshold,
-                "ts": event.ts,
-                "raw": raw,
-                "received_at": now,
-                "outcome": judged.outcome,
-                "detail": judged.detail,
-                "command_id": created.command_id if created is not None else None,
-                "low_balance": judged.low_balance,
-            }
-        )
+        command_id = created.command_id if created is not None else None
+        event_rows.append(event_values(event, judged, raw, now, command_id))
         alarm = None
         if judged.alarm is not None:
             alarm = await insert_alarm(session, judged.alarm, event.meter_id, judged.detail, now)
@@ -221,7 +143,7 @@ async def apply_batch(
     if commands:
         await session.execute(insert(COMMANDS), commands)
     for columns, rows in meter_rows.items():
-        await session.execute(_METER_UPDATES[columns], rows)
+        await session.execute(_meter_update(columns), rows)
     if event_rows:
         await session.execute(insert(EVENTS), event_rows)
     return outcomes

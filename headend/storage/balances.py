@@ -24,11 +24,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from headend import domain
 from headend.balance_event import BalanceEvent
 from headend.relay import decision
-from headend.relay.decision import ActiveCommand, Decision, MeterSnapshot, StoredEvent
+from headend.relay.decision import Decision, StoredEvent
 from headend.storage import unit
 from headend.storage.alarms import clear_standing, insert_alarm
 from headend.storage.balance_batch import apply_batch
-from headend.storage.commands import insert_command, supersede_command
+from headend.storage.balance_rows import (
+    METER_COLUMNS,
+    STORED_FIELDS,
+    command_values,
+    event_values,
+    judge,
+    meter_values,
+)
+from headend.storage.commands import supersede_command
 from headend.storage.core import COMMANDS, EVENTS, METERS, Clock, Store
 from headend.storage.db import Database
 from headend.storage.meters import UnknownMeter
@@ -37,8 +45,6 @@ from headend.storage.records import AlarmInfo, BalanceOutcome, CommandInfo
 
 __all__ = ["Balances"]
 
-_COMMAND_FIELDS = tuple(col.name for col in COMMANDS.c)
-_STORED_FIELDS = ("outcome", "seq", "balance", "currency", "ts", "warning_threshold")
 RESET_SEQ = "reset_seq"
 """operator_actions.action of `headend meters reset-seq`."""
 
@@ -61,15 +67,9 @@ def _balance_read() -> Any:
     )
     return (
         select(
-            m.balance_seq.label("m_balance_seq"),
-            m.last_balance.label("m_last_balance"),
-            m.last_balance_at.label("m_last_balance_at"),
-            m.desired_relay_state.label("m_desired_relay_state"),
-            m.confirmed_relay_state.label("m_confirmed_relay_state"),
-            m.hold.label("m_hold"),
-            *[col.label(f"c_{col.name}") for col in COMMANDS.c],
+            *METER_COLUMNS,
             e.id.label("e_id"),
-            *[e[name].label(f"e_{name}") for name in _STORED_FIELDS],
+            *[e[name].label(f"e_{name}") for name in STORED_FIELDS],
         )
         .select_from(METERS.outerjoin(COMMANDS, active).outerjoin(EVENTS, same_id))
         .where(m.meter_id == bindparam("meter_id", type_=m.meter_id.type))
@@ -171,55 +171,18 @@ class Balances(Store):
             same_id = None
             if row.e_id is not None:
                 if row.e_outcome in decision.IDENTITY_OUTCOMES:
-                    same_id = StoredEvent(*(getattr(row, f"e_{name}") for name in _STORED_FIELDS))
+                    same_id = StoredEvent(*(getattr(row, f"e_{name}") for name in STORED_FIELDS))
                 else:  # never judged: this copy is
                     await session.execute(
                         update(EVENTS).where(EVENTS.c.id == row.e_id).values(event_id=None)
                     )
-            active = None
-            if row.c_command_id is not None:
-                active = CommandInfo(
-                    **{name: getattr(row, f"c_{name}") for name in _COMMAND_FIELDS}
-                )
-            judged = decision.decide(
-                MeterSnapshot(
-                    balance_seq=row.m_balance_seq,
-                    last_balance=row.m_last_balance,
-                    desired_state=row.m_desired_relay_state,
-                    confirmed_state=row.m_confirmed_relay_state,
-                    active_command=None
-                    if active is None
-                    else ActiveCommand(
-                        active.command_id,
-                        active.action,
-                        active.status,
-                        active.episode_started_at or active.created_at,
-                    ),
-                    default_threshold=self.warning_threshold,
-                    hold=row.m_hold,
-                    last_applied_ts=row.m_last_balance_at,
-                    same_id=same_id,
-                ),
-                event,
-            )
+            judged, active = judge(row, same_id, event, self.warning_threshold)
             if judged.outcome == decision.DUPLICATE:
                 return BalanceOutcome(judged, row.e_id)
             active = await _apply_decision(session, now, event, judged, active)
+            command_id = active.command_id if judged.command and active else None
             row_id = await _insert_event(
-                session,
-                event_id=event.event_id if judged.holds_identity else None,
-                meter_id=event.meter_id,
-                seq=event.seq,
-                balance=event.balance if event.balance.is_finite() else None,
-                currency=event.currency,
-                warning_threshold=event.warning_threshold,
-                ts=event.ts,
-                raw=raw,
-                received_at=now,
-                outcome=judged.outcome,
-                detail=judged.detail,
-                command_id=active.command_id if judged.command and active else None,
-                low_balance=judged.low_balance,
+                session, **event_values(event, judged, raw, now, command_id)
             )
             alarm = None
             if judged.alarm is not None:
@@ -325,34 +288,14 @@ async def _apply_decision(
         if active is not None and active.command_id == old.command_id:
             active = None
     if judged.command is not None:
-        active = await insert_command(
-            session,
-            event.meter_id,
-            judged.command.action,
-            source="balance",
-            now=now,
-            event_id=event.event_id,
-            seq=event.seq,
-            reason=judged.command.reason,
-            episode_started_at=judged.command.episode_started_at,
-        )
+        values = command_values(event, judged, now)
+        await session.execute(insert(COMMANDS).values(values))
+        active = CommandInfo(**values)
     if judged.meter is not None:
-        meter_values: dict[str, Any] = {
-            "balance_seq": event.seq,
-            "last_balance": event.balance,
-            "last_balance_currency": event.currency,
-            "last_balance_at": event.ts,
-            "warning_active": judged.meter.warning_active,
-            "updated_at": now,
-        }
-        if judged.meter.desired_state is not None:
-            meter_values.update(
-                desired_relay_state=judged.meter.desired_state,
-                desired_seq=event.seq,
-                desired_at=now,
-            )
         await session.execute(
-            update(METERS).where(METERS.c.meter_id == event.meter_id).values(meter_values)
+            update(METERS)
+            .where(METERS.c.meter_id == event.meter_id)
+            .values(meter_values(event, judged, now))
         )
     return active
 
