@@ -39,6 +39,11 @@ SUITE = (
         ("--events", "1000", "--meters", "10000"),
         ("--meters", "30", "--events", "10", "--latency-ms", "5", "--poll-rate", "5"),
     ),
+    Entry(
+        "billing-batch",
+        ("--meters", "10000", "--events", "10000", "--payments", "100"),
+        ("--meters", "30", "--events", "20", "--payments", "5", "--latency-ms", "5"),
+    ),
     Entry("sim-startup", ("--meters", "10000"), ("--meters", "20", "--idle-s", "0.5"), False),
     Entry(
         "cluster",

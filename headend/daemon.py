@@ -254,6 +254,7 @@ class Daemon:
             share_group=config.mqtt.share_group if config.cluster.enabled else None,
             on_request=requests.submit,
             mqtt5=not config.mqtt.embedded,  # amqtt speaks MQTT 3.1.1 only
+            on_balance_batch=intake.handle_batch,  # group commit (issue 10)
         )
         self.bridge = bridge
         polling = config.polling

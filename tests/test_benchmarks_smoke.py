@@ -6,6 +6,7 @@ themselves report (benchmarks/README.md)."""
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -184,6 +185,30 @@ def test_relay_latency_confirms_every_event() -> None:
     assert result["command_statuses"]["confirmed"] >= 5
     for key in ("p50_s", "p99_s", "max_s", "ratio_p99_to_floor"):
         assert _is_number(result[key]), key
+
+
+@pytest.mark.skipif(shutil.which("mosquitto") is None, reason="needs the mosquitto binary")
+def test_billing_batch_confirms_every_command() -> None:
+    result = run_benchmark(
+        "billing-batch",
+        "--meters", "30",
+        "--events", "20",
+        "--payments", "5",
+        "--latency-ms", "5",
+        "--settle-timeout", "60",
+        "--json",
+    )  # fmt: skip
+    assert result["failures"] == 0 and result["confirmed"] == 25
+    for key in (
+        "drain_s",
+        "events_committed_per_s",
+        "reconnect_p50_s",
+        "reconnect_p99_s",
+        "outbox_lag_p99_s",
+        "daemon_cpu_percent",
+    ):
+        assert _is_number(result[key]), key
+    assert "others_cpu_percent" in result
 
 
 def test_all_runs_the_suite_and_collects_results(tmp_path: Path) -> None:

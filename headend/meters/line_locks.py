@@ -12,6 +12,8 @@ import itertools
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
+RECONNECT = -1
+"""A paying customer's command: before other commands on a shared line (issue 10)."""
 COMMAND = 0
 REQUEST = 5
 """On-demand requests over MQTT: after relay commands, before polls."""

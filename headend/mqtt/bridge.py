@@ -1,38 +1,31 @@
-"""The head-end's one MQTT connection: balance events in, everything else out.
+"""The head-end's one MQTT connection: balance events and requests in, everything else out.
 
 Why it is shaped this way:
-- Acknowledge after commit. The session is persistent (``clean_session=False``) and paho's
-  automatic PUBACK is turned off; a balance event is acknowledged only after ``on_balance``
-  returned, i.e. after the event is in the database. If the handler raises, the message stays
-  unacknowledged and the bridge reconnects (with backoff), so that the broker offers it again:
-  brokers redeliver unacknowledged QoS 1 messages only on a new connection. PUBACKs go out in the
-  order the messages came (MQTT-4.6.0-2) because events are handled one at a time, in order.
-  An acknowledgement is never sent on a later connection than the one the message came on:
-  packet ids are per connection, and a stale PUBACK could confirm some other event.
-- One message never holds up the stream: the failures of each message (by topic and payload)
-  are counted across redeliveries, and the delivery that fails for the ``max_tries``-th time is
-  handed to ``on_balance`` once more as a ``DeadLetter`` (to be recorded and alarmed) and then
-  acknowledged. The original is tried on every delivery first, so a database that was away
-  for a while costs retries, not the message; if even the dead letter cannot be recorded the
-  message stays unacknowledged, as before.
-- Never lose an outgoing message while the broker is away: the ``Notifier`` only queues in the
-  outbox (it never blocks the caller, e.g. the relay controller); a sender drains the outbox
-  while connected and removes a message only once the broker has it. See ``outbox.py`` for what
-  is shed when full.
-- One ``async with aiomqtt.Client(...)`` per connection attempt. aiomqtt's message iterator is
-  its one public sign of a lost connection, so a reader moves messages from it to the handler's
-  queue: the connection's end is seen at once even while the handler is busy with an event.
-  What aiomqtt cannot do publicly (manual ack) is in ``paho_access.py``.
-- ``headend/status`` is ``online`` (retained) from each connection on; a clean ``stop()`` sets it
-  ``offline``, and the will does the same if the process dies or the network goes.
-- Every network await has a timeout; a broker that goes quiet ends the connection and the bridge
-  reconnects with capped exponential backoff and jitter, then subscribes again.
-- On-demand requests (``headend/requests/+``, when an ``on_request`` handler is given) are
-  handed over as they come and acknowledged at once: the handler only queues them, so they
-  never hold up a balance event. With ``mqtt5`` the bridge speaks MQTT 5 (a persistent
-  session: clean start off, a session that never expires, as ``clean_session=False`` was),
-  so that a request's response topic and correlation data reach the handler and a reply
-  carries the correlation data back. The embedded broker (amqtt) speaks 3.1.1 only.
+- Acknowledge after commit: a persistent session with paho's automatic PUBACK off; a balance
+  event is acknowledged only once its handler returned (it is in the database), in delivery
+  order (MQTT-4.6.0-2), and never on a later connection than it came on (packet ids are per
+  connection). A handler that raises leaves it unacknowledged, and the bridge reconnects so
+  that the broker offers it again (redelivery happens only on a new connection).
+- Group commit (issue 10): what the broker delivered while the previous batch committed (up
+  to ``batch_size``) goes to ``on_balance_batch`` at once, which commits it in one transaction
+  and says per message whether it failed; acknowledgements stop at the first message that is
+  to stay unacknowledged (the committed ones after it come again as duplicates).
+- One message never holds up the stream: failures are counted per message across
+  redeliveries, and the ``max_tries``-th is handed over once more as a ``DeadLetter``
+  (recorded, alarmed) and acknowledged; the original is tried first on every delivery.
+- Outgoing messages are never lost while the broker is away: the ``Notifier`` only writes the
+  outbox; a sender drains it while connected, removing a message once the broker has it.
+- One ``async with aiomqtt.Client(...)`` per attempt; a reader moves messages from aiomqtt's
+  iterator (its one public sign of a lost connection) to a queue, so the end of a connection
+  is seen at once. What aiomqtt cannot do publicly (manual ack) is in ``paho_access.py``.
+- ``headend/status`` is ``online`` (retained) from each connection on, ``offline`` after a
+  clean ``stop()`` or through the will. Every network await has a timeout; reconnects back
+  off (capped, with jitter).
+- On-demand requests (``headend/requests/+``) are only queued by their handler and
+  acknowledged in their turn, never holding up a balance event. With ``mqtt5`` the bridge
+  speaks MQTT 5 (a persistent session that never expires) so that a request's response topic
+  and correlation data reach the handler; the embedded broker (amqtt) speaks 3.1.1 only.
+- In a cluster (``share_group``), balance events and requests come on shared subscriptions.
 """
 
 from __future__ import annotations
@@ -42,37 +35,58 @@ import contextlib
 import enum
 import random
 import ssl
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import aiomqtt
 
 from headend.config import MqttConfig
-from headend.mqtt.dead_letters import MAX_TRIES, TryCounter, describe_failure
+from headend.mqtt.batches import (
+    BATCH_SIZE,
+    NOT_TRIED,
+    BalanceBatchHandler,
+    BalanceHandler,
+    BridgeStats,
+    Delivered,
+    HandlerFailedError,
+    NotTried,
+    hand_over,
+    one_by_one,
+    settle,
+)
+from headend.mqtt.dead_letters import MAX_TRIES, TryCounter
 from headend.mqtt.incoming import (
     MAX_EVENT_SIZE,
     BadEvent,
     BalanceEvent,
-    DeadLetter,
     parse_balance_event,
 )
 from headend.mqtt.mqtt5 import publish_properties, reply_address, session_options
 from headend.mqtt.outbox import Outbox
-from headend.mqtt.paho_access import ack, drop_connection, enable_manual_ack, queue_publish
+from headend.mqtt.paho_access import (
+    ack,
+    drop_connection,
+    enable_manual_ack,
+    queue_publish,
+    read_waiting,
+)
 from headend.mqtt.payloads import status_payload
+from headend.mqtt.pipeline import MAX_IN_FLIGHT, PipelinedOutbox, send_pipelined
 from headend.mqtt.tls import tls_context_for
 from headend.mqtt.topics import Topics
 from headend.observability import metrics
 from headend.observability.logs import get_logger
 
-__all__ = ["BalanceHandler", "BridgeStats", "MqttBridge", "RequestHandler"]
+__all__ = [
+    "NOT_TRIED",
+    "BalanceBatchHandler",
+    "BalanceHandler",
+    "BridgeStats",
+    "MqttBridge",
+    "RequestHandler",
+]
 
 log = get_logger(__name__)
-
-BalanceHandler = Callable[[BalanceEvent | BadEvent | DeadLetter, bytes], Awaitable[None]]
-"""Called once per balance message (again after a redelivery); must commit before returning.
-A DeadLetter comes right after the same message failed for the ``max_tries``-th time."""
 
 
 RequestHandler = Callable[[str, bytes, str | None, bytes | None], None]
@@ -85,26 +99,6 @@ class _Outcome(enum.Enum):
     LOST = "lost"
     CONNECT_FAILED = "connect_failed"
     HANDLER_FAILED = "handler_failed"
-
-
-class _HandlerFailedError(Exception):
-    pass
-
-
-@dataclass(slots=True)
-class BridgeStats:
-    connects: int = 0
-    connect_failures: int = 0
-    disconnects: int = 0
-    received: int = 0
-    acked: int = 0
-    bad_events: int = 0
-    handler_failures: int = 0
-    dead_letters: int = 0
-    ignored: int = 0
-    """Messages on topics that are not balance topics (amqtt sends stray retained messages)."""
-    requests: int = 0
-    published: int = 0
 
 
 class MqttBridge:
@@ -129,6 +123,9 @@ class MqttBridge:
         share_group: str | None = None,
         on_request: RequestHandler | None = None,
         mqtt5: bool = False,
+        on_balance_batch: BalanceBatchHandler | None = None,
+        batch_size: int = BATCH_SIZE,
+        max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
         """``host``/``port`` override the settings (e.g. the embedded broker's address).
         ``share_group`` (a cluster): balance events come on the shared subscription
@@ -151,6 +148,9 @@ class MqttBridge:
         self._on_balance = on_balance
         self._on_request = on_request
         self._mqtt5 = mqtt5
+        self._on_batch = on_balance_batch or one_by_one(on_balance)
+        self._batch_size = max(1, batch_size)
+        self._max_in_flight = max(1, max_in_flight)
         self._max_event_size = max_event_size
         self._timeout = timeout_s
         self._handler_timeout = handler_timeout_s
@@ -246,6 +246,7 @@ class MqttBridge:
             timeout=self._timeout,
             tls_context=self._tls_context,
             will=aiomqtt.Will(self.topics.status, status_payload(online=False), qos=1, retain=True),
+            max_inflight_messages=self._max_in_flight,
         )
         enable_manual_ack(client)
         return client
@@ -317,12 +318,12 @@ class MqttBridge:
                 outcome = _Outcome.STOPPED
                 await self._drain_gracefully(receiver)
                 offline_sent = await self._say_offline(client)
-            elif receiver.done() and isinstance(receiver.exception(), _HandlerFailedError):
+            elif receiver.done() and isinstance(receiver.exception(), HandlerFailedError):
                 outcome = _Outcome.HANDLER_FAILED
             for task in (reader, receiver, sender):
                 failure = task.exception() if task.done() and not task.cancelled() else None
                 if failure is not None and not isinstance(
-                    failure, aiomqtt.MqttError | _HandlerFailedError
+                    failure, aiomqtt.MqttError | HandlerFailedError
                 ):
                     log.error("mqtt bridge task failed", exc_info=failure)
         except aiomqtt.MqttError as exc:
@@ -394,19 +395,38 @@ class MqttBridge:
         self, client: aiomqtt.Client, generation: int, inbox: asyncio.Queue[aiomqtt.Message]
     ) -> None:
         while True:
-            message = await inbox.get()
+            batch = [await inbox.get()]
+            read_waiting(client, self._batch_size)  # what else the broker has sent...
+            await asyncio.sleep(0)  # ...moved to the inbox by the reader
+            while len(batch) < self._batch_size and not inbox.empty():
+                batch.append(inbox.get_nowait())
             if self._stop_requested.is_set():
-                return  # left unacknowledged: the broker offers it again next time
+                return  # left unacknowledged: the broker offers them again next time
+            self.stats.batches += 1
+            self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+            self._idle.clear()
+            try:
+                await self._process(client, generation, batch)
+            finally:
+                self._idle.set()
+
+    async def _process(
+        self, client: aiomqtt.Client, generation: int, batch: list[aiomqtt.Message]
+    ) -> None:
+        """Hand the batch over, then acknowledge in delivery order; raises
+        HandlerFailedError at the first message that is to stay unacknowledged."""
+        items: list[Delivered] = []
+        for message in batch:
             topic = message.topic.value
             kind = self.topics.request_kind(topic)
             if kind is not None and self._on_request is not None:
-                self._take_request(kind, message)
-                self._ack(client, generation, message)
+                self._take_request(kind, message)  # queued only: acked in its turn below
+                items.append(Delivered(message, topic, None, b""))
                 continue
             meter_id = self.topics.balance_meter_id(topic)
             if meter_id is None:
                 self.stats.ignored += 1
-                self._ack(client, generation, message)
+                items.append(Delivered(message, topic, None, b""))
                 continue
             self.stats.received += 1
             raw = message.payload if isinstance(message.payload, bytes) else b""
@@ -416,12 +436,20 @@ class MqttBridge:
             except BadEvent as bad:
                 event = bad
                 self.stats.bad_events += 1
-            self._idle.clear()
-            try:
-                await self._handle(topic, event, raw)
-            finally:
-                self._idle.set()
-            self._ack(client, generation, message)
+            items.append(Delivered(message, topic, event, raw))
+        start = 0
+        while start < len(items):
+            rest = items[start:]
+            results = await hand_over(rest, self._on_batch, self._handler_timeout)
+            for item, result in zip(rest, results, strict=True):
+                if isinstance(result, NotTried):
+                    break  # handed over again, from here
+                if item.event is not None:
+                    await settle(
+                        item, result, self._tries, self.stats, self._on_batch, self._handler_timeout
+                    )
+                self._ack(client, generation, item.message)
+                start += 1
 
     def _take_request(self, kind: str, message: aiomqtt.Message) -> None:
         assert self._on_request is not None
@@ -432,47 +460,8 @@ class MqttBridge:
         except Exception:  # the handler should not raise; one request never stops the bridge
             log.exception("request on %s not taken", message.topic.value[:200])
 
-    async def _handle(self, topic: str, event: BalanceEvent | BadEvent, raw: bytes) -> None:
-        """Hand the message over; raises _HandlerFailedError while it is to stay unacked."""
-        key = self._tries.key(topic, raw)
-        try:
-            await self._call_handler(event, raw)
-        except Exception as exc:
-            self.stats.handler_failures += 1
-            tries = self._tries.failed(key)
-            if not self._tries.exhausted(tries):
-                log.warning(
-                    "balance handler failed on %s (try %d of %d; left unacknowledged, will be "
-                    "redelivered)",
-                    topic[:200],
-                    tries,
-                    self._tries.max_tries,
-                    exc_info=exc,
-                )
-                raise _HandlerFailedError from exc
-            letter = DeadLetter(event, tries, describe_failure(exc))
-            log.error("balance message on %s failed %d times: dead-lettered", topic[:200], tries)
-            try:
-                await self._call_handler(letter, raw)
-            except Exception as failure:  # counted: the original is tried first next time
-                log.warning("dead letter for %s not recorded", topic[:200], exc_info=failure)
-                raise _HandlerFailedError from failure
-            self.stats.dead_letters += 1
-        self._tries.forget(key)
-
-    async def _call_handler(self, event: BalanceEvent | BadEvent | DeadLetter, raw: bytes) -> None:
-        if self._handler_timeout is None:
-            await self._on_balance(event, raw)
-            return
-        try:
-            async with asyncio.timeout(self._handler_timeout) as deadline:
-                await self._on_balance(event, raw)
-        except TimeoutError:
-            if not deadline.expired():
-                raise
-            raise TimeoutError(
-                f"balance handler took longer than {self._handler_timeout:g} s"
-            ) from None
+    def _published(self) -> None:
+        self.stats.published += 1
 
     def _ack(self, client: aiomqtt.Client, generation: int, message: aiomqtt.Message) -> None:
         if message.qos == 0:
@@ -486,6 +475,15 @@ class MqttBridge:
             log.info("mqtt ack of message %d failed: %s", message.mid, failure)
 
     async def _send(self, client: aiomqtt.Client) -> None:
+        if isinstance(self.outbox, PipelinedOutbox):
+            await send_pipelined(
+                client,
+                self.outbox,
+                max_in_flight=self._max_in_flight,
+                publish_timeout_s=self._timeout,
+                on_published=self._published,
+            )
+            return
         while True:
             message = await self.outbox.next()
             properties = publish_properties(message.correlation_data, self._mqtt5)

@@ -8,7 +8,11 @@ its own; that is the only window a crash can lose, and it holds nothing the data
 have to agree with.
 
 The bridge takes messages from a window loaded from the head of the table and removes each
-row once the broker has acknowledged it (deletes are batched). A crash between the PUBACK and
+row once the broker has acknowledged it (deletes are batched). It may have many in flight at
+once (`take`, issue 10: the outbox drains as fast as the broker acknowledges, not one round
+trip per message): they are handed out in table order, paho sends them in that order, and
+after a lost connection (`rewind`) everything not yet acknowledged is handed out again from
+the head of the table. A crash between the PUBACK and
 the delete sends that message again after the restart with the same `message_id`, which every
 payload carries, so a consumer can tell the repeat. Nothing is ever shed: how deep the table
 is shows in `headend status`, and past `alarm_depth` the backlog raises `outbox_overflow`
@@ -56,6 +60,8 @@ class DurableOutbox:
         self._window: deque[OutboxMessage] = deque()
         self._row_of: dict[OutboxMessage, int] = {}
         self._acked: list[int] = []
+        self._flying: dict[OutboxMessage, int] = {}  # handed out by `take`, not yet done
+        self._deleting: set[int] = set()  # acknowledged, their DELETE under way
         self._committed = asyncio.Event()  # rows may be waiting in the table: the reader
         self._work = asyncio.Event()  # loose rows to write or acked rows to delete: the writer
         self.refused = 0
@@ -99,9 +105,31 @@ class DurableOutbox:
                 self._committed.clear()
         return self._window[0]
 
+    async def take(self) -> OutboxMessage:
+        """The next message not handed out yet, in table order, marked in flight (several may
+        be in flight at once; `done` each as the broker acknowledges it)."""
+        message = await self.next()
+        self._window.popleft()
+        self._flying[message] = self._row_of[message]
+        return message
+
+    def rewind(self) -> None:
+        """The connection went: what is in flight goes again, from the head of the table."""
+        for message in self._flying:
+            self._row_of.pop(message, None)
+        for message in self._window:
+            self._row_of.pop(message, None)
+        self._flying.clear()
+        self._window.clear()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._flying)
+
     def done(self, message: OutboxMessage) -> None:
         if self._window and self._window[0] is message:
             self._window.popleft()
+        self._flying.pop(message, None)
         row = self._row_of.pop(message, None)
         if row is not None:
             metrics.OUTBOX_PUBLISHED.inc()
@@ -122,7 +150,7 @@ class DurableOutbox:
             await self._write_loose()
             await self._delete_acked()
             depth, _ = await self.store.depth()
-            if depth == 0 and not self._window and not self._loose:
+            if depth == 0 and not self._window and not self._loose and not self._flying:
                 return
             await asyncio.sleep(0.05)
 
@@ -162,16 +190,24 @@ class DurableOutbox:
         if not self._acked:
             return
         ids, self._acked = self._acked, []
+        self._deleting.update(ids)
         try:
             await self.store.delete(ids)
         except Exception:
             self._acked[:0] = ids
             raise
+        finally:
+            self._deleting.difference_update(ids)
 
     async def _refill(self) -> None:
+        # Acknowledged rows are deleted by `run`; reading past them here never waits for the
+        # database's writer.
         await self._write_loose()
-        await self._delete_acked()
-        for entry in await self.store.head(self.window_size):
+        # Rows in flight are still at the head of the table (deleted once acknowledged).
+        busy = set(self._flying.values()) | set(self._acked) | self._deleting
+        for entry in await self.store.head(self.window_size + len(busy)):
+            if entry.id in busy:
+                continue
             message = OutboxMessage(
                 entry.topic,
                 entry.payload,

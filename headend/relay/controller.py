@@ -36,14 +36,15 @@ from headend import domain
 from headend.cluster.ownership import LeaseLost
 from headend.meters.access import MeterAccess
 from headend.meters.backoff import backoff_delay
-from headend.meters.line_locks import COMMAND, RelayPressure
+from headend.meters.line_locks import COMMAND, RECONNECT, RelayPressure
 from headend.mqtt.notifier import Notifier
 from headend.observability.logs import get_logger
 from headend.relay import lifecycle, rules
 from headend.relay.messages import publish_alarm, publish_command, publish_relay
 from headend.relay.overdue import OverdueWatch
+from headend.relay.turns import Turns, grouped, priority_of
 from headend.storage import CommandInfo, Repository
-from headend.storage.unit import transactional
+from headend.storage.group_commit import GroupCommit
 
 __all__ = ["ControllerSettings", "RelayController"]
 
@@ -84,6 +85,9 @@ class _Superseded(Exception):
     pass
 
 
+CHECKS_AT_ONCE = 4
+"""Still-wanted reads in flight at once (the pool has 5 connections, 15 with overflow)."""
+
 # What a meter, its line or the protocol may do to an attempt: logged without a traceback.
 _EXPECTED = (OSError, TimeoutError, ProtocolError, DlmsError)
 
@@ -117,7 +121,12 @@ class RelayController:
         # event created one while it worked); everything else is found by the scan.
         self._recheck: set[str] = set()
         self._tg: asyncio.TaskGroup | None = None
-        self._slots = asyncio.Semaphore(self.settings.max_concurrent)
+        # Attempts in flight, reconnects first (relay/turns.py); their writes group-committed.
+        self.turns = Turns(self.settings.max_concurrent)
+        self.group = GroupCommit(repository)
+        # Checks read on their own, a few at a time: a thousand sessions asking at once would
+        # queue for the relay path's connection pool in front of the balance batches.
+        self._checks = Turns(CHECKS_AT_ONCE)
         self._stopping = False
         self.overdue = OverdueWatch(repository, notifier, self.settings.overdue_after_s, clock)
 
@@ -135,6 +144,7 @@ class RelayController:
             log.info("start-up: %d meter(s) not in their desired relay state", len(created))
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
+            writer = tg.create_task(self.group.serve(), name="relay-group-commit")
             try:
                 while not self._stopping:
                     try:
@@ -149,6 +159,7 @@ class RelayController:
                 self._tg = None
                 for task in self._workers.values():
                     task.cancel()
+                writer.cancel()
 
     def stop(self) -> None:
         self._stopping = True
@@ -179,7 +190,15 @@ class RelayController:
         """A command just created (by a balance event, or a poll that found the relay on
         while it should be off): announce it and start on it at once, without waiting for
         the next scan."""
+        self.announce(command)
+        self.execute(command)
+
+    def announce(self, command: CommandInfo) -> None:
+        """Its 'queued' message (in the caller's unit of work: it commits with the command)."""
         self._publish_command(command, domain.QUEUED)
+
+    def execute(self, command: CommandInfo) -> None:
+        """Start on a command once it is committed, without waiting for the next scan."""
         if command.next_attempt_at is not None and command.next_attempt_at > self._clock():
             return  # put off (grace, quiet hours): the scan starts it when it is due
         self._dispatch(command.meter_id, command)
@@ -229,7 +248,8 @@ class RelayController:
                 tried.add((command.command_id, command.attempt))
                 self._recheck.discard(meter_id)
                 with self.pressure.busy():
-                    await self._attempt(command)
+                    async with self.turns.turn(priority_of(command.action)):
+                        await self._attempt(command)
                 if meter_id not in self._recheck:
                     return
                 command = None
@@ -285,8 +305,8 @@ class RelayController:
                 last_error="meter not in the inventory",
             )
             return
-        if not await self._still_wanted(command):
-            return
+        # Whether it is still wanted is checked right before the relay is operated (a command
+        # superseded meanwhile is not sent: the SEND update admits only active statuses).
         if record.transport == "inbound" and not self.access.inbound.connected(record.meter_id):
             # Reachable only over its own call: the listener runs the command (work_now) as
             # soon as the meter calls, or now if its call is open.
@@ -295,8 +315,9 @@ class RelayController:
         if not await self._sent(command, attempt):
             return
         try:
-            async with self._slots, asyncio.timeout(self.settings.session_budget_s):
-                async with self.access.session(record, COMMAND) as session:
+            priority = RECONNECT if command.action == domain.RECONNECT else COMMAND
+            async with asyncio.timeout(self.settings.session_budget_s):
+                async with self.access.session(record, priority) as session:
                     status, verdict, operated = await self._operate(session, command)
         except _Superseded:
             return
@@ -305,7 +326,7 @@ class RelayController:
             return
         await self._confirmed(command, attempt, status, verdict, operated)
 
-    @transactional
+    @grouped
     async def _sent(self, command: CommandInfo, attempt: int) -> bool:
         await self.access.ownership.fence()
         sent = await self.repository.update_command(
@@ -323,8 +344,12 @@ class RelayController:
 
     async def _still_wanted(self, command: CommandInfo) -> bool:
         """The command is active and its action is what the meter's desired state asks.
-        (A read; only a command given up takes a write transaction, with its message.)"""
-        current, meter_found, wanted = await self.repository.command_and_desired(command.command_id)
+        (A read of its own, never waiting for the group's writer while a meter session is
+        open; only a command given up takes a write transaction, with its message.)"""
+        async with self._checks.turn(priority_of(command.action)):
+            current, meter_found, wanted = await self.repository.command_and_desired(
+                command.command_id
+            )
         if current is None or not current.active or not meter_found:
             return False
         if wanted is not None and rules.action_for(wanted) != command.action:
@@ -345,13 +370,14 @@ class RelayController:
     ) -> tuple[RelayStatus, rules.Verdict, bool]:
         """(state read back, what it means, whether the relay was operated)."""
         before = await session.relay_status()
+        # The one check that the command is still wanted (the only one since it was sent),
+        # right before it is confirmed as already there or the relay is touched.
+        if not await self._still_wanted(command):
+            raise _Superseded
         verdict = rules.judge_readback(command.action, before.output_state, before.state)
         if verdict.done:
             return before, verdict, False  # already there: nothing to operate
-        # Last check, right before touching the relay.
-        if not await self._still_wanted(command):
-            raise _Superseded
-        await self.access.ownership.fence()  # and still this member's meter
+        await self.access.ownership.fence()  # still this member's meter, right before the ACTION
         try:
             if command.action == domain.DISCONNECT:
                 after = await session.disconnect()
@@ -369,7 +395,7 @@ class RelayController:
             raise _Refused(domain.RELAY_STUCK, verdict.detail, after)
         return after, verdict, True
 
-    @transactional
+    @grouped
     async def _confirmed(
         self,
         command: CommandInfo,
@@ -433,7 +459,7 @@ class RelayController:
             attempt,
         )
 
-    @transactional
+    @grouped
     async def _refused(self, command: CommandInfo, attempt: int, refused: _Refused) -> None:
         await self.access.ownership.fence()
         now = self._clock()
@@ -459,7 +485,7 @@ class RelayController:
             attempt, self.settings.retry_base_s, self.settings.retry_max_backoff_s, self._rng
         )
 
-    @transactional
+    @grouped
     async def _failed(self, command: CommandInfo, attempt: int, error: str) -> None:
         await self.access.ownership.fence()
         delay = self._backoff(attempt)

@@ -1,8 +1,15 @@
 """Balance events in: what one billing message does, from the bridge's hands to the database
 and back out as messages.
 
-The bridge calls `BalanceIntake.handle` once per message and acknowledges it when this
-returns, so everything here happens before the PUBACK: the event and what it means are
+The bridge hands over what the broker delivered as a batch (`handle_batch`) and acknowledges
+each message once the batch has returned, so everything here happens before the PUBACK. A
+batch is one transaction (group commit, issue 10): its meters' row locks are taken first, in
+one statement in meter_id order (no deadlock with another batch or process), then the events
+are applied in delivery order, so two events of one meter in a batch are judged as if they
+had come one by one (the newest seq decides). An event that fails is taken out and the rest
+is applied again in a new transaction (the failed one is the bridge's: redelivery, dead
+letter); the commands the batch created go to the controller once it has committed. For each
+event, what it means is
 committed in one transaction (relay/decision.py decides, storage/balances.py applies)
 together with the messages that decision calls for (published from the same Decision: nothing
 is judged twice; written to the outbox in that transaction: storage/unit.py), and a command it
@@ -12,7 +19,7 @@ recorded with their bad_event alarm, so that they can be acknowledged too."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import structlog
@@ -21,6 +28,7 @@ from headend import domain
 from headend.balance_event import BalanceEvent
 from headend.config_prepaid import PrepaidConfig
 from headend.meters.line_locks import RelayPressure
+from headend.mqtt.batches import NOT_TRIED, BatchResult
 from headend.mqtt.incoming import BadEvent, DeadLetter, storable_text
 from headend.mqtt.notifier import Notifier
 from headend.observability import metrics
@@ -30,12 +38,18 @@ from headend.prepaid.watch import estimate_now
 from headend.relay import decision
 from headend.relay.controller import RelayController
 from headend.relay.messages import publish_alarm
-from headend.storage import BalanceOutcome, Repository
-from headend.storage.unit import transactional
+from headend.storage import BalanceOutcome, CommandInfo, Repository
+from headend.storage.db import BALANCE_LANE
 
 __all__ = ["BalanceIntake"]
 
 log = get_logger(__name__)
+
+MAX_FALLOUTS = 3
+"""Failed events taken out of one batch before the rest is left to redelivery (a database
+that is away fails every event; it is not worth a transaction per event)."""
+
+Message = BalanceEvent | BadEvent | DeadLetter
 
 
 def _now() -> datetime:
@@ -66,25 +80,133 @@ class BalanceIntake:
     def __repr__(self) -> str:
         return f"BalanceIntake(events_handled={self.events_handled})"
 
-    @transactional
-    async def handle(self, event: BalanceEvent | BadEvent | DeadLetter, raw: bytes) -> None:
-        """Commit what the event means; the bridge acknowledges it once this returns."""
-        ids = {"meter_id": event.meter_id, "event_id": event.event_id}
-        with self.pressure.busy(), structlog.contextvars.bound_contextvars(**ids):
-            self.events_handled += 1
-            if isinstance(event, DeadLetter):
-                await self._dead_letter(event, raw)
-            elif isinstance(event, BadEvent):
-                await self._bad_event(
-                    raw, event.reason, meter_id=event.meter_id, event_id=event.event_id
-                )
-            else:
-                await self._balance(event, raw)
+    async def handle(self, event: Message, raw: bytes) -> None:
+        """Commit what one event means (a batch of one); raises what it failed with."""
+        (result,) = await self.handle_batch([(event, raw)])
+        if isinstance(result, BaseException):
+            raise result
 
-    async def _balance(self, event: BalanceEvent, raw: bytes) -> None:
-        # One transaction; a meter not in the inventory is stored as a bad event with its
-        # alarm in the same one (no separate lookup on the bridge's serial path).
-        outcome = await self.repository.apply_balance_event(event, raw=storable_text(raw))
+    async def handle_batch(self, batch: Sequence[tuple[Message, bytes]]) -> list[BatchResult]:
+        """Commit what the events mean, in one transaction; per event, None or the exception
+        it failed with (nothing of it stored), or NOT_TRIED when the batch was given up."""
+        results: list[BatchResult] = [None] * len(batch)
+        pending = list(range(len(batch)))
+        fallouts = 0
+        together = True  # first try: the events of distinct known meters in a few statements
+        with self.pressure.busy():
+            while pending:
+                created: list[CommandInfo] = []
+                current: int | None = None
+                joint = False
+                try:
+                    async with self.repository.db.transaction(lane=BALANCE_LANE):
+                        known = await self.repository.lock_meters(
+                            e.meter_id
+                            for i in pending
+                            if isinstance(e := batch[i][0], BalanceEvent)
+                        )
+                        alone = pending
+                        if together:
+                            joint = True
+                            created, alone = await self._together(batch, pending, known)
+                            joint = False
+                        for index in alone:
+                            current = index
+                            command = await self._one(*batch[index], known)
+                            if command is not None:
+                                created.append(command)
+                        current = None
+                except Exception as exc:
+                    if joint:  # which event failed is not known: one at a time now
+                        log.info(
+                            "balance batch of %d: applied one at a time (%s)", len(pending), exc
+                        )
+                        together = False
+                        continue
+                    if current is None or fallouts >= MAX_FALLOUTS:
+                        # Not one event's fault (the lock, the commit), or too many: the
+                        # first is failed, the rest handed back.
+                        results[pending[0]] = exc
+                        for index in pending[1:]:
+                            results[index] = NOT_TRIED
+                        return results
+                    log.warning("balance event %d of a batch of %d failed", current, len(batch))
+                    results[current] = exc
+                    pending.remove(current)
+                    fallouts += 1
+                    continue
+                self.events_handled += len(pending)
+                for command in created:
+                    self.controller.execute(command)
+                return results
+        return results
+
+    async def _together(
+        self, batch: Sequence[tuple[Message, bytes]], pending: list[int], known: set[str]
+    ) -> tuple[list[CommandInfo], list[int]]:
+        """The first event of each known meter, applied in a few statements; returns the
+        commands created and the events left to apply one at a time (after these: a meter's
+        later events, unknown meters, bad events and dead letters)."""
+        chosen: list[int] = []
+        alone: list[int] = []
+        seen: set[str] = set()
+        for index in pending:
+            event = batch[index][0]
+            if (
+                isinstance(event, BalanceEvent)
+                and event.meter_id in known
+                and event.meter_id not in seen
+            ):
+                seen.add(event.meter_id)
+                chosen.append(index)
+            else:
+                alone.append(index)
+        if not chosen:
+            return [], alone
+        events = [batch[i][0] for i in chosen]
+        outcomes = await self.repository.apply_balance_batch(
+            events,  # type: ignore[arg-type]
+            [storable_text(batch[i][1]) for i in chosen],
+        )
+        created = []
+        for event, outcome in zip(events, outcomes, strict=True):
+            assert isinstance(event, BalanceEvent)
+            command = await self._judged(event, outcome)
+            if command is not None:
+                created.append(command)
+        return created, alone
+
+    async def _one(self, event: Message, raw: bytes, known: set[str]) -> CommandInfo | None:
+        if isinstance(event, DeadLetter):
+            await self._dead_letter(event, raw)
+        elif isinstance(event, BadEvent):
+            await self._bad_event(
+                raw, event.reason, meter_id=event.meter_id, event_id=event.event_id
+            )
+        else:
+            return await self._balance(event, raw, known)
+        return None
+
+    async def _balance(
+        self, event: BalanceEvent, raw: bytes, known: set[str]
+    ) -> CommandInfo | None:
+        # In the batch's transaction; a meter not in the inventory is stored as a bad event
+        # with its alarm in the same one (no separate lookup).
+        outcome = await self.repository.apply_balance_event(
+            event, raw=storable_text(raw), known=known
+        )
+        return await self._judged(event, outcome)
+
+    async def _judged(self, event: BalanceEvent, outcome: BalanceOutcome) -> CommandInfo | None:
+        """Alarms and messages for an applied event; the command to start after the commit.
+        Its log lines carry the event's meter_id and event_id."""
+        ids = {"meter_id": event.meter_id, "event_id": event.event_id}
+        with structlog.contextvars.bound_contextvars(**ids):
+            return await self._judged_event(event, outcome)
+
+    async def _judged_event(
+        self, event: BalanceEvent, outcome: BalanceOutcome
+    ) -> CommandInfo | None:
         judged = outcome.decision
         metrics.count_balance_event(judged.outcome)
         alarm = outcome.alarm
@@ -96,7 +218,7 @@ class BalanceIntake:
                 meter_id=event.meter_id,
                 event_id=event.event_id,
             )
-            return
+            return None
         if alarm is not None:  # stale_event, conflicting_event: stored, not applied
             log.warning("%s for %s: %s", alarm.type, event.meter_id, judged.detail)
             publish_alarm(self.notifier, alarm)
@@ -105,11 +227,11 @@ class BalanceIntake:
                 domain.BAD_EVENT, event.meter_id, judged.detail, dedupe=False
             )
             publish_alarm(self.notifier, alarm)
-            return
+            return None
         estimate = None
         if judged.outcome in (decision.APPLIED, decision.ZERO_NO_CHANGE):
             estimate = await self._forecast(event)
-        self._publish(event, outcome, estimate)
+        return self._publish(event, outcome, estimate)
 
     async def _forecast(self, event: BalanceEvent) -> Forecast:
         """The run-out forecast at this balance (prepaid/forecast.py, from the meter's stored
@@ -176,8 +298,9 @@ class BalanceIntake:
 
     def _publish(
         self, event: BalanceEvent, outcome: BalanceOutcome, estimate: Forecast | None = None
-    ) -> None:
-        """Publish what the stored decision says; nothing here judges the event again."""
+    ) -> CommandInfo | None:
+        """Publish what the stored decision says; nothing here judges the event again.
+        Returns the command to start once the batch has committed."""
         now = self._clock()
         judged = outcome.decision
         for old in judged.superseded:
@@ -213,8 +336,10 @@ class BalanceIntake:
                 currency=event.currency,
                 event_id=event.event_id,
             )
+        command = None
         if judged.command is not None and outcome.command is not None:
-            self.controller.submit(outcome.command)
+            command = outcome.command
+            self.controller.announce(command)
         log.info(
             "balance %s seq %s for %s: %s (%s)",
             event.balance,
@@ -223,3 +348,4 @@ class BalanceIntake:
             judged.outcome,
             judged.detail,
         )
+        return command

@@ -12,6 +12,7 @@ billing's redelivery applies it then."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -24,9 +25,20 @@ from headend import domain
 from headend.balance_event import BalanceEvent
 from headend.prepaid.quiet_hours import QuietHours
 from headend.relay import decision
-from headend.relay.decision import ActiveCommand, Decision, MeterSnapshot, StoredEvent
+from headend.relay.decision import Decision, StoredEvent
+from headend.storage import unit
 from headend.storage.alarms import clear_standing, insert_alarm
-from headend.storage.commands import insert_command, supersede_command
+from headend.storage.balance_batch import apply_batch
+from headend.storage.balance_rows import (
+    METER_COLUMNS,
+    STORED_FIELDS,
+    BalancePolicy,
+    command_values,
+    event_values,
+    judge,
+    meter_values,
+)
+from headend.storage.commands import supersede_command
 from headend.storage.core import COMMANDS, EVENTS, METERS, Clock, Store
 from headend.storage.db import Database
 from headend.storage.meters import UnknownMeter
@@ -35,8 +47,6 @@ from headend.storage.records import AlarmInfo, BalanceOutcome, CommandInfo
 
 __all__ = ["Balances"]
 
-_COMMAND_FIELDS = tuple(col.name for col in COMMANDS.c)
-_STORED_FIELDS = ("outcome", "seq", "balance", "currency", "ts", "warning_threshold")
 RESET_SEQ = "reset_seq"
 """operator_actions.action of `headend meters reset-seq`."""
 
@@ -59,17 +69,9 @@ def _balance_read() -> Any:
     )
     return (
         select(
-            m.balance_seq.label("m_balance_seq"),
-            m.last_balance.label("m_last_balance"),
-            m.last_balance_at.label("m_last_balance_at"),
-            m.desired_relay_state.label("m_desired_relay_state"),
-            m.confirmed_relay_state.label("m_confirmed_relay_state"),
-            m.hold.label("m_hold"),
-            m.protected.label("m_protected"),
-            m.limit_wanted.label("m_limit_wanted"),
-            *[col.label(f"c_{col.name}") for col in COMMANDS.c],
+            *METER_COLUMNS,
             e.id.label("e_id"),
-            *[e[name].label(f"e_{name}") for name in _STORED_FIELDS],
+            *[e[name].label(f"e_{name}") for name in STORED_FIELDS],
         )
         .select_from(METERS.outerjoin(COMMANDS, active).outerjoin(EVENTS, same_id))
         .where(m.meter_id == bindparam("meter_id", type_=m.meter_id.type))
@@ -96,25 +98,56 @@ class Balances(Store):
         self.quiet_hours = quiet_hours or QuietHours()
         self.limit_on_arrears = limit_on_arrears
 
-    def _disconnect_at(self, now: datetime) -> datetime | None:
-        """When a disconnect for arrears decided now may run; None: at once."""
-        if not self.quiet_hours.active:
-            return None
-        at = self.quiet_hours.disconnect_at(now)
-        return at if at > now else None
+    def _policy(self, now: datetime) -> BalancePolicy:
+        """The prepaid policies for a decision made now: when a disconnect for arrears may
+        run (None: at once), and whether arrears limit the load instead."""
+        at = self.quiet_hours.disconnect_at(now) if self.quiet_hours.active else None
+        return BalancePolicy(at if at is not None and at > now else None, self.limit_on_arrears)
+
+    async def lock_meters(self, meter_ids: Iterable[str]) -> set[str]:
+        """Take the row locks of `meter_ids` in one statement, in meter_id order (two
+        transactions locking overlapping sets in a stable order cannot deadlock), inside the
+        caller's transaction (a batch of balance events: relay/intake.py); returns the ids
+        that are in the inventory. Pass the answer to `apply_balance_event` as `known`."""
+        wanted = sorted(set(meter_ids))
+        if not wanted:
+            return set()
+        m = METERS.c
+        async with self.db.transaction() as session:
+            rows = await session.scalars(
+                select(m.meter_id)
+                .where(m.meter_id.in_(wanted))
+                .order_by(m.meter_id)
+                .with_for_update()
+            )
+            return set(rows)
+
+    async def apply_balance_batch(
+        self, events: Sequence[BalanceEvent], raws: Sequence[str | None]
+    ) -> list[BalanceOutcome]:
+        """Apply events of distinct meters that `lock_meters` found in this transaction, with
+        a few statements for all of them (storage/balance_batch.py); outcomes in order."""
+        async with self.db.transaction() as session:
+            now = self.now()
+            return await apply_batch(
+                session, events, raws, now, self.warning_threshold, self._policy(now)
+            )
 
     async def apply_balance_event(
-        self, event: BalanceEvent, *, raw: str | None = None
+        self, event: BalanceEvent, *, raw: str | None = None, known: set[str] | None = None
     ) -> BalanceOutcome:
         """Store a billing event (`raw`: its payload as received) and act on it, in one
         transaction, as relay/decision.py decides. An event about a meter not in the
         inventory is stored as it arrived, rejected, with a bad_event alarm in the same
         transaction (no lookup first). A (meter_id, event_id) seen before is a duplicate
         (nothing stored again) or, with other content, a conflicting event (stored without
-        the pair, alarmed, not applied)."""
+        the pair, alarmed, not applied). `known`: the meters `lock_meters` locked in this
+        transaction (the meter's own lock is then not taken again)."""
         try:
-            return await self._apply(event, raw)
+            return await self._apply(event, raw, known)
         except IntegrityError:
+            if unit.current_unit() is not None:
+                raise  # the caller's transaction is spoilt: it must roll back (and retry)
             # A concurrent transaction stored the same (meter_id, event_id) first (only
             # possible for a meter not in the inventory: the others are locked).
             e = EVENTS.c
@@ -130,12 +163,17 @@ class Balances(Store):
                 raise
             return BalanceOutcome(decision.duplicate(existing.outcome), existing.id)
 
-    async def _apply(self, event: BalanceEvent, raw: str | None) -> BalanceOutcome:
+    async def _apply(
+        self, event: BalanceEvent, raw: str | None, known: set[str] | None
+    ) -> BalanceOutcome:
         now = self.now()
         params = {"meter_id": event.meter_id, "event_id": event.event_id}
         async with self.db.transaction() as session:
-            locked = await session.scalar(_LOCK_METER, {"meter_id": event.meter_id})
-            if locked is None:
+            if known is None:
+                locked = await session.scalar(_LOCK_METER, {"meter_id": event.meter_id}) is not None
+            else:
+                locked = event.meter_id in known
+            if not locked:
                 judged = decision.decide(None, event)
                 row_id, alarm = await _store_unapplied(
                     session,
@@ -153,59 +191,18 @@ class Balances(Store):
             same_id = None
             if row.e_id is not None:
                 if row.e_outcome in decision.IDENTITY_OUTCOMES:
-                    same_id = StoredEvent(*(getattr(row, f"e_{name}") for name in _STORED_FIELDS))
+                    same_id = StoredEvent(*(getattr(row, f"e_{name}") for name in STORED_FIELDS))
                 else:  # never judged: this copy is
                     await session.execute(
                         update(EVENTS).where(EVENTS.c.id == row.e_id).values(event_id=None)
                     )
-            active = None
-            if row.c_command_id is not None:
-                active = CommandInfo(
-                    **{name: getattr(row, f"c_{name}") for name in _COMMAND_FIELDS}
-                )
-            judged = decision.decide(
-                MeterSnapshot(
-                    balance_seq=row.m_balance_seq,
-                    last_balance=row.m_last_balance,
-                    desired_state=row.m_desired_relay_state,
-                    confirmed_state=row.m_confirmed_relay_state,
-                    active_command=None
-                    if active is None
-                    else ActiveCommand(
-                        active.command_id,
-                        active.action,
-                        active.status,
-                        active.episode_started_at or active.created_at,
-                    ),
-                    default_threshold=self.warning_threshold,
-                    hold=row.m_hold,
-                    last_applied_ts=row.m_last_balance_at,
-                    protected=row.m_protected,
-                    limit_on_arrears=self.limit_on_arrears,
-                    limit_wanted=row.m_limit_wanted,
-                    same_id=same_id,
-                ),
-                event,
-                disconnect_at=self._disconnect_at(now),
-            )
+            judged, active = judge(row, same_id, event, self.warning_threshold, self._policy(now))
             if judged.outcome == decision.DUPLICATE:
                 return BalanceOutcome(judged, row.e_id)
             active = await _apply_decision(session, now, event, judged, active)
+            command_id = active.command_id if judged.command and active else None
             row_id = await _insert_event(
-                session,
-                event_id=event.event_id if judged.holds_identity else None,
-                meter_id=event.meter_id,
-                seq=event.seq,
-                balance=event.balance if event.balance.is_finite() else None,
-                currency=event.currency,
-                warning_threshold=event.warning_threshold,
-                ts=event.ts,
-                raw=raw,
-                received_at=now,
-                outcome=judged.outcome,
-                detail=judged.detail,
-                command_id=active.command_id if judged.command and active else None,
-                low_balance=judged.low_balance,
+                session, **event_values(event, judged, raw, now, command_id)
             )
             alarm = None
             if judged.alarm is not None:
@@ -311,37 +308,14 @@ async def _apply_decision(
         if active is not None and active.command_id == old.command_id:
             active = None
     if judged.command is not None:
-        active = await insert_command(
-            session,
-            event.meter_id,
-            judged.command.action,
-            source="balance",
-            now=now,
-            event_id=event.event_id,
-            seq=event.seq,
-            reason=judged.command.reason,
-            episode_started_at=judged.command.episode_started_at,
-            not_before=judged.command.not_before,
-        )
+        values = command_values(event, judged, now)
+        await session.execute(insert(COMMANDS).values(values))
+        active = CommandInfo(**values)
     if judged.meter is not None:
-        meter_values: dict[str, Any] = {
-            "balance_seq": event.seq,
-            "last_balance": event.balance,
-            "last_balance_currency": event.currency,
-            "last_balance_at": event.ts,
-            "warning_active": judged.meter.warning_active,
-            "updated_at": now,
-        }
-        if judged.limit is not None:
-            meter_values.update(limit_wanted=judged.limit, limit_next_at=now, limit_attempts=0)
-        if judged.meter.desired_state is not None:
-            meter_values.update(
-                desired_relay_state=judged.meter.desired_state,
-                desired_seq=event.seq,
-                desired_at=now,
-            )
         await session.execute(
-            update(METERS).where(METERS.c.meter_id == event.meter_id).values(meter_values)
+            update(METERS)
+            .where(METERS.c.meter_id == event.meter_id)
+            .values(meter_values(event, judged, now))
         )
     return active
 

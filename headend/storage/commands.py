@@ -255,7 +255,7 @@ class Commands(Store):
             .select_from(COMMANDS.outerjoin(METERS, METERS.c.meter_id == _c.meter_id))
             .where(_c.command_id == command_id)
         )
-        async with self.db.session() as session:
+        async with self.db.reading() as session:  # in a group commit: its transaction
             row = (await session.execute(stmt)).first()
         if row is None:
             return None, False, None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -28,7 +29,15 @@ from headend.observability import metrics
 from headend.storage import unit
 from headend.storage.models import OutboxRow
 
-__all__ = ["Database", "create_engine", "migrate", "migrate_sync"]
+__all__ = [
+    "BALANCE_LANE",
+    "DEFAULT_LANE",
+    "RELAY_LANE",
+    "Database",
+    "create_engine",
+    "migrate",
+    "migrate_sync",
+]
 
 OUTBOX: Table = OutboxRow.__table__  # type: ignore[assignment]
 
@@ -47,9 +56,58 @@ _MIGRATION_LOCK_ID = 0x68656164  # "head"
 # busy handler (1 ms .. 100 ms steps), so many concurrent writers wait far longer than their
 # transactions take. Writers of one process queue here instead, first come first served;
 # the busy timeout still covers other processes (the CLI, a second head-end).
-# Keyed by event loop (an asyncio.Lock belongs to one loop), then by database file.
-_SQLITE_WRITE_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]]
+# Keyed by event loop (a future belongs to one loop), then by database file.
+# Waiting writers go by lane (issue 10): balance batches first (a batch of two hundred events
+# is a few statements, and billing must not wait behind the commands' bookkeeping), then the
+# relay commands' group commits, then everything else (readings batches, the outbox).
+_SQLITE_WRITE_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _WriteLock]]
 _SQLITE_WRITE_LOCKS = weakref.WeakKeyDictionary()
+
+
+BALANCE_LANE = 0
+RELAY_LANE = 1
+DEFAULT_LANE = 2
+
+
+class _WriteLock:
+    """A lock whose waiters go by lane, each lane first come, first served."""
+
+    def __init__(self) -> None:
+        self.held = False
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._order = 0
+
+    async def acquire(self, lane: int) -> None:
+        if not self.held and not self._waiters:
+            self.held = True
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._order += 1
+        heapq.heappush(self._waiters, (lane, self._order, future))
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release()  # handed over just as it was cancelled: pass it on
+            else:
+                future.cancel()
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            _, _, future = heapq.heappop(self._waiters)
+            if not future.done():
+                future.set_result(None)  # the lock moves to that waiter; held stays True
+                return
+        self.held = False
+
+    @asynccontextmanager
+    async def hold(self, lane: int) -> AsyncIterator[None]:
+        await self.acquire(lane)
+        try:
+            yield
+        finally:
+            self.release()
 
 
 def _sqlite_file_key(url: str) -> str:
@@ -57,11 +115,11 @@ def _sqlite_file_key(url: str) -> str:
     return str(Path(database).expanduser().resolve()) if database not in ("", ":memory:") else url
 
 
-def _sqlite_write_lock(key: str) -> asyncio.Lock:
+def _sqlite_write_lock(key: str) -> _WriteLock:
     locks = _SQLITE_WRITE_LOCKS.setdefault(asyncio.get_running_loop(), {})
     lock = locks.get(key)
     if lock is None:
-        lock = locks[key] = asyncio.Lock()
+        lock = locks[key] = _WriteLock()
     return lock
 
 
@@ -161,9 +219,22 @@ class Database:
         return self.sessions()
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncSession]:
+    async def reading(self) -> AsyncIterator[AsyncSession]:
+        """A session to read with: this task's unit of work on this database when it is in
+        one (the read then sees its writes and takes no second connection), else a fresh
+        read session."""
+        joined = unit.current_unit(self._file_key)
+        if joined is not None:
+            yield joined.session
+            return
+        async with self.session() as session:
+            yield session
+
+    @asynccontextmanager
+    async def transaction(self, *, lane: int = DEFAULT_LANE) -> AsyncIterator[AsyncSession]:
         """One write transaction, or the one this task's unit of work already holds on this
-        database (storage/unit.py): then it commits with the unit, not here."""
+        database (storage/unit.py): then it commits with the unit, not here. `lane`: its
+        place in the queue for SQLite's writer (BALANCE_LANE first)."""
         joined = unit.current_unit(self._file_key)
         if joined is not None:
             yield joined.session
@@ -171,7 +242,7 @@ class Database:
         async with contextlib.AsyncExitStack() as stack:
             stack.enter_context(metrics.DB_WRITE_SECONDS.time())
             if self.dialect == "sqlite":
-                await stack.enter_async_context(_sqlite_write_lock(self._file_key))
+                await stack.enter_async_context(_sqlite_write_lock(self._file_key).hold(lane))
             session = await stack.enter_async_context(self.write_sessions())
             work = unit.Unit(self._file_key, session, asyncio.current_task())
             token = unit.enter(work)

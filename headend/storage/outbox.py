@@ -2,7 +2,8 @@
 
 Rows arrive in the transaction of the state change they report (storage/unit.py stages them),
 or in a transaction of their own when the message reports nothing stored; they leave only when
-the broker has acknowledged them. Reading the head again after each delete, rather than
+the broker has acknowledged them (on SQLite in the relay lane for the writer: messages must
+leave as fast as commands confirm, issue 10). Reading the head again after each delete, rather than
 paging by id, also picks up a row whose transaction took a lower id but committed later."""
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from sqlalchemy import delete, func, insert, select
 
 from headend.storage.core import Clock, parse_sqlite_ts
-from headend.storage.db import OUTBOX, Database
+from headend.storage.db import OUTBOX, RELAY_LANE, Database
 
 __all__ = ["OutboxEntry", "OutboxStore", "outbox_row"]
 
@@ -60,7 +61,7 @@ class OutboxStore:
     async def add(self, rows: Sequence[dict[str, Any]]) -> None:
         if not rows:
             return
-        async with self.db.transaction() as session:
+        async with self.db.transaction(lane=RELAY_LANE) as session:
             await session.execute(insert(OUTBOX), list(rows))
 
     async def head(self, limit: int) -> list[OutboxEntry]:
@@ -88,7 +89,7 @@ class OutboxStore:
         wanted = list(ids)
         if not wanted:
             return 0
-        async with self.db.transaction() as session:
+        async with self.db.transaction(lane=RELAY_LANE) as session:
             result = await session.execute(delete(OUTBOX).where(OUTBOX.c.id.in_(wanted)))
             return int(getattr(result, "rowcount", 0) or 0)
 

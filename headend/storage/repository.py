@@ -98,6 +98,8 @@ class Repository:
         self.profile_entries = readings.profile_entries
 
         self.apply_balance_event = balances.apply_balance_event
+        self.lock_meters = balances.lock_meters
+        self.apply_balance_batch = balances.apply_balance_batch
         self.record_balance_event = balances.record_balance_event
         self.balance_events = balances.balance_events
         self.reset_balance_seq = balances.reset_balance_seq
