@@ -4,28 +4,21 @@ Why it is shaped this way:
 - Acknowledge after commit: a persistent session with paho's automatic PUBACK off; a balance
   event is acknowledged only once its handler returned (it is in the database), in delivery
   order (MQTT-4.6.0-2), and never on a later connection than it came on (packet ids are per
-  connection). A handler that raises leaves it unacknowledged, and the bridge reconnects so
-  that the broker offers it again (redelivery happens only on a new connection).
-- Group commit (issue 10): what the broker delivered while the previous batch committed (up
-  to ``batch_size``) goes to ``on_balance_batch`` at once, which commits it in one transaction
-  and says per message whether it failed; acknowledgements stop at the first message that is
-  to stay unacknowledged (the committed ones after it come again as duplicates).
-- One message never holds up the stream: failures are counted per message across
-  redeliveries, and the ``max_tries``-th is handed over once more as a ``DeadLetter``
-  (recorded, alarmed) and acknowledged; the original is tried first on every delivery.
-- Outgoing messages are never lost while the broker is away: the ``Notifier`` only writes the
-  outbox; a sender drains it while connected, removing a message once the broker has it.
+  connection). A handler that raises leaves it unacked; the bridge reconnects for redelivery.
+- Group commit: what the broker delivered meanwhile (up to ``batch_size``) goes to
+  ``on_balance_batch`` as one transaction; acks stop at the first message that failed.
+- One message never holds up the stream: the ``max_tries``-th failure of a message is handed
+  over as a ``DeadLetter`` (recorded, alarmed) and acknowledged.
 - One ``async with aiomqtt.Client(...)`` per attempt; a reader moves messages from aiomqtt's
   iterator (its one public sign of a lost connection) to a queue, so the end of a connection
   is seen at once. What aiomqtt cannot do publicly (manual ack) is in ``paho_access.py``.
-- ``headend/status`` is ``online`` (retained) from each connection on, ``offline`` after a
-  clean ``stop()`` or through the will. Every network await has a timeout; reconnects back
-  off (capped, with jitter).
+- ``headend/status`` is ``online`` (retained), else ``offline`` (stop or will); every network
+  await has a timeout; the outbox drains while connected; reconnects back off with jitter.
 - On-demand requests (``headend/requests/+``) are only queued by their handler and
   acknowledged in their turn, never holding up a balance event. With ``mqtt5`` the bridge
   speaks MQTT 5 (a persistent session that never expires) so that a request's response topic
   and correlation data reach the handler; the embedded broker (amqtt) speaks 3.1.1 only.
-- In a cluster (``share_group``), balance events and requests come on shared subscriptions.
+- In a cluster (``share_group``) balance events and requests come on shared subscriptions.
 """
 
 from __future__ import annotations

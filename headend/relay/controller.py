@@ -23,14 +23,12 @@ import asyncio
 import contextlib
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
 
-from cosem_objects.errors import ProtocolError
-from drivers.dlms_errors import ActionFailed, DlmsError, ServiceRejected
+from drivers.dlms_errors import ActionFailed, ServiceRejected
 from drivers.session import DlmsSession, RelayStatus
 from headend import domain
 from headend.cluster.ownership import LeaseLost
@@ -40,6 +38,14 @@ from headend.meters.line_locks import COMMAND, RECONNECT, RelayPressure
 from headend.mqtt.notifier import Notifier
 from headend.observability.logs import get_logger
 from headend.relay import lifecycle, rules
+from headend.relay.attempts import (
+    EXPECTED_ERRORS,
+    CommandSuperseded,
+    ControllerSettings,
+    Refused,
+    describe_error,
+    status_or_none,
+)
 from headend.relay.messages import publish_alarm, publish_command, publish_relay
 from headend.relay.overdue import OverdueWatch
 from headend.relay.turns import Turns, grouped, priority_of
@@ -58,38 +64,8 @@ _CLEARED_ON_CONFIRM = (
 )
 
 
-@dataclass(frozen=True)
-class ControllerSettings:
-    overdue_after_s: float = 1800.0
-    retry_base_s: float = 5.0
-    retry_max_backoff_s: float = 300.0
-    scan_interval_s: float = 1.0
-    """How often the database is scanned for due commands (operator commands, retries)."""
-    max_concurrent: int = 1000
-    """Relay sessions in flight at once (separate from the poll bound: commands skip it)."""
-    session_budget_s: float = 120.0
-    """Upper bound on one attempt (connect, read, operate, read back, release)."""
-
-
-class _Refused(Exception):
-    """The meter answered but did not do it (stuck relay, forbidden by its control mode)."""
-
-    def __init__(self, alarm: str, detail: str, status: RelayStatus | None = None) -> None:
-        super().__init__(detail)
-        self.alarm = alarm
-        self.detail = detail
-        self.status = status
-
-
-class _Superseded(Exception):
-    pass
-
-
 CHECKS_AT_ONCE = 4
 """Still-wanted reads in flight at once (the pool has 5 connections, 15 with overflow)."""
-
-# What a meter, its line or the protocol may do to an attempt: logged without a traceback.
-_EXPECTED = (OSError, TimeoutError, ProtocolError, DlmsError)
 
 
 def _now() -> datetime:
@@ -278,7 +254,7 @@ class RelayController:
         except LeaseLost as exc:  # the meter's new holder takes the command from here
             log.info("relay %s for %s abandoned: %s", command.action, command.meter_id, exc)
         except Exception as exc:
-            if not isinstance(exc, _EXPECTED):
+            if not isinstance(exc, EXPECTED_ERRORS):
                 log.warning(
                     "relay %s for %s: unexpected error in attempt %d",
                     command.action,
@@ -287,7 +263,7 @@ class RelayController:
                     exc_info=exc,
                 )
             with contextlib.suppress(LeaseLost):
-                await self._failed(command, attempt, _describe(exc))
+                await self._failed(command, attempt, describe_error(exc))
 
     async def _try(self, command: CommandInfo, attempt: int) -> None:
         if self.access.ownership.enter(command.meter_id) is None:
@@ -319,9 +295,9 @@ class RelayController:
             async with asyncio.timeout(self.settings.session_budget_s):
                 async with self.access.session(record, priority) as session:
                     status, verdict, operated = await self._operate(session, command)
-        except _Superseded:
+        except CommandSuperseded:
             return
-        except _Refused as refused:
+        except Refused as refused:
             await self._refused(command, attempt, refused)
             return
         await self._confirmed(command, attempt, status, verdict, operated)
@@ -373,7 +349,7 @@ class RelayController:
         # The one check that the command is still wanted (the only one since it was sent),
         # right before it is confirmed as already there or the relay is touched.
         if not await self._still_wanted(command):
-            raise _Superseded
+            raise CommandSuperseded
         verdict = rules.judge_readback(command.action, before.output_state, before.state)
         if verdict.done:
             return before, verdict, False  # already there: nothing to operate
@@ -384,15 +360,15 @@ class RelayController:
             else:
                 after = await session.reconnect()
         except (ActionFailed, ServiceRejected) as exc:
-            status = await _status_or_none(session)
-            raise _Refused(
+            status = await status_or_none(session)
+            raise Refused(
                 domain.RELAY_COMMAND_FAILED,
                 f"meter refused {command.action} (control_mode {before.control_mode}): {exc}",
                 status,
             ) from exc
         verdict = rules.judge_readback(command.action, after.output_state, after.state)
         if not verdict.done:
-            raise _Refused(domain.RELAY_STUCK, verdict.detail, after)
+            raise Refused(domain.RELAY_STUCK, verdict.detail, after)
         return after, verdict, True
 
     @grouped
@@ -460,7 +436,7 @@ class RelayController:
         )
 
     @grouped
-    async def _refused(self, command: CommandInfo, attempt: int, refused: _Refused) -> None:
+    async def _refused(self, command: CommandInfo, attempt: int, refused: Refused) -> None:
         await self.access.ownership.fence()
         now = self._clock()
         if refused.status is not None:
@@ -519,17 +495,3 @@ class RelayController:
         publish_command(
             self.notifier, command, status, self._clock(), attempt=attempt, error=error, extra=extra
         )
-
-
-async def _status_or_none(session: DlmsSession) -> RelayStatus | None:
-    try:
-        return await session.relay_status()
-    except (OSError, TimeoutError, ProtocolError, DlmsError):
-        return None
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return f"timeout: {exc}" if str(exc) else "timeout"
-    text = str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"
