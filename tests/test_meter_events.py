@@ -91,7 +91,16 @@ def test_the_event_payload_has_the_contract_fields() -> None:
     assert message is not None
     assert message.topic == "h/meters/M1/events"
     body = json.loads(message.payload)
-    assert set(body) == {"message_id", "meter_id", "ts", "log", "code", "name", "source"}
+    assert set(body) == {
+        "message_id",
+        "schema_version",
+        "meter_id",
+        "ts",
+        "log",
+        "code",
+        "name",
+        "source",
+    }
     assert body["code"] == 62 and body["source"] == "push" and body["ts"] == "2026-11-26T08:00:00Z"
     with pytest.raises(ValueError):
         notifier.event("M1", T0, LOG, 62, "x", "rumour")

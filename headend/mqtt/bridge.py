@@ -475,6 +475,7 @@ class MqttBridge:
                 max_in_flight=self._max_in_flight,
                 publish_timeout_s=self._timeout,
                 on_published=self._published,
+                mqtt5=self._mqtt5,
             )
             return
         while True:

@@ -15,6 +15,7 @@ from typing import Final, Protocol, runtime_checkable
 
 import aiomqtt
 
+from headend.mqtt.mqtt5 import publish_properties
 from headend.mqtt.outbox import OutboxMessage
 
 __all__ = ["MAX_IN_FLIGHT", "PipelinedOutbox", "send_pipelined"]
@@ -45,6 +46,7 @@ async def send_pipelined(
     max_in_flight: int,
     publish_timeout_s: float,
     on_published: Callable[[], None],
+    mqtt5: bool = False,
 ) -> None:
     """Publish from `outbox` until the connection fails (raises) or this is cancelled."""
     outbox.rewind()
@@ -59,6 +61,8 @@ async def send_pipelined(
                 message.payload,
                 qos=message.qos,
                 retain=message.retain,
+                # A reply's correlation data (MQTT 5 requests): mqtt/mqtt5.py.
+                properties=publish_properties(message.correlation_data, mqtt5),
                 timeout=publish_timeout_s,
             )
         except ValueError:
