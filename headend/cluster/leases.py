@@ -42,6 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from headend.cluster import members
 from headend.cluster.ownership import LeaseLost, LeaseToken, current_token, set_current
+from headend.observability import metrics
 from headend.storage import Database
 
 __all__ = ["SHARDS", "ClusterOwnership", "lease_name"]
@@ -229,6 +230,7 @@ class ClusterOwnership:
                     await self.tick()
                 except Exception:
                     log.exception("cluster lease renewal failed; retrying")
+                metrics.CLUSTER_LEASES.labels(member=self.me).set(len(self.leases))
                 self.ready.set()
                 await asyncio.sleep(self.renew_s)
         finally:

@@ -38,6 +38,7 @@ from headend.listener.unwrap import (
 )
 from headend.meters.event_effects import power_failure_effect
 from headend.mqtt.notifier import Notifier
+from headend.observability import metrics
 from headend.storage import Repository
 from headend.storage.events import EventRow
 from headend.storage.records import ReadingRow
@@ -141,6 +142,7 @@ class PushHandler:
             if system_title
             else peer.host
         )
+        metrics.PUSH_MESSAGES.labels(outcome=kind.removeprefix("push_")).inc()
         alarm_now = self.guard.report(kind, sender)
         # A flood of forged pushes must not flood the log either: one warning per alarm.
         log.log(
@@ -295,6 +297,7 @@ class PushHandler:
             if ciphered and meter.transport in ("wrapper", "hdlc") and meter.host != peer.host:
                 await self._moved(meter, peer.host)
         self.accepted += 1
+        metrics.PUSH_MESSAGES.labels(outcome="accepted").inc()
         accepted = Accepted(
             meter.meter_id, opened.notification, content, ciphered, new_readings, new_events
         )
