@@ -17,7 +17,7 @@ demo: $(STAMP)
 	$(BIN)/headend demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 3
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
