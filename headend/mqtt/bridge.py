@@ -54,7 +54,7 @@ from headend.mqtt.incoming import (
     BalanceEvent,
     parse_balance_event,
 )
-from headend.mqtt.mqtt5 import publish_properties, reply_address, session_options
+from headend.mqtt.mqtt5 import reply_address, session_options
 from headend.mqtt.outbox import Outbox
 from headend.mqtt.paho_access import (
     ack,
@@ -64,7 +64,7 @@ from headend.mqtt.paho_access import (
     read_waiting,
 )
 from headend.mqtt.payloads import status_payload
-from headend.mqtt.pipeline import MAX_IN_FLIGHT, PipelinedOutbox, send_pipelined
+from headend.mqtt.pipeline import MAX_IN_FLIGHT, PipelinedOutbox, send_one_by_one, send_pipelined
 from headend.mqtt.tls import tls_context_for
 from headend.mqtt.topics import Topics
 from headend.observability import metrics
@@ -478,24 +478,10 @@ class MqttBridge:
                 mqtt5=self._mqtt5,
             )
             return
-        while True:
-            message = await self.outbox.next()
-            properties = publish_properties(message.correlation_data, self._mqtt5)
-            try:
-                await client.publish(
-                    message.topic,
-                    message.payload,
-                    qos=message.qos,
-                    retain=message.retain,
-                    properties=properties,
-                    timeout=self._timeout,
-                )
-            except ValueError:  # paho refuses it outright: retrying would loop forever
-                log.error("mqtt message for %s refused by the client; dropped", message.topic)
-                self.outbox.refuse(message)
-                continue
-            except BaseException:
-                self.outbox.release(message)
-                raise
-            self.outbox.done(message)
-            self.stats.published += 1
+        await send_one_by_one(
+            client,
+            self.outbox,
+            publish_timeout_s=self._timeout,
+            on_published=self._published,
+            mqtt5=self._mqtt5,
+        )

@@ -16,9 +16,9 @@ from typing import Final, Protocol, runtime_checkable
 import aiomqtt
 
 from headend.mqtt.mqtt5 import publish_properties
-from headend.mqtt.outbox import OutboxMessage
+from headend.mqtt.outbox import Outbox, OutboxMessage
 
-__all__ = ["MAX_IN_FLIGHT", "PipelinedOutbox", "send_pipelined"]
+__all__ = ["MAX_IN_FLIGHT", "PipelinedOutbox", "send_one_by_one", "send_pipelined"]
 
 log = logging.getLogger(__name__)
 
@@ -100,3 +100,35 @@ async def send_pipelined(
         if failed.done():
             failed.exception()  # retrieved (it ends the connection; logged there)
         outbox.rewind()
+
+
+async def send_one_by_one(
+    client: aiomqtt.Client,
+    outbox: Outbox,
+    *,
+    publish_timeout_s: float,
+    on_published: Callable[[], None],
+    mqtt5: bool = False,
+) -> None:
+    """Publish from an outbox that hands out one message at a time (the in-memory one), each
+    acknowledged before the next; until the connection fails (raises) or this is cancelled."""
+    while True:
+        message = await outbox.next()
+        try:
+            await client.publish(
+                message.topic,
+                message.payload,
+                qos=message.qos,
+                retain=message.retain,
+                properties=publish_properties(message.correlation_data, mqtt5),
+                timeout=publish_timeout_s,
+            )
+        except ValueError:  # paho refuses it outright: retrying would loop forever
+            log.error("mqtt message for %s refused by the client; dropped", message.topic)
+            outbox.refuse(message)
+            continue
+        except BaseException:
+            outbox.release(message)
+            raise
+        outbox.done(message)
+        on_published()
