@@ -31,6 +31,7 @@ from headend.storage.relay_states import check_relay_state, write_relay_state
 __all__ = [
     "Commands",
     "Confirmation",
+    "apply_step",
     "command_info",
     "insert_command",
     "new_command_values",
@@ -119,6 +120,35 @@ async def insert_command(
     )
     await session.execute(insert(COMMANDS).values(values))
     return CommandInfo(**values)
+
+
+async def apply_step(
+    session: AsyncSession,
+    meter_id: str,
+    step: decision.Step,
+    *,
+    source: str,
+    now: datetime,
+    seq: int | None = None,
+) -> CommandInfo | None:
+    """Write a step towards a desired state (relay/decision.py `converge`): give up the
+    commands it supersedes and queue its command, if any, in `session`'s transaction (the
+    caller holds the meter's lock). Returns the command queued."""
+    for old in step.superseded:
+        await supersede_command(session, old, now)
+    if step.command is None:
+        return None
+    return await insert_command(
+        session,
+        meter_id,
+        step.command.action,
+        source=source,
+        now=now,
+        seq=seq,
+        reason=step.command.reason,
+        episode_started_at=step.command.episode_started_at,
+        not_before=step.command.not_before,
+    )
 
 
 async def supersede_command(session: AsyncSession, old: decision.Superseded, now: datetime) -> None:

@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 from headend import domain
 from headend.relay import decision, lifecycle
 from headend.relay.decision import ActiveCommand, Superseded
-from headend.storage.commands import command_info, insert_command, supersede_command
+from headend.storage.commands import apply_step, command_info, insert_command, supersede_command
 from headend.storage.core import COMMANDS, METERS, Store
 from headend.storage.holds import HoldConflict, pin, unpin
 from headend.storage.meters import UnknownMeter
@@ -130,20 +130,9 @@ class Overrides(Store):
                 None if active is None else _active(active),
                 reason,
             )
-            for old in step.superseded:
-                await supersede_command(session, old, now)
-            command = None
-            if step.command is not None:
-                command = await insert_command(
-                    session,
-                    meter_id,
-                    step.command.action,
-                    source="release",
-                    now=now,
-                    seq=meter.desired_seq,
-                    reason=step.command.reason,
-                    episode_started_at=step.command.episode_started_at,
-                )
+            command = await apply_step(
+                session, meter_id, step, source="release", now=now, seq=meter.desired_seq
+            )
             await unpin(session, meter_id, reason, step.detail, now)
             return Release(step.detail, command, step.superseded)
 

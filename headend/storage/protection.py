@@ -15,7 +15,7 @@ from headend.prepaid.quiet_hours import QuietHours
 from headend.relay import protection
 from headend.relay.decision import ActiveCommand, Step, Superseded
 from headend.storage.alarms import insert_alarm
-from headend.storage.commands import command_info, insert_command, supersede_command
+from headend.storage.commands import apply_step, command_info
 from headend.storage.core import COMMANDS, METERS, Clock, Store
 from headend.storage.db import Database
 from headend.storage.holds import log_operator_action
@@ -100,21 +100,9 @@ class Protection(Store):
                     at if at is not None and at > now else None,
                 )
             step = result.step
-            for old in step.superseded:
-                await supersede_command(session, old, now)
-            command = None
-            if step.command is not None:
-                command = await insert_command(
-                    session,
-                    meter_id,
-                    step.command.action,
-                    source="protection",
-                    now=now,
-                    seq=meter.desired_seq,
-                    reason=step.command.reason,
-                    episode_started_at=step.command.episode_started_at,
-                    not_before=step.command.not_before,
-                )
+            command = await apply_step(
+                session, meter_id, step, source="protection", now=now, seq=meter.desired_seq
+            )
             values: dict[str, Any] = {
                 "protected": protected,
                 "protected_reason": reason if protected else None,
