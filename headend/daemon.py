@@ -52,6 +52,11 @@ __all__ = ["Daemon", "DaemonTuning", "configure_daemon_logging", "run_daemon"]
 log = get_logger(__name__)
 
 
+def _idle_limit(config: Config) -> float | None:
+    """Half a lease in a cluster (cluster/leases.py: a frozen member's locks go with it)."""
+    return config.cluster.lease_s / 2 if config.cluster.enabled else None
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -124,7 +129,7 @@ class Daemon:
                 "mqtt.password is sent to the broker without TLS: anyone on the path can read "
                 "it; set [mqtt.tls] (or use a broker on this box only)"
             )
-        db = await Database.open(config.database.url)
+        db = await Database.open(config.database.url, idle_in_transaction_s=_idle_limit(config))
         self.db = db
         loop = asyncio.get_running_loop()
         installed: list[signal.Signals] = []
@@ -166,7 +171,9 @@ class Daemon:
         self.repository = repository
         # The relay path gets its own engine (connection pool): a balance event or a command
         # never waits for a connection behind a thousand polls.
-        relay_db = await Database.open(config.database.url, run_migrations=False)
+        relay_db = await Database.open(
+            config.database.url, run_migrations=False, idle_in_transaction_s=_idle_limit(config)
+        )
         self.relay_db = relay_db
         clock = tuning.clock or _utc_now
         relay_repository = Repository(
@@ -330,6 +337,7 @@ class Daemon:
                 from headend.cluster.notify import CommandListener
 
                 self.cluster.listeners.add(collection.ownership_changed)
+                self.cluster.resumed.add(controller.wake)
                 wakeups = CommandListener(config.database.url, controller.wake)
                 cluster_tasks = [
                     tg.create_task(guarded("cluster", self.cluster.run()), name="leases"),

@@ -138,7 +138,7 @@ async def test_a_paused_member_operates_no_meter_it_lost(sim_fleet, tmp_path) ->
         await eventually(all_with_other, within=LEASE_S * 3 + 5, what="the other takes over")
         await eventually(
             lambda: all(c.state(m) == "disconnected" for m in c.ids),
-            within=90,  # loaded box: taken-over commands may wait out a backoff
+            within=90,  # a loaded box; taken-over attempts are due at once (leases._RESUME)
             what="every meter disconnected by the other member",
         )
 

@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from decimal import Decimal
 
 import pytest
 from db_support import temp_database
 from sqlalchemy import text
+from test_balance_identity import T0, add_meters
 
+from headend.balance_event import BalanceEvent
 from headend.cluster.leases import SHARDS, ClusterOwnership, lease_name
 from headend.cluster.members import cluster_report
 from headend.cluster.ownership import LeaseLost
+from headend.storage import Database, Repository
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -147,3 +151,80 @@ async def test_a_poll_under_a_lost_lease_stores_its_readings_but_records_nothing
         assert recorded == [1] and sink.skipped == 1  # nothing recorded under the lost lease
         stored = await Repository(db).readings(meter)
         assert len(stored) == 2  # the readings themselves are facts: kept
+
+
+async def test_a_member_frozen_in_a_transaction_does_not_hold_its_row_locks(tmp_path) -> None:
+    # A member stopped (SIGSTOP) inside a transaction that updated a meter's command keeps
+    # that row locked; the new holder's write to it waits only until the server ends the
+    # idle transaction (half a lease), not until the frozen member wakes.
+    async with temp_database("postgresql", tmp_path) as db:
+        frozen = Database(db.url, schema=db.schema, idle_in_transaction_s=0.5)
+        try:
+            async with db.transaction() as session:
+                await session.execute(text("CREATE TABLE scratch (id int PRIMARY KEY, v int)"))
+                await session.execute(text("INSERT INTO scratch VALUES (1, 0)"))
+            locked = asyncio.Event()
+
+            async def freeze() -> None:
+                async with frozen.transaction() as session:
+                    await session.execute(text("UPDATE scratch SET v = 1 WHERE id = 1"))
+                    locked.set()
+                    await asyncio.sleep(30)  # frozen: never commits on its own
+
+            frozen_task = asyncio.create_task(freeze())
+            await locked.wait()
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            async with asyncio.timeout(10):
+                async with db.transaction() as session:
+                    await session.execute(text("UPDATE scratch SET v = 2 WHERE id = 1"))
+            assert loop.time() - started < 5
+            frozen_task.cancel()
+            with pytest.raises((asyncio.CancelledError, Exception)):
+                await frozen_task
+            async with db.session() as session:
+                v = (await session.execute(text("SELECT v FROM scratch"))).scalar_one()
+            assert v == 2  # the frozen member's write was rolled back with its transaction
+        finally:
+            await frozen.dispose()
+
+
+async def test_an_attempt_the_old_holder_had_under_way_is_due_at_once_for_the_new_one(
+    tmp_path,
+) -> None:
+    # The old holder marked its attempt 'sent', due again only after the attempt's backoff
+    # (in case it died mid-attempt). It did: the member that claims the lease runs the
+    # command now. A command backing off from a failure keeps its backoff.
+    async with temp_database("postgresql", tmp_path) as db:
+        await add_meters(db, "M1", "M2")
+        repo = Repository(db, warning_threshold=Decimal("20"))
+        for meter_id in ("M1", "M2"):
+            event = BalanceEvent(meter_id, Decimal("-5"), "CNY", 1, f"e-{meter_id}", T0)
+            assert (await repo.apply_balance_event(event)).command is not None
+        async with db.transaction() as session:
+            for meter_id, status in (("M1", "sent"), ("M2", "failed")):
+                await session.execute(
+                    text(
+                        "UPDATE commands SET status = :status, attempt = 3, "
+                        "next_attempt_at = now() + interval '300 seconds' "
+                        "WHERE meter_id = :meter_id"
+                    ),
+                    {"status": status, "meter_id": meter_id},
+                )
+        member = ClusterOwnership(db, "new", 2.0)
+        member.track([Rec(m, "wrapper", f"tcp:{m}") for m in ("M1", "M2")])
+        woken: list[str] = []
+        member.resumed.add(woken.append)
+        await member.tick()
+        assert woken == ["M1"]
+        assert member.owns("M1") is not None  # owned by the time it is woken
+        async with db.session() as session:
+            rows = await session.execute(
+                text(
+                    "SELECT meter_id, next_attempt_at <= now() AS due FROM commands "
+                    "ORDER BY meter_id"
+                )
+            )
+            assert [(r.meter_id, r.due) for r in rows] == [("M1", True), ("M2", False)]
+        await member.tick()  # nothing newly claimed: nothing resumed again
+        assert woken == ["M1"]

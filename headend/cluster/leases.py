@@ -15,9 +15,11 @@ dropped at once. The local deadline of a lease is taken from the loop clock *bef
 renewal was sent, minus a margin, so it always falls before the database's `expires_at`: a
 session is cancelled at that deadline (ownership.guard), and no other member can claim the
 lease before `expires_at`. So no meter has two sessions at once, and a member paused past its
-lease finds its sessions cancelled and its results refused by the fence when it wakes (a
-transaction it was frozen in is ended by PostgreSQL after lease_s / 2 idle, releasing the
-fence's lock, so its leases are claimable by then).
+lease finds its sessions cancelled and its results refused by the fence when it wakes. A
+transaction it was frozen in is ended by PostgreSQL after lease_s / 2 idle (the daemon opens
+its databases with that idle_in_transaction_session_timeout), releasing the fence's lock, so
+its leases are claimable by then, and its row locks on meters and commands, so the new
+holder's writes do not wait for it to wake.
 
 Fair share is ceil(shards / live members); a member above it releases its surplus shards once
 their sessions have ended (a joining member gets work at once), one below it claims free or
@@ -81,6 +83,14 @@ _FENCE = text(
     "SELECT 1 FROM cluster_leases WHERE name = :name AND holder = :me AND epoch = :epoch "
     "AND expires_at > now() FOR SHARE"
 )
+_RESUME = text(
+    "UPDATE commands SET next_attempt_at = now() "
+    "WHERE status = 'sent' AND next_attempt_at > now() AND meter_id = ANY(:meters) "
+    "RETURNING meter_id"
+)
+"""Attempts the previous holder had under way when it lost the lease (it died, froze, or was
+cut off; its session was fenced): due now, not after that attempt's backoff, which it set
+in case it died mid-attempt and grows to minutes with the attempts."""
 _ENSURE = text("INSERT INTO cluster_leases (name) VALUES (:name) ON CONFLICT (name) DO NOTHING")
 
 
@@ -135,6 +145,8 @@ class ClusterOwnership:
         self._ensured: set[str] = set()
         self.listeners: set[Callable[[], None]] = set()
         """Called when the set of held leases changed (the collection re-reads its meters)."""
+        self.resumed: set[Callable[[str], None]] = set()
+        """Called per meter whose interrupted command a claim made due (the relay wakes)."""
         self.ready = asyncio.Event()
         self._stopping = False
 
@@ -298,11 +310,23 @@ class ClusterOwnership:
             wanted = sorted(self._lines - set(self._held))
             if wanted:
                 got += await self._claim_rows(session, "line:%", len(wanted), wanted, 0)
+            names = {name for name, _ in got}
+            meters = [m for m, lease in self._lease_of.items() if lease in names]
+            resumed = (
+                list((await session.execute(_RESUME, {"meters": meters})).scalars())
+                if meters
+                else []
+            )
         deadline = started + self.lease_s - self.margin_s
         for name, epoch in got:
             self._held[name] = _Held(LeaseToken(name, epoch), deadline)
         if got:
             log.info("cluster: %s took %d lease(s)", self.me, len(got))
+        if resumed:
+            log.info("cluster: %d interrupted command(s) resumed at once", len(resumed))
+        for meter_id in resumed:
+            for wake in tuple(self.resumed):
+                wake(meter_id)
         return bool(got) or any(h.releasing and not h.sessions for h in self._held.values())
 
     async def _claim_rows(

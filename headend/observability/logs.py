@@ -39,6 +39,7 @@ QUIET_LIBRARIES = (
     "sqlalchemy",
     "aiomqtt",
     "asyncpg",
+    "alembic.runtime.plugins",  # a line per plugin on every start
 )
 
 

@@ -130,21 +130,39 @@ def _dialect(url: str) -> str:
     return make_url(url).get_backend_name()
 
 
-def create_engine(url: str, *, schema: str | None = None, echo: bool = False) -> AsyncEngine:
+def create_engine(
+    url: str,
+    *,
+    schema: str | None = None,
+    echo: bool = False,
+    idle_in_transaction_s: float | None = None,
+) -> AsyncEngine:
     """An async engine for `url` (sqlite+aiosqlite or postgresql+asyncpg).
 
     `schema` (PostgreSQL only) puts every table in that schema via search_path: one database
-    can then hold several head-ends, or one test per schema."""
+    can then hold several head-ends, or one test per schema.
+
+    `idle_in_transaction_s` (PostgreSQL only): the server ends a transaction this process
+    leaves idle that long. A cluster member frozen inside a transaction (SIGSTOP, a stalled
+    VM, a partition) would otherwise keep its row locks on meters and commands for as long
+    as it is frozen, and every other member's writes to those rows would wait behind them."""
     parsed = make_url(url)
     kwargs: dict[str, Any] = {"echo": echo}
     dialect = parsed.get_backend_name()
     if dialect == "postgresql":
+        settings: dict[str, str] = {}
         if schema is not None:
-            kwargs["connect_args"] = {"server_settings": {"search_path": schema}}
+            settings["search_path"] = schema
+        if idle_in_transaction_s is not None:
+            settings["idle_in_transaction_session_timeout"] = str(
+                max(100, int(idle_in_transaction_s * 1000))
+            )
+        if settings:
+            kwargs["connect_args"] = {"server_settings": settings}
         kwargs["pool_pre_ping"] = True
     elif dialect == "sqlite":
-        if schema is not None:
-            raise ValueError("schema is for PostgreSQL only")
+        if schema is not None or idle_in_transaction_s is not None:
+            raise ValueError("schema and idle_in_transaction_s are for PostgreSQL only")
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     else:
@@ -182,11 +200,20 @@ class Database:
     `session()` is for reads; `transaction()` is one write transaction that commits on
     success and rolls back on any exception (so a kill -9 leaves either all or nothing)."""
 
-    def __init__(self, url: str, *, schema: str | None = None, echo: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str | None = None,
+        echo: bool = False,
+        idle_in_transaction_s: float | None = None,
+    ) -> None:
         self.url = url
         self.schema = schema
         self.dialect = _dialect(url)
-        self.engine = create_engine(url, schema=schema, echo=echo)
+        self.engine = create_engine(
+            url, schema=schema, echo=echo, idle_in_transaction_s=idle_in_transaction_s
+        )
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         writer = (
             self.engine.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"})
@@ -203,10 +230,15 @@ class Database:
 
     @classmethod
     async def open(
-        cls, url: str, *, schema: str | None = None, run_migrations: bool = True
+        cls,
+        url: str,
+        *,
+        schema: str | None = None,
+        run_migrations: bool = True,
+        idle_in_transaction_s: float | None = None,
     ) -> Database:
         """Open the database, first bringing its schema to the newest revision."""
-        db = cls(url, schema=schema)
+        db = cls(url, schema=schema, idle_in_transaction_s=idle_in_transaction_s)
         if run_migrations:
             try:
                 await db.migrate()

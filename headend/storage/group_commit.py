@@ -92,10 +92,8 @@ class GroupCommit:
                     await self._commit(group)
         finally:
             self._serving = False
-            failure = RuntimeError("group commit stopped")
             for item in self._queue:
-                if not item.done.done():
-                    item.done.set_exception(failure)
+                _fail(item, RuntimeError("group commit stopped"))
             self._queue = []
 
     async def _commit(self, group: list[_Work]) -> None:
@@ -114,8 +112,7 @@ class GroupCommit:
                     current = None
             except asyncio.CancelledError:
                 for item in pending:
-                    if not item.done.done():
-                        item.done.set_exception(RuntimeError("group commit stopped"))
+                    _fail(item, RuntimeError("group commit stopped"))
                 raise
             except Exception as exc:
                 if current is None or fallouts >= MAX_FALLOUTS:
