@@ -37,6 +37,7 @@ from headend.mqtt.topics import Topics
 from headend.observability.http import OpsServer
 from headend.observability.logs import configure_logging, get_logger, instance_id
 from headend.observability.probes import ops_server, systemd_notifier
+from headend.observability.tasks import dump_tasks
 from headend.prepaid.limiter import LimitWorker
 from headend.prepaid.quiet_hours import QuietHours
 from headend.prepaid.watch import PrepaidWatch
@@ -139,6 +140,9 @@ class Daemon:
                     with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                         loop.add_signal_handler(sig, self._on_signal, sig)
                         installed.append(sig)
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                    loop.add_signal_handler(signal.SIGUSR1, dump_tasks)  # where it waits
+                    installed.append(signal.SIGUSR1)
             async with contextlib.AsyncExitStack() as stack:
                 if config.metrics.port:  # up from the start: /readyz says "starting" meanwhile
                     self.ops = await stack.enter_async_context(ops_server(self))

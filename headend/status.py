@@ -3,16 +3,21 @@ tests assert on it, so it lives apart from all three."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from headend.storage import Database, Repository
+from headend.storage.offenders import worst_offenders
 
 __all__ = ["status_report"]
 
 
-async def status_report(url: str, *, limit: int = 50) -> dict[str, Any]:
-    """What `headend status` shows, as plain data (also used by the demo and tests)."""
+async def status_report(
+    url: str, *, limit: int = 50, stale_after_s: float = 3600.0, worst: int = 10
+) -> dict[str, Any]:
+    """What `headend status` shows, as plain data (also used by the demo and tests).
+    `stale_after_s`: a meter not read for that long is among the worst offenders (the CLI
+    passes a few polling intervals)."""
     # A read: it never changes the schema, so it never waits for the write lock either.
     db = await Database.open(url, run_migrations=False)
     try:
@@ -23,6 +28,9 @@ async def status_report(url: str, *, limit: int = 50) -> dict[str, Any]:
         protected = await repository.protected_meters()
         alarms = await repository.list_alarms(limit=limit)
         outbox_depth, outbox_oldest = await repository.outbox.depth()
+        offenders = await worst_offenders(
+            db, datetime.now(UTC), stale_after=timedelta(seconds=stale_after_s), limit=worst
+        )
     finally:
         await db.dispose()
     return {
@@ -77,6 +85,7 @@ async def status_report(url: str, *, limit: int = 50) -> dict[str, Any]:
             }
             for a in alarms
         ],
+        "worst": offenders.as_dict(),
     }
 
 

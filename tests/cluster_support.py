@@ -149,6 +149,40 @@ class Cluster:
         rows = await self.sql("SELECT meter_id, last_reading_at FROM meters")
         return {r.meter_id: r.last_reading_at for r in rows}
 
+    async def diagnosis(self) -> str:
+        """What a failed wait prints: the active commands, and what every connection to the
+        database is doing or waiting for (a lock held by a frozen member, say)."""
+        commands = await self.sql(
+            "SELECT meter_id, action, status, attempt, next_attempt_at, last_error FROM commands "
+            "WHERE status NOT IN ('confirmed', 'superseded') ORDER BY meter_id"
+        )
+        activity = await self.sql(
+            "SELECT pid, application_name, state, wait_event_type, wait_event, "
+            "now() - state_change AS for_s, left(query, 100) AS query FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND state <> 'idle'"
+        )
+        # And where each running member's tasks wait (the daemon logs them on SIGUSR1).
+        running = [m for m in self.members if m.proc is not None and not m.died]
+        for member in running:
+            member.signal(signal.SIGUSR1)
+        await asyncio.sleep(2)
+        tasks = []
+        for member in running:
+            text_ = member.log.read_text()
+            at = text_.rfind("SIGUSR1:")
+            tasks.append(f"{member.instance_id}: {text_[at : at + 6000] if at >= 0 else '-'}")
+        return "\n".join(
+            [
+                "commands:",
+                *map(str, commands),
+                "database activity:",
+                *map(str, activity),
+                "tasks:",
+                *tasks,
+            ]
+        )
+
     def state(self, meter_id: str) -> str:
         return str(self.fleet.relay(meter_id)["state"])
 

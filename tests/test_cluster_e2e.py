@@ -136,11 +136,14 @@ async def test_a_paused_member_operates_no_meter_it_lost(sim_fleet, tmp_path) ->
             return len(now) == 8 and set(now.values()) == {other.instance_id}
 
         await eventually(all_with_other, within=LEASE_S * 3 + 5, what="the other takes over")
-        await eventually(
-            lambda: all(c.state(m) == "disconnected" for m in c.ids),
-            within=90,  # a loaded box; taken-over attempts are due at once (leases._RESUME)
-            what="every meter disconnected by the other member",
-        )
+        try:
+            await eventually(
+                lambda: all(c.state(m) == "disconnected" for m in c.ids),
+                within=90,  # a loaded box; taken-over attempts are due at once (leases._RESUME)
+                what="every meter disconnected by the other member",
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{await c.diagnosis()}") from None
 
         async def settled() -> bool:
             return not await c.sql("SELECT 1 FROM commands WHERE status <> 'confirmed' LIMIT 1")

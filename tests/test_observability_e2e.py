@@ -30,7 +30,7 @@ from ops_support import (
 from test_daemon_e2e import Headend, headend
 
 from headend.mqtt.broker import free_port
-from headend.observability.fleet import COUNTER_LIMIT
+from headend.storage.counters import IC_MAX
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -106,7 +106,7 @@ async def test_counters_follow_a_disconnect_a_bad_event_and_an_unreachable_meter
             assert after.value("headend_active_alarms", type="bad_event") == 1
             assert after.value("headend_active_alarms", type="meter_unreachable") == 1
             assert after.value("headend_relay_command_oldest_unconfirmed_age_seconds") == 0
-            assert after.value("headend_invocation_counter_headroom") == COUNTER_LIMIT  # no HLS
+            assert after.value("headend_invocation_counter_headroom") == IC_MAX  # no HLS
             assert after.value("headend_mqtt_connected") == 1
             assert ("headend_outbox_depth", frozenset()) in after.samples
             assert after.value("process_resident_memory_bytes") > 0

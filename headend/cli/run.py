@@ -7,7 +7,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -68,7 +68,9 @@ def status(ctx: typer.Context, config: ConfigOpt = None, as_json: JsonOpt = Fals
     database)."""
     cfg = load_cli_config(config, ctx)
     try:
-        report = asyncio.run(status_report(cfg.database.url))
+        # Not read for three polling intervals (and at least ten minutes): silent.
+        stale_after_s = max(600.0, 3 * cfg.polling.interval_s)
+        report = asyncio.run(status_report(cfg.database.url, stale_after_s=stale_after_s))
         if cfg.cluster.enabled:
             from headend.cli.cluster import cluster_status
 
@@ -131,6 +133,45 @@ def status(ctx: typer.Context, config: ConfigOpt = None, as_json: JsonOpt = Fals
         table = Table("alarm", "meter", "when", "detail")
         for a in report["alarms"]:
             table.add_row(a["type"], a["meter_id"] or "-", a["ts"] or "-", (a["detail"] or "")[:70])
+        console.print(table)
+    print_worst(console, report["worst"])
+
+
+def print_worst(console: Console, worst: dict[str, list[dict[str, Any]]]) -> None:
+    """The meters behind the fleet-wide metrics (storage/offenders.py), worst first."""
+    if worst["silent"]:
+        table = Table("silent meter", "last reading", "why (unreachable alarm)")
+        for row in worst["silent"]:
+            table.add_row(
+                row["meter_id"], row["last_reading_at"] or "never", (row["unreachable"] or "")[:70]
+            )
+        console.print(table)
+    if worst["stuck_commands"]:
+        table = Table("stuck command", "action", "attempts", "since", "last error")
+        for row in worst["stuck_commands"]:
+            table.add_row(
+                row["meter_id"],
+                row["action"],
+                str(row["attempt"]),
+                row["since"] or "-",
+                (row["last_error"] or "")[:60],
+            )
+        console.print(table)
+    if worst["counters"]:
+        table = Table("invocation counter", "key", "used", "headroom", "% used")
+        for row in worst["counters"]:
+            table.add_row(
+                row["meter_id"],
+                row["key_id"],
+                str(row["used"]),
+                str(row["headroom"]),
+                f"{row['used_percent']:g}",
+            )
+        console.print(table)
+    if worst["alarming"]:
+        table = Table("most alarms", "active", "types")
+        for row in worst["alarming"]:
+            table.add_row(row["meter_id"], str(row["active_alarms"]), ", ".join(row["types"]))
         console.print(table)
 
 

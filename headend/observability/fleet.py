@@ -17,12 +17,11 @@ from headend import domain
 from headend.observability import metrics
 from headend.storage import Database
 from headend.storage.core import ALARMS, COMMANDS, COUNTERS, METERS, parse_sqlite_ts
+from headend.storage.counters import IC_MAX
 from headend.storage.db import OUTBOX
 from headend.storage.types import to_utc
 
-__all__ = ["COUNTER_LIMIT", "refresh_fleet_gauges"]
-
-COUNTER_LIMIT = 2**32 - 1  # a GCM invocation counter is 32 bits; it must never wrap
+__all__ = ["refresh_fleet_gauges"]
 
 
 def _age_s(now: datetime, since: object) -> float:
@@ -64,7 +63,7 @@ async def refresh_fleet_gauges(db: Database, now: datetime | None = None) -> Non
     metrics.OUTBOX_DEPTH.set(int(outbox[0]))
     metrics.OUTBOX_OLDEST_AGE.set(_age_s(now, outbox[1]))
     # `value` is the next counter not yet handed out: what is left is the limit minus it.
-    metrics.INVOCATION_HEADROOM.set(COUNTER_LIMIT - int(highest_counter or 0))
+    metrics.INVOCATION_HEADROOM.set(IC_MAX - int(highest_counter or 0))
     metrics.ACTIVE_ALARMS.clear()
     for alarm_type, count in alarms:
         metrics.ACTIVE_ALARMS.labels(type=alarm_type).set(count)
