@@ -53,9 +53,26 @@ __all__ = ["Daemon", "DaemonTuning", "configure_daemon_logging", "run_daemon"]
 log = get_logger(__name__)
 
 
-def _idle_limit(config: Config) -> float | None:
-    """Half a lease in a cluster (cluster/leases.py: a frozen member's locks go with it)."""
-    return config.cluster.lease_s / 2 if config.cluster.enabled else None
+async def _open_database(config: Config, *, run_migrations: bool) -> Database:
+    """In a cluster, a frozen member's locks go within a lease: the server ends its
+    transactions idle for half a lease (storage/db.py), the others end its sessions by name
+    (cluster/evict.py)."""
+    if not config.cluster.enabled:
+        return await Database.open(config.database.url, run_migrations=run_migrations)
+    from headend.cluster.evict import application_name
+
+    return await Database.open(
+        config.database.url,
+        run_migrations=run_migrations,
+        idle_in_transaction_s=config.cluster.lease_s / 2,
+        application_name=application_name(_member_id(config)),
+    )
+
+
+def _member_id(config: Config) -> str:
+    from headend.cluster.members import default_instance_id
+
+    return config.cluster.instance_id or default_instance_id()
 
 
 def _utc_now() -> datetime:
@@ -130,7 +147,7 @@ class Daemon:
                 "mqtt.password is sent to the broker without TLS: anyone on the path can read "
                 "it; set [mqtt.tls] (or use a broker on this box only)"
             )
-        db = await Database.open(config.database.url, idle_in_transaction_s=_idle_limit(config))
+        db = await _open_database(config, run_migrations=True)
         self.db = db
         loop = asyncio.get_running_loop()
         installed: list[signal.Signals] = []
@@ -175,9 +192,7 @@ class Daemon:
         self.repository = repository
         # The relay path gets its own engine (connection pool): a balance event or a command
         # never waits for a connection behind a thousand polls.
-        relay_db = await Database.open(
-            config.database.url, run_migrations=False, idle_in_transaction_s=_idle_limit(config)
-        )
+        relay_db = await _open_database(config, run_migrations=False)
         self.relay_db = relay_db
         clock = tuning.clock or _utc_now
         relay_repository = Repository(
@@ -213,9 +228,8 @@ class Daemon:
         mqtt_settings = config.mqtt
         if config.cluster.enabled:  # a member of a cluster: headend/cluster/
             from headend.cluster.leases import ClusterOwnership
-            from headend.cluster.members import default_instance_id
 
-            member = config.cluster.instance_id or default_instance_id()
+            member = _member_id(config)
             mqtt_settings = replace(config.mqtt, client_id=f"{config.mqtt.client_id}-{member}")
             self.cluster = ClusterOwnership(
                 relay_db, member, config.cluster.lease_s, load=lambda: _load(self)

@@ -229,3 +229,30 @@ def test_push_receives_every_push() -> None:
     assert result["received"] == 20
     for key in ("pushes_per_s", "cpu_per_push_ms", "decode_floor_ms", "cpu_vs_floor"):
         assert _is_number(result[key]), key
+
+
+@pytest.mark.skipif(not _reachable("127.0.0.1", 1883), reason="needs Mosquitto on 127.0.0.1:1883")
+def test_soak_samples_every_figure_and_fits_the_slopes() -> None:
+    # Forty seconds instead of an hour: every sample has its figures (the raw insert baseline
+    # among them, on the readings table as the daemon stores it), and the slopes are fitted.
+    result = run_benchmark(
+        "soak",
+        "--meters", "10",
+        "--interval-s", "2",
+        "--minutes", "0.7",
+        "--sample-s", "7",
+        "--warmup-min", "0.1",
+        "--event-s", "1",
+        "--json",
+    )  # fmt: skip
+    assert result["failures"] == 0
+    assert result["balance_events_sent"] > 0
+    samples = result["samples"]
+    assert len(samples) >= 4
+    for sample in samples:
+        for key in ("rss_mb", "open_files", "polls", "outbox_depth", "readings"):
+            assert _is_number(sample[key]), (key, sample)
+    assert sum(_is_number(s["raw_insert_cpu_ms"]) for s in samples) >= len(samples) - 1
+    assert samples[-1]["readings"] > samples[0]["readings"]
+    for key in ("rss_slope_mb_per_min", "open_files_slope_per_min", "cpu_per_poll_ratio"):
+        assert _is_number(result[key]), key

@@ -5,15 +5,20 @@ result committed under a lease that was taken over."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
 
+import asyncpg
 import pytest
 from db_support import temp_database
+from e2e_support import eventually
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from test_balance_identity import T0, add_meters
 
 from headend.balance_event import BalanceEvent
+from headend.cluster.evict import Evictor, application_name
 from headend.cluster.leases import SHARDS, ClusterOwnership, lease_name
 from headend.cluster.members import cluster_report
 from headend.cluster.ownership import LeaseLost
@@ -228,3 +233,64 @@ async def test_an_attempt_the_old_holder_had_under_way_is_due_at_once_for_the_ne
             assert [(r.meter_id, r.due) for r in rows] == [("M1", True), ("M2", False)]
         await member.tick()  # nothing newly claimed: nothing resumed again
         assert woken == ["M1"]
+
+
+async def test_a_member_frozen_in_the_middle_of_a_copy_has_its_sessions_ended(tmp_path) -> None:
+    # Frozen while the server waits for the rows of a COPY (readings are copied in): the
+    # transaction is not idle and no server timeout ends it. The member taking over ends the
+    # sessions of a member whose heartbeat is older than a lease; a live one's stay.
+    async with temp_database("postgresql", tmp_path) as db:
+        frozen = Database(db.url, schema=db.schema, application_name=application_name("dead"))
+        live = Database(db.url, schema=db.schema, application_name=application_name("live"))
+        try:
+            async with db.transaction() as session:
+                await session.execute(text("CREATE TABLE scratch (id int PRIMARY KEY, v int)"))
+                await session.execute(text("INSERT INTO scratch VALUES (1, 0), (2, 0)"))
+                await session.execute(
+                    text(
+                        "INSERT INTO cluster_members (instance_id, host, pid, started_at, "
+                        "heartbeat_at) VALUES ('dead', 'h', 1, now(), now() - interval '10 s'), "
+                        "('live', 'h', 2, now(), now())"
+                    )
+                )
+            locked = asyncio.Event()
+
+            async def rows() -> AsyncIterator[bytes]:
+                yield b"3\t3\n"
+                locked.set()
+                await asyncio.sleep(60)  # frozen before the rest of the data
+
+            async def freeze() -> None:
+                async with frozen.engine.connect() as conn:
+                    raw = (await conn.get_raw_connection()).driver_connection
+                    assert raw is not None
+                    async with raw.transaction():
+                        await raw.execute("UPDATE scratch SET v = 1 WHERE id = 1")
+                        await raw.copy_to_table("scratch", source=rows())
+
+            frozen_task = asyncio.create_task(freeze())
+            await locked.wait()
+            async with live.transaction() as session:  # a live member's open transaction
+                await session.execute(text("UPDATE scratch SET v = 5 WHERE id = 2"))
+                evictor = Evictor(db, "taker", lease_s=2.0)
+                assert await evictor.run_once() == 1
+                async with asyncio.timeout(10):
+                    async with db.transaction() as other:
+                        await other.execute(text("UPDATE scratch SET v = 2 WHERE id = 1"))
+                with pytest.raises(
+                    (asyncpg.PostgresError, asyncpg.InterfaceError, DBAPIError, OSError)
+                ):
+                    async with asyncio.timeout(10):
+                        await frozen_task
+            async with db.session() as session:
+                rows_now = (await session.execute(text("SELECT id, v FROM scratch"))).all()
+            # The frozen COPY's row went with it; the live member's commit stood.
+            assert sorted(tuple(r) for r in rows_now) == [(1, 2), (2, 5)]
+            # Nothing left to end, once the server has seen the session go.
+            async def none_left() -> bool:
+                return await evictor.run_once() == 0
+
+            await eventually(none_left, within=5, what="the dead member's sessions gone")
+        finally:
+            await frozen.dispose()
+            await live.dispose()

@@ -43,6 +43,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from headend.cluster import members
+from headend.cluster.evict import Evictor
 from headend.cluster.ownership import LeaseLost, LeaseToken, current_token, set_current
 from headend.observability import metrics
 from headend.storage import Database
@@ -149,6 +150,7 @@ class ClusterOwnership:
         """Called per meter whose interrupted command a claim made due (the relay wakes)."""
         self.ready = asyncio.Event()
         self._stopping = False
+        self.evictor = Evictor(db, instance_id, lease_s)
 
     def __repr__(self) -> str:
         return f"ClusterOwnership({self.me!r}, leases={len(self._held)})"
@@ -273,6 +275,10 @@ class ClusterOwnership:
             log.warning("cluster: lost %d lease(s): %s", len(lost), ", ".join(sorted(lost)[:8]))
         changed = bool(lost)
         changed |= await self._release_surplus()
+        try:  # before claiming: the dead member's locks go first (cluster/evict.py)
+            await self.evictor.run_once()
+        except Exception:
+            log.exception("cluster: ending a dead member's sessions failed; retrying")
         changed |= await self._claim(started)
         if changed:
             for listener in tuple(self.listeners):

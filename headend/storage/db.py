@@ -136,6 +136,7 @@ def create_engine(
     schema: str | None = None,
     echo: bool = False,
     idle_in_transaction_s: float | None = None,
+    application_name: str | None = None,
 ) -> AsyncEngine:
     """An async engine for `url` (sqlite+aiosqlite or postgresql+asyncpg).
 
@@ -144,8 +145,11 @@ def create_engine(
 
     `idle_in_transaction_s` (PostgreSQL only): the server ends a transaction this process
     leaves idle that long. A cluster member frozen inside a transaction (SIGSTOP, a stalled
-    VM, a partition) would otherwise keep its row locks on meters and commands for as long
-    as it is frozen, and every other member's writes to those rows would wait behind them."""
+    VM, a partition) would otherwise keep its row locks on meters, commands and meter keys
+    for as long as it is frozen, and every other member's writes to those rows would wait
+    behind them. (Frozen in the middle of a statement whose server waits for the client's
+    data, a COPY, the transaction is not idle: cluster/evict.py ends those sessions.)
+    `application_name` (PostgreSQL only) names this process's sessions in pg_stat_activity."""
     parsed = make_url(url)
     kwargs: dict[str, Any] = {"echo": echo}
     dialect = parsed.get_backend_name()
@@ -157,12 +161,14 @@ def create_engine(
             settings["idle_in_transaction_session_timeout"] = str(
                 max(100, int(idle_in_transaction_s * 1000))
             )
+        if application_name is not None:
+            settings["application_name"] = application_name
         if settings:
             kwargs["connect_args"] = {"server_settings": settings}
         kwargs["pool_pre_ping"] = True
     elif dialect == "sqlite":
-        if schema is not None or idle_in_transaction_s is not None:
-            raise ValueError("schema and idle_in_transaction_s are for PostgreSQL only")
+        if (schema, idle_in_transaction_s, application_name) != (None, None, None):
+            raise ValueError("schema and the session settings are for PostgreSQL only")
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     else:
@@ -207,12 +213,17 @@ class Database:
         schema: str | None = None,
         echo: bool = False,
         idle_in_transaction_s: float | None = None,
+        application_name: str | None = None,
     ) -> None:
         self.url = url
         self.schema = schema
         self.dialect = _dialect(url)
         self.engine = create_engine(
-            url, schema=schema, echo=echo, idle_in_transaction_s=idle_in_transaction_s
+            url,
+            schema=schema,
+            echo=echo,
+            idle_in_transaction_s=idle_in_transaction_s,
+            application_name=application_name,
         )
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         writer = (
@@ -236,9 +247,15 @@ class Database:
         schema: str | None = None,
         run_migrations: bool = True,
         idle_in_transaction_s: float | None = None,
+        application_name: str | None = None,
     ) -> Database:
         """Open the database, first bringing its schema to the newest revision."""
-        db = cls(url, schema=schema, idle_in_transaction_s=idle_in_transaction_s)
+        db = cls(
+            url,
+            schema=schema,
+            idle_in_transaction_s=idle_in_transaction_s,
+            application_name=application_name,
+        )
         if run_migrations:
             try:
                 await db.migrate()
