@@ -286,6 +286,7 @@ async def test_a_member_frozen_in_the_middle_of_a_copy_has_its_sessions_ended(tm
                 rows_now = (await session.execute(text("SELECT id, v FROM scratch"))).all()
             # The frozen COPY's row went with it; the live member's commit stood.
             assert sorted(tuple(r) for r in rows_now) == [(1, 2), (2, 5)]
+
             # Nothing left to end, once the server has seen the session go.
             async def none_left() -> bool:
                 return await evictor.run_once() == 0
