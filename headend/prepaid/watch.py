@@ -1,5 +1,7 @@
 """The prepaid policies that run between balance events, after polls: the meter's
-consumption model refreshed when new readings arrived, the run-out forecast at the balance
+consumption model refreshed when new readings arrived (at most hourly once it has a daily
+rate: a model is 35 days of history, and rebuilding every meter's each minute as polls come
+in grew the daemon's CPU per poll with the stored history), the run-out forecast at the balance
 billing last reported (credit_running_out, once per episode), usage anomaly hints (each kind
 once while it lasts) and usage statements (at the billing-profile boundary, or every
 `statement_interval_s`). Every notice is written to the outbox in the transaction that
@@ -30,6 +32,9 @@ __all__ = ["PrepaidWatch", "estimate_now"]
 log = get_logger(__name__)
 
 HISTORY = timedelta(days=35)  # what the rates and anomaly hints look at
+MODEL_REFRESH = timedelta(hours=1)
+"""A meter's model is rebuilt from new readings at most this often once it has a daily rate
+(an hour moves a 7-day average by under 1 %); without one, at the next round."""
 
 
 def _now() -> datetime:
@@ -95,7 +100,15 @@ class PrepaidWatch:
         usage = meter.usage
         model: ConsumptionModel | None = None
         fresh = meter.last_reading_at is not None and (
-            meter.usage_model_at is None or meter.last_reading_at > meter.usage_model_at
+            meter.usage_model_at is None
+            or (
+                meter.last_reading_at > meter.usage_model_at
+                and (
+                    usage is None
+                    or usage.usual_daily_kwh() is None
+                    or now - meter.usage_model_at >= MODEL_REFRESH
+                )
+            )
         )
         if fresh:
             samples = await self.repository.energy_samples(meter.meter_id, now - HISTORY)

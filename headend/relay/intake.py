@@ -33,6 +33,7 @@ from headend.mqtt.incoming import BadEvent, DeadLetter, storable_text
 from headend.mqtt.notifier import Notifier
 from headend.observability import metrics
 from headend.observability.logs import get_logger
+from headend.prepaid.consumption import UsageSummary
 from headend.prepaid.forecast import NO_FORECAST, Forecast, running_out
 from headend.prepaid.watch import estimate_now
 from headend.relay import decision
@@ -46,6 +47,12 @@ __all__ = ["BalanceIntake"]
 log = get_logger(__name__)
 
 MAX_FALLOUTS = 3
+
+_FORECAST_OUTCOMES = (decision.APPLIED, decision.ZERO_NO_CHANGE)
+"""Events that set a balance, and so a run-out forecast."""
+
+Usage = tuple[UsageSummary | None, bool]
+"""A meter's stored consumption model, and whether credit_running_out went out this episode."""
 """Failed events taken out of one batch before the rest is left to redelivery (a database
 that is away fails every event; it is not worth a transaction per event)."""
 
@@ -163,15 +170,19 @@ class BalanceIntake:
                 alone.append(index)
         if not chosen:
             return [], alone
-        events = [batch[i][0] for i in chosen]
+        events = [e for i in chosen if isinstance(e := batch[i][0], BalanceEvent)]
         outcomes = await self.repository.apply_balance_batch(
-            events,  # type: ignore[arg-type]
-            [storable_text(batch[i][1]) for i in chosen],
+            events, [storable_text(batch[i][1]) for i in chosen]
+        )
+        # The forecasts' inputs for every event that moves a balance, in one read.
+        usages = await self.repository.usages_of(
+            event.meter_id
+            for event, outcome in zip(events, outcomes, strict=True)
+            if outcome.decision.outcome in _FORECAST_OUTCOMES
         )
         created = []
         for event, outcome in zip(events, outcomes, strict=True):
-            assert isinstance(event, BalanceEvent)
-            command = await self._judged(event, outcome)
+            command = await self._judged(event, outcome, usages.get(event.meter_id))
             if command is not None:
                 created.append(command)
         return created, alone
@@ -197,15 +208,18 @@ class BalanceIntake:
         )
         return await self._judged(event, outcome)
 
-    async def _judged(self, event: BalanceEvent, outcome: BalanceOutcome) -> CommandInfo | None:
+    async def _judged(
+        self, event: BalanceEvent, outcome: BalanceOutcome, usage: Usage | None = None
+    ) -> CommandInfo | None:
         """Alarms and messages for an applied event; the command to start after the commit.
-        Its log lines carry the event's meter_id and event_id."""
+        Its log lines carry the event's meter_id and event_id. `usage`: the meter's stored
+        model and episode flag when the caller read them already (else read here)."""
         ids = {"meter_id": event.meter_id, "event_id": event.event_id}
         with structlog.contextvars.bound_contextvars(**ids):
-            return await self._judged_event(event, outcome)
+            return await self._judged_event(event, outcome, usage)
 
     async def _judged_event(
-        self, event: BalanceEvent, outcome: BalanceOutcome
+        self, event: BalanceEvent, outcome: BalanceOutcome, usage: Usage | None
     ) -> CommandInfo | None:
         judged = outcome.decision
         metrics.count_balance_event(judged.outcome)
@@ -229,17 +243,17 @@ class BalanceIntake:
             publish_alarm(self.notifier, alarm)
             return None
         estimate = None
-        if judged.outcome in (decision.APPLIED, decision.ZERO_NO_CHANGE):
-            estimate = await self._forecast(event)
+        if judged.outcome in _FORECAST_OUTCOMES:
+            estimate = await self._forecast(event, usage)
         return self._publish(event, outcome, estimate)
 
-    async def _forecast(self, event: BalanceEvent) -> Forecast:
+    async def _forecast(self, event: BalanceEvent, stored: Usage | None) -> Forecast:
         """The run-out forecast at this balance (prepaid/forecast.py, from the meter's stored
         consumption model), and credit_running_out once per episode: the episode ends when a
         payment lifts the forecast above the limit or the balance is no longer positive."""
         if event.price is not None:
             await self.repository.mark_prepaid(event.meter_id, last_price=event.price)
-        usage, notified = await self.repository.usage_of(event.meter_id)
+        usage, notified = stored or await self.repository.usage_of(event.meter_id)
         price = event.price or self.prepaid.price_per_kwh
         now = self._clock()
         estimate = estimate_now(usage, event.balance, event.ts, price, now, self.prepaid.timezone)

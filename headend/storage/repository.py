@@ -113,6 +113,7 @@ class Repository:
         self.billing_captures = usage.billing_captures
         self.prepaid_meters = usage.prepaid_meters
         self.usage_of = usage.usage_of
+        self.usages_of = usage.usages_of
         self.mark_prepaid = usage.mark_prepaid
         self.limits_due = limits.limits_due
         self.record_limit = limits.record_limit
