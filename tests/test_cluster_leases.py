@@ -238,10 +238,13 @@ async def test_an_attempt_the_old_holder_had_under_way_is_due_at_once_for_the_ne
 async def test_a_member_frozen_in_the_middle_of_a_copy_has_its_sessions_ended(tmp_path) -> None:
     # Frozen while the server waits for the rows of a COPY (readings are copied in): the
     # transaction is not idle and no server timeout ends it. The member taking over ends the
-    # sessions of a member whose heartbeat is older than a lease; a live one's stay.
+    # sessions a member whose heartbeat is older than a lease opened while it was alive; a
+    # live member's stay, and so do those of a member restarted under a stale row.
+    lease_s = 1.0
     async with temp_database("postgresql", tmp_path) as db:
         frozen = Database(db.url, schema=db.schema, application_name=application_name("dead"))
         live = Database(db.url, schema=db.schema, application_name=application_name("live"))
+        reborn = Database(db.url, schema=db.schema, application_name=application_name("again"))
         try:
             async with db.transaction() as session:
                 await session.execute(text("CREATE TABLE scratch (id int PRIMARY KEY, v int)"))
@@ -249,8 +252,9 @@ async def test_a_member_frozen_in_the_middle_of_a_copy_has_its_sessions_ended(tm
                 await session.execute(
                     text(
                         "INSERT INTO cluster_members (instance_id, host, pid, started_at, "
-                        "heartbeat_at) VALUES ('dead', 'h', 1, now(), now() - interval '10 s'), "
-                        "('live', 'h', 2, now(), now())"
+                        "heartbeat_at) VALUES ('dead', 'h', 1, now(), now()), "
+                        "('live', 'h', 2, now(), now()), "
+                        "('again', 'h', 3, now(), now() - interval '1 hour')"
                     )
                 )
             locked = asyncio.Event()
@@ -270,9 +274,18 @@ async def test_a_member_frozen_in_the_middle_of_a_copy_has_its_sessions_ended(tm
 
             frozen_task = asyncio.create_task(freeze())
             await locked.wait()
-            async with live.transaction() as session:  # a live member's open transaction
+            evictor = Evictor(db, "taker", lease_s=lease_s)
+            assert await evictor.run_once() == 0  # its heartbeat is fresh: alive
+            await asyncio.sleep(lease_s + 0.5)  # it stops beating: presumed dead
+            async with db.transaction() as session:
+                await session.execute(
+                    text(
+                        "UPDATE cluster_members SET heartbeat_at = now() WHERE instance_id = 'live'"
+                    )
+                )
+            async with live.transaction() as session, reborn.transaction() as again:
                 await session.execute(text("UPDATE scratch SET v = 5 WHERE id = 2"))
-                evictor = Evictor(db, "taker", lease_s=2.0)
+                await again.execute(text("SELECT 1"))  # opened after its row went stale
                 assert await evictor.run_once() == 1
                 async with asyncio.timeout(10):
                     async with db.transaction() as other:
@@ -284,7 +297,7 @@ async def test_a_member_frozen_in_the_middle_of_a_copy_has_its_sessions_ended(tm
                         await frozen_task
             async with db.session() as session:
                 rows_now = (await session.execute(text("SELECT id, v FROM scratch"))).all()
-            # The frozen COPY's row went with it; the live member's commit stood.
+            # The frozen COPY's row went with it; the live and the reborn members' stood.
             assert sorted(tuple(r) for r in rows_now) == [(1, 2), (2, 5)]
 
             # Nothing left to end, once the server has seen the session go.
@@ -293,5 +306,5 @@ async def test_a_member_frozen_in_the_middle_of_a_copy_has_its_sessions_ended(tm
 
             await eventually(none_left, within=5, what="the dead member's sessions gone")
         finally:
-            await frozen.dispose()
-            await live.dispose()
+            for database in (frozen, live, reborn):
+                await database.dispose()

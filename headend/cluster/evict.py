@@ -14,6 +14,9 @@ member, at each lease round, terminates the sessions of every member whose heart
 older than a lease (`pg_terminate_backend`): the member presumed dead whose leases are being
 taken over. Its transactions roll back at once. Should it wake, its connections are gone, its
 results are refused by the fence anyway, and its next heartbeat makes it a member again.
+Only sessions opened while it was alive go (up to a lease after its last heartbeat: a frozen
+process opens none after): a member restarted under the same instance id opens new ones
+before its first heartbeat (its migrations, say), and those are left alone.
 
 PostgreSQL lets a role terminate the sessions of its own role (and members of
 pg_signal_backend any non-superuser's): members that share a database role, as they should,
@@ -45,6 +48,7 @@ _EVICT = text(
     WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
       AND m.instance_id <> :me
       AND m.heartbeat_at < now() - make_interval(secs => :lease_s)
+      AND a.backend_start <= m.heartbeat_at + make_interval(secs => :lease_s)
     """
 )
 
