@@ -84,6 +84,9 @@ _FENCE = text(
     "SELECT 1 FROM cluster_leases WHERE name = :name AND holder = :me AND epoch = :epoch "
     "AND expires_at > now() FOR SHARE"
 )
+_INTERRUPTED = text(
+    "SELECT DISTINCT meter_id FROM commands WHERE status = 'sent' AND next_attempt_at > now()"
+)
 _RESUME = text(
     "UPDATE commands SET next_attempt_at = now() "
     "WHERE status = 'sent' AND next_attempt_at > now() AND meter_id = ANY(:meters) "
@@ -316,13 +319,7 @@ class ClusterOwnership:
             wanted = sorted(self._lines - set(self._held))
             if wanted:
                 got += await self._claim_rows(session, "line:%", len(wanted), wanted, 0)
-            names = {name for name, _ in got}
-            meters = [m for m, lease in self._lease_of.items() if lease in names]
-            resumed = (
-                list((await session.execute(_RESUME, {"meters": meters})).scalars())
-                if meters
-                else []
-            )
+            resumed = await self._resume(session, {name for name, _ in got})
         deadline = started + self.lease_s - self.margin_s
         for name, epoch in got:
             self._held[name] = _Held(LeaseToken(name, epoch), deadline)
@@ -334,6 +331,18 @@ class ClusterOwnership:
             for wake in tuple(self.resumed):
                 wake(meter_id)
         return bool(got) or any(h.releasing and not h.sessions for h in self._held.values())
+
+    async def _resume(self, session: AsyncSession, claimed: set[str]) -> list[str]:
+        """Make the interrupted attempts on the meters of the leases just claimed due now
+        (_RESUME); the few commands in flight fleet-wide are read, not every claimed meter
+        sent (a claim at start-up covers a whole share of the fleet)."""
+        if not claimed:
+            return []
+        in_flight = (await session.execute(_INTERRUPTED)).scalars()
+        meters = [m for m in in_flight if self._lease_of.get(m) in claimed]
+        if not meters:
+            return []
+        return list((await session.execute(_RESUME, {"meters": meters})).scalars())
 
     async def _claim_rows(
         self, session: AsyncSession, pattern: str, k: int, names: list[str] | None, grace: int
