@@ -62,15 +62,19 @@ async def test_the_worst_of_each_kind_come_first(db: Database) -> None:
     await repo.raise_alarm(domain.METER_UNREACHABLE, "OLDER", "5 polls failed in a row; last: x")
     await repo.raise_alarm(domain.RELAY_COMMAND_FAILED, "OLDER", "timeout")
     await repo.raise_alarm(domain.RELAY_COMMAND_FAILED, "OLD", "timeout")
-    # Relay commands: OLD failed 4 times, OLDER twice, FRESH never (not stuck).
-    for meter_id, attempts in (("OLD", 4), ("OLDER", 2), ("FRESH", 0)):
+    # Relay commands: OLD failed 4 times, OLDER once, FRESH is on its first attempt (not stuck).
+    for meter_id, status, attempts in (
+        ("OLD", "sent", 4),
+        ("OLDER", "failed", 1),
+        ("FRESH", "sent", 1),
+    ):
         event = BalanceEvent(meter_id, Decimal("-5"), "CNY", 1, f"e-{meter_id}", NOW)
         assert (await repo.apply_balance_event(event)).command is not None
         async with db.transaction() as session:
             await session.execute(
                 update(COMMANDS)
                 .where(COMMANDS.c.meter_id == meter_id)
-                .values(status="failed", attempt=attempts, last_error="timeout")
+                .values(status=status, attempt=attempts, last_error="timeout")
             )
     # Invocation counters: COUNTED has used most of its range.
     await repo.reserve_invocation_counter("COUNTED", at_least=IC_MAX - 1000)
@@ -86,7 +90,7 @@ async def test_the_worst_of_each_kind_come_first(db: Database) -> None:
     assert worst["silent"][0]["last_reading_at"] is None
     assert [(r["meter_id"], r["attempt"]) for r in worst["stuck_commands"]] == [
         ("OLD", 4),
-        ("OLDER", 2),
+        ("OLDER", 1),
     ]
     assert worst["stuck_commands"][0]["action"] == "disconnect"
     counted, old = worst["counters"]

@@ -5,8 +5,9 @@ collection degrades, a command is old or a counter is running out, never which m
 operator paged by one needs the names: `headend status` lists the few worst of each kind from
 what is stored, so the answer holds after a restart and across the members of a cluster.
 
-Each list is one query over an indexed or small table (the meters, the active commands, the
-invocation counters, the active alarms), bounded by `limit`."""
+Each list is one query (two with its details), bounded by `limit`: over the meters (a scan
+of the table, as `headend status` counts it anyway: an operator's command, not a hot path),
+the active commands, the invocation counters and the active alarms."""
 
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ class Offenders:
     """Meters not read for longer than `stale_after` (never read first), with the poll
     failure the unreachable alarm recorded."""
     stuck_commands: list[dict[str, Any]]
-    """Active relay commands that have failed at least once, most attempts first."""
+    """Active relay commands that have failed at least once (waiting for a retry, escalated,
+    or on a retry now), most attempts first."""
     counters: list[dict[str, Any]]
     """Invocation counters closest to exhaustion (a meter that can no longer be talked to
     securely once its counter is spent)."""
@@ -84,7 +86,10 @@ async def worst_offenders(
                 select(
                     c.meter_id, c.command_id, c.action, c.status, c.attempt, started, c.last_error
                 )
-                .where(c.status.in_(domain.ACTIVE_COMMAND_STATUSES), c.attempt >= 2)
+                .where(
+                    c.status.in_(domain.ACTIVE_COMMAND_STATUSES),
+                    or_(c.attempt >= 2, c.status.in_((domain.FAILED, domain.ESCALATED))),
+                )
                 .order_by(desc(c.attempt), started, c.command_id)
                 .limit(limit)
             )
