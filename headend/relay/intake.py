@@ -47,14 +47,14 @@ __all__ = ["BalanceIntake"]
 log = get_logger(__name__)
 
 MAX_FALLOUTS = 3
+"""Failed events taken out of one batch before the rest is left to redelivery (a database
+that is away fails every event; it is not worth a transaction per event)."""
 
 _FORECAST_OUTCOMES = (decision.APPLIED, decision.ZERO_NO_CHANGE)
 """Events that set a balance, and so a run-out forecast."""
 
 Usage = tuple[UsageSummary | None, bool]
 """A meter's stored consumption model, and whether credit_running_out went out this episode."""
-"""Failed events taken out of one batch before the rest is left to redelivery (a database
-that is away fails every event; it is not worth a transaction per event)."""
 
 Message = BalanceEvent | BadEvent | DeadLetter
 
