@@ -1,6 +1,7 @@
 """Leases in a real PostgreSQL, two members in one process (headend/cluster/leases.py): a fair
 split, no lease held twice, takeover after expiry with a new epoch, and the fence refusing a
-result committed under a lease that was taken over."""
+result committed under a lease that was taken over; a frozen member's locks released (idle
+limit, cluster/evict.py) and its interrupted attempts due at once for the new holder."""
 
 from __future__ import annotations
 
