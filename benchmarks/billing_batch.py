@@ -119,8 +119,18 @@ class Watch:
         self.statuses: dict[str, int] = {}
         self.wanted: set[str] = set()
         self.changed = asyncio.Event()
+        self.lost: BaseException | None = None
+        """Why the subscription ended (the broker dropped this client): nothing more can be
+        seen, so a wait for confirmations fails at once instead of at its timeout."""
 
     async def listen(self, client: Any) -> None:
+        try:
+            await self._listen(client)
+        except Exception as exc:  # reported by `confirmed`, the run's failure
+            self.lost = exc
+            self.changed.set()
+
+    async def _listen(self, client: Any) -> None:
         async for message in client.messages:
             arrived = time.time()
             try:
@@ -146,6 +156,8 @@ class Watch:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(limit_s):
                 while any(e not in self.steps["confirmed"] for e in event_ids):
+                    if self.lost is not None:
+                        raise RuntimeError(f"the billing side lost the broker: {self.lost!r}")
                     self.changed.clear()
                     await self.changed.wait()
                 return True
