@@ -25,7 +25,7 @@ from e2e_support import database_url, eventually, import_fleet
 from mqtt_support import Broker, forget_session, system_mosquitto
 from sqlalchemy import text
 
-from headend.cluster.leases import lease_name
+from headend.cluster.leases import SHARDS, lease_name
 from headend.meters.secrets import parse_master_key
 from headend.storage import Database
 
@@ -140,6 +140,25 @@ class Cluster:
             if holder is not None:
                 out[m.meter_id] = holder
         return out
+
+    async def settled(self, members: int) -> bool:
+        """Every lease held, each member at its fair share, and every meter held. Shards are
+        claimed at random, so which member holds which meters is chance: with few meters one
+        member may hold all of them (tests pick the member to stop from what it holds)."""
+        rows = await self.sql(
+            "SELECT holder, count(*) AS n FROM cluster_leases WHERE expires_at > now() "
+            "AND holder IS NOT NULL GROUP BY holder"
+        )
+        fair = -(-SHARDS // members)
+        counts = sorted(int(r.n) for r in rows)
+        if len(counts) != members or sum(counts) != SHARDS or counts[-1] > fair:
+            return False
+        return len(await self.holders()) == len(self.ids)
+
+    def holding(self, holders: dict[str, str]) -> Member:
+        """The member holding the most meters (ties: the first started)."""
+        held = [sum(1 for h in holders.values() if h == m.instance_id) for m in self.members]
+        return self.members[held.index(max(held))]
 
     async def events_applied(self, seq: int) -> set[str]:
         rows = await self.sql("SELECT meter_id FROM meters WHERE balance_seq >= :seq", seq=seq)
