@@ -65,14 +65,8 @@ async def _open_database(config: Config, *, run_migrations: bool) -> Database:
         config.database.url,
         run_migrations=run_migrations,
         idle_in_transaction_s=config.cluster.lease_s / 2,
-        application_name=application_name(_member_id(config)),
+        application_name=application_name(instance_id(config.cluster.instance_id)),
     )
-
-
-def _member_id(config: Config) -> str:
-    from headend.cluster.members import default_instance_id
-
-    return config.cluster.instance_id or default_instance_id()
 
 
 def _utc_now() -> datetime:
@@ -229,7 +223,7 @@ class Daemon:
         if config.cluster.enabled:  # a member of a cluster: headend/cluster/
             from headend.cluster.leases import ClusterOwnership
 
-            member = _member_id(config)
+            member = instance_id(config.cluster.instance_id)
             mqtt_settings = replace(config.mqtt, client_id=f"{config.mqtt.client_id}-{member}")
             self.cluster = ClusterOwnership(
                 relay_db, member, config.cluster.lease_s, load=lambda: _load(self)

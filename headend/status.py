@@ -8,6 +8,7 @@ from typing import Any
 
 from headend.storage import Database, Repository
 from headend.storage.offenders import worst_offenders
+from headend.storage.types import iso_or_none
 
 __all__ = ["status_report"]
 
@@ -40,8 +41,8 @@ async def status_report(
         "active_commands": summary.active_commands,
         "escalated_commands": summary.escalated_commands,
         "active_alarms": summary.active_alarms,
-        "last_reading_at": _iso(summary.last_reading_at),
-        "outbox": {"depth": outbox_depth, "oldest": _iso(outbox_oldest)},
+        "last_reading_at": iso_or_none(summary.last_reading_at),
+        "outbox": {"depth": outbox_depth, "oldest": iso_or_none(outbox_oldest)},
         "pending_commands": [
             {
                 "command_id": c.command_id,
@@ -50,8 +51,8 @@ async def status_report(
                 "status": c.status,
                 "attempt": c.attempt,
                 "source": c.source,
-                "created_at": _iso(c.created_at),
-                "next_attempt_at": _iso(c.next_attempt_at),
+                "created_at": iso_or_none(c.created_at),
+                "next_attempt_at": iso_or_none(c.next_attempt_at),
                 "last_error": c.last_error,
             }
             for c in pending[:limit]
@@ -61,7 +62,7 @@ async def status_report(
                 "meter_id": h.meter_id,
                 "held_state": h.held_state,
                 "reason": h.reason,
-                "since": _iso(h.since),
+                "since": iso_or_none(h.since),
                 "desired_state": h.desired_state,
                 "confirmed_state": h.confirmed_state,
             }
@@ -71,7 +72,7 @@ async def status_report(
             {
                 "meter_id": p["meter_id"],
                 "reason": p["protected_reason"],
-                "since": _iso(p["protected_at"]),
+                "since": iso_or_none(p["protected_at"]),
                 "balance": None if p["last_balance"] is None else str(p["last_balance"]),
             }
             for p in protected
@@ -81,13 +82,9 @@ async def status_report(
                 "type": a.type,
                 "meter_id": a.meter_id,
                 "detail": a.detail,
-                "ts": _iso(a.ts),
+                "ts": iso_or_none(a.ts),
             }
             for a in alarms
         ],
         "worst": offenders.as_dict(),
     }
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()

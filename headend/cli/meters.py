@@ -10,7 +10,6 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -32,6 +31,7 @@ from headend.meters.inventory import ImportResult, InventoryError, import_invent
 from headend.meters.secrets import SecretsError
 from headend.storage import Database, Repository, UnknownMeter
 from headend.storage.records import AlarmInfo, CommandInfo, MeterRow
+from headend.storage.types import iso_or_none
 
 __all__ = ["meter_summary", "meters_app"]
 
@@ -63,10 +63,6 @@ def _secret_flag(token: str | None) -> str | None:
     return "set" if token else None
 
 
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
-
-
 def _dec(value: Decimal | None) -> str | None:
     return None if value is None else str(value)
 
@@ -91,25 +87,25 @@ def meter_summary(meter: MeterRow) -> dict[str, Any]:
         "line": meter.line,
         "control_mode": meter.control_mode,
         "capabilities": meter.capabilities,
-        "capabilities_at": _iso(meter.capabilities_at),
+        "capabilities_at": iso_or_none(meter.capabilities_at),
         "desired_relay_state": meter.desired_relay_state,
         "confirmed_relay_state": meter.confirmed_relay_state,
         "confirmed_output_state": meter.confirmed_output_state,
-        "confirmed_at": _iso(meter.confirmed_at),
+        "confirmed_at": iso_or_none(meter.confirmed_at),
         "balance": _dec(meter.last_balance),
         "currency": meter.last_balance_currency,
         "balance_seq": meter.balance_seq,
         "low_balance_warning": meter.warning_active,
         "hold": meter.hold,
         "hold_reason": meter.hold_reason,
-        "hold_at": _iso(meter.hold_at),
+        "hold_at": iso_or_none(meter.hold_at),
         "protected": meter.protected,
         "protected_reason": meter.protected_reason,
-        "protected_at": _iso(meter.protected_at),
-        "ready_since": _iso(meter.ready_since),
-        "last_reading_at": _iso(meter.last_reading_at),
-        "created_at": _iso(meter.created_at),
-        "updated_at": _iso(meter.updated_at),
+        "protected_at": iso_or_none(meter.protected_at),
+        "ready_since": iso_or_none(meter.ready_since),
+        "last_reading_at": iso_or_none(meter.last_reading_at),
+        "created_at": iso_or_none(meter.created_at),
+        "updated_at": iso_or_none(meter.updated_at),
     }
 
 
@@ -121,14 +117,14 @@ def _command_summary(command: CommandInfo) -> dict[str, Any]:
         "attempt": command.attempt,
         "source": command.source,
         "event_id": command.event_id,
-        "created_at": _iso(command.created_at),
-        "next_attempt_at": _iso(command.next_attempt_at),
+        "created_at": iso_or_none(command.created_at),
+        "next_attempt_at": iso_or_none(command.next_attempt_at),
         "last_error": command.last_error,
     }
 
 
 def _alarm_summary(alarm: AlarmInfo) -> dict[str, Any]:
-    return {"type": alarm.type, "detail": alarm.detail, "ts": _iso(alarm.ts)}
+    return {"type": alarm.type, "detail": alarm.detail, "ts": iso_or_none(alarm.ts)}
 
 
 def _cell(value: Any) -> str:

@@ -10,15 +10,15 @@ import json
 import os
 import socket
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from headend.storage import Database
+from headend.storage.types import iso_or_none
 
-__all__ = ["cluster_report", "default_instance_id", "forget", "heartbeat", "live_members"]
+__all__ = ["cluster_report", "forget", "heartbeat", "live_members"]
 
 _HEARTBEAT = text(
     """
@@ -32,11 +32,6 @@ _LIVE = text(
     "SELECT count(*) FROM cluster_members "
     "WHERE heartbeat_at > now() - make_interval(secs => :lease_s)"
 )
-
-
-def default_instance_id() -> str:
-    """hostname-pid: unique on a host, and says where to look."""
-    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 async def heartbeat(session: AsyncSession, me: str, load: Mapping[str, Any]) -> None:
@@ -89,8 +84,8 @@ async def cluster_report(db: Database, lease_s: float) -> dict[str, Any]:
                 "host": m.host,
                 "pid": m.pid,
                 "alive": bool(m.alive),
-                "started_at": _iso(m.started_at),
-                "heartbeat_at": _iso(m.heartbeat_at),
+                "started_at": iso_or_none(m.started_at),
+                "heartbeat_at": iso_or_none(m.heartbeat_at),
                 "leases": len(held.get(m.instance_id, [])),
                 "lines": [n for n in held.get(m.instance_id, []) if n.startswith("line:")],
                 "load": _load(m.load),
@@ -106,7 +101,3 @@ def _load(raw: Any) -> dict[str, Any]:
     if isinstance(raw, str):
         raw = json.loads(raw)
     return dict(raw) if isinstance(raw, Mapping) else {}
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()

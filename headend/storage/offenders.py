@@ -22,6 +22,7 @@ from headend import domain
 from headend.storage.core import ALARMS, COMMANDS, COUNTERS, METERS
 from headend.storage.counters import IC_MAX
 from headend.storage.db import Database
+from headend.storage.types import iso_or_none
 
 __all__ = ["Offenders", "worst_offenders"]
 
@@ -49,10 +50,6 @@ class Offenders:
             "counters": self.counters,
             "alarming": self.alarming,
         }
-
-
-def _iso(ts: datetime | None) -> str | None:
-    return ts.isoformat() if ts is not None else None
 
 
 async def worst_offenders(
@@ -124,7 +121,7 @@ async def worst_offenders(
         silent=[
             {
                 "meter_id": row.meter_id,
-                "last_reading_at": _iso(row.last_reading_at),
+                "last_reading_at": iso_or_none(row.last_reading_at),
                 "unreachable": unreachable.get(row.meter_id),
             }
             for row in silent
@@ -136,7 +133,7 @@ async def worst_offenders(
                 "action": row.action,
                 "status": row.status,
                 "attempt": row.attempt,
-                "since": _iso(row[5]),
+                "since": iso_or_none(row[5]),
                 "last_error": row.last_error,
             }
             for row in stuck

@@ -14,7 +14,7 @@ from sqlalchemy import BigInteger, DateTime, String
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-__all__ = ["DecimalText", "EpochMicros", "UtcDateTime", "to_utc"]
+__all__ = ["DecimalText", "EpochMicros", "UtcDateTime", "iso_or_none", "to_utc"]
 
 
 def to_utc(value: datetime) -> datetime:
@@ -22,6 +22,11 @@ def to_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
+
+
+def iso_or_none(value: datetime | None) -> str | None:
+    """A stored time as the plain data status reports and JSON carry (None stays None)."""
+    return None if value is None else value.isoformat()
 
 
 class UtcDateTime(TypeDecorator[datetime]):
