@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -98,10 +99,11 @@ def status(ctx: typer.Context, config: ConfigOpt = None, as_json: JsonOpt = Fals
         from headend.cli.cluster import print_cluster
 
         print_cluster(console, report["cluster"])
-    if report["pending_commands"]:
-        table = Table("meter", "action", "status", "attempt", "source", "created", "last error")
-        for c in report["pending_commands"]:
-            table.add_row(
+    _table(
+        console,
+        ("meter", "action", "status", "attempt", "source", "created", "last error"),
+        (
+            (
                 c["meter_id"],
                 c["action"],
                 c["status"],
@@ -110,68 +112,96 @@ def status(ctx: typer.Context, config: ConfigOpt = None, as_json: JsonOpt = Fals
                 c["created_at"] or "-",
                 (c["last_error"] or "")[:60],
             )
-        console.print(table)
-    if report["holds"]:
-        table = Table("held meter", "held", "since", "reason", "balance says")
-        for h in report["holds"]:
-            table.add_row(
+            for c in report["pending_commands"]
+        ),
+    )
+    _table(
+        console,
+        ("held meter", "held", "since", "reason", "balance says"),
+        (
+            (
                 h["meter_id"],
                 h["held_state"] or "-",
                 h["since"] or "-",
                 (h["reason"] or "")[:50],
                 h["desired_state"] or "-",
             )
-        console.print(table)
-    if report["protected"]:
-        table = Table("protected meter", "since", "reason", "balance")
-        for p in report["protected"]:
-            table.add_row(
-                p["meter_id"], p["since"] or "-", (p["reason"] or "")[:50], p["balance"] or "-"
-            )
-        console.print(table)
-    if report["alarms"]:
-        table = Table("alarm", "meter", "when", "detail")
-        for a in report["alarms"]:
-            table.add_row(a["type"], a["meter_id"] or "-", a["ts"] or "-", (a["detail"] or "")[:70])
-        console.print(table)
+            for h in report["holds"]
+        ),
+    )
+    _table(
+        console,
+        ("protected meter", "since", "reason", "balance"),
+        (
+            (p["meter_id"], p["since"] or "-", (p["reason"] or "")[:50], p["balance"] or "-")
+            for p in report["protected"]
+        ),
+    )
+    _table(
+        console,
+        ("alarm", "meter", "when", "detail"),
+        (
+            (a["type"], a["meter_id"] or "-", a["ts"] or "-", (a["detail"] or "")[:70])
+            for a in report["alarms"]
+        ),
+    )
     print_worst(console, report["worst"])
 
 
 def print_worst(console: Console, worst: dict[str, list[dict[str, Any]]]) -> None:
     """The meters behind the fleet-wide metrics (storage/offenders.py), worst first."""
-    if worst["silent"]:
-        table = Table("silent meter", "last reading", "why (unreachable alarm)")
-        for row in worst["silent"]:
-            table.add_row(
-                row["meter_id"], row["last_reading_at"] or "never", (row["unreachable"] or "")[:70]
+    _table(
+        console,
+        ("silent meter", "last reading", "why (unreachable alarm)"),
+        (
+            (r["meter_id"], r["last_reading_at"] or "never", (r["unreachable"] or "")[:70])
+            for r in worst["silent"]
+        ),
+    )
+    _table(
+        console,
+        ("stuck command", "action", "attempts", "since", "last error"),
+        (
+            (
+                r["meter_id"],
+                r["action"],
+                str(r["attempt"]),
+                r["since"] or "-",
+                (r["last_error"] or "")[:60],
             )
-        console.print(table)
-    if worst["stuck_commands"]:
-        table = Table("stuck command", "action", "attempts", "since", "last error")
-        for row in worst["stuck_commands"]:
-            table.add_row(
-                row["meter_id"],
-                row["action"],
-                str(row["attempt"]),
-                row["since"] or "-",
-                (row["last_error"] or "")[:60],
+            for r in worst["stuck_commands"]
+        ),
+    )
+    _table(
+        console,
+        ("invocation counter", "key", "used", "headroom", "% used"),
+        (
+            (
+                r["meter_id"],
+                r["key_id"],
+                str(r["used"]),
+                str(r["headroom"]),
+                f"{r['used_percent']:g}",
             )
-        console.print(table)
-    if worst["counters"]:
-        table = Table("invocation counter", "key", "used", "headroom", "% used")
-        for row in worst["counters"]:
-            table.add_row(
-                row["meter_id"],
-                row["key_id"],
-                str(row["used"]),
-                str(row["headroom"]),
-                f"{row['used_percent']:g}",
-            )
-        console.print(table)
-    if worst["alarming"]:
-        table = Table("most alarms", "active", "types")
-        for row in worst["alarming"]:
-            table.add_row(row["meter_id"], str(row["active_alarms"]), ", ".join(row["types"]))
+            for r in worst["counters"]
+        ),
+    )
+    _table(
+        console,
+        ("most alarms", "active", "types"),
+        (
+            (r["meter_id"], str(r["active_alarms"]), ", ".join(r["types"]))
+            for r in worst["alarming"]
+        ),
+    )
+
+
+def _table(console: Console, headers: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    """One status table, printed only when it has rows."""
+    table = Table(*headers)
+    for row in rows:
+        table.add_row(*row)
+    if table.row_count:
         console.print(table)
 
 
